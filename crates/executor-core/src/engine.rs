@@ -1,0 +1,254 @@
+//! The Rhai engine and its sandbox.
+//!
+//! Rhai applies its structural limits (string, array and map size, call depth, expression
+//! depth) engine-wide, so there is one shared engine per distinct set of those five
+//! values: the instance ceiling's engine is built at start-up, and a script that lowers any
+//! of them gets an engine built once for its profile and cached. Per-run limits (the
+//! operation budget and the wall-clock deadline) differ between runs of the same engine
+//! and are enforced by the progress callback against the thread-local run state.
+//!
+//! The sandbox: `print`, `debug`, `eval` and `import` are disabled symbols, so a script
+//! using them does not compile; the module resolver resolves nothing and no module may be
+//! loaded, should `import` ever get through; `sleep` never outlasts the run's deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use picloud_shared::{
+    CompileError, ExecutionError, ExecutionRequest, LogEntry, SandboxCeiling, SandboxLimits,
+    ScriptLimits, ScriptResponse, ScriptValidator,
+};
+use rhai::module_resolvers::DummyModuleResolver;
+use rhai::{AST, Dynamic, Engine, FLOAT, FuncRegistration, INT, Scope, Shared};
+
+use crate::json::SizeLimits;
+use crate::run_state::{self, RunState};
+use crate::{ctx, error, log, response};
+
+/// Most engines kept for per-script profiles. Past it an arbitrary one is dropped from the
+/// cache (scripts compiled with it keep it alive until they are dropped themselves).
+pub const MAX_ENGINE_PROFILES: usize = 64;
+
+/// Symbols a script may not use at all.
+const DISABLED_SYMBOLS: [&str; 4] = ["print", "debug", "eval", "import"];
+
+/// The five limits Rhai applies engine-wide; one engine is built per distinct profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EngineProfile {
+    /// Longest string, in bytes.
+    pub max_string_size: usize,
+    /// Most elements in arrays (and bytes in blobs).
+    pub max_array_size: usize,
+    /// Most entries in object maps.
+    pub max_map_size: usize,
+    /// Deepest chain of nested function calls.
+    pub max_call_depth: usize,
+    /// Deepest expression nesting.
+    pub max_expr_depth: usize,
+}
+
+impl From<&SandboxLimits> for EngineProfile {
+    fn from(limits: &SandboxLimits) -> Self {
+        Self {
+            max_string_size: limits.max_string_size,
+            max_array_size: limits.max_array_size,
+            max_map_size: limits.max_map_size,
+            max_call_depth: limits.max_call_depth,
+            max_expr_depth: limits.max_expr_depth,
+        }
+    }
+}
+
+fn build_engine(profile: &EngineProfile) -> Engine {
+    let mut engine = Engine::new();
+    // Rhai reads 0 as "unlimited" for these; a limit of 0 from the environment must not
+    // turn into no limit at all.
+    engine
+        .set_max_string_size(profile.max_string_size.max(1))
+        .set_max_array_size(profile.max_array_size.max(1))
+        .set_max_map_size(profile.max_map_size.max(1))
+        .set_max_call_levels(profile.max_call_depth)
+        .set_max_expr_depths(profile.max_expr_depth.max(1), profile.max_expr_depth.max(1))
+        // The operation budget is per run, so the progress callback enforces it.
+        .set_max_operations(0)
+        .set_max_modules(0)
+        .set_module_resolver(DummyModuleResolver::new())
+        .on_print(|_| {})
+        .on_debug(|_, _, _| {})
+        .on_progress(run_state::on_progress);
+    for symbol in DISABLED_SYMBOLS {
+        engine.disable_symbol(symbol);
+    }
+    engine.register_static_module("log", Shared::new(log::module()));
+
+    // Registered in the engine's own namespace, these shadow the standard `sleep`.
+    FuncRegistration::new("sleep")
+        .with_volatility(true)
+        .register_into_engine(&mut engine, |seconds: INT| {
+            run_state::sleep(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+        });
+    FuncRegistration::new("sleep")
+        .with_volatility(true)
+        .register_into_engine(&mut engine, |seconds: FLOAT| {
+            let requested = if seconds.is_finite() && seconds > 0.0 {
+                Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+            } else {
+                Duration::ZERO
+            };
+            run_state::sleep(requested)
+        });
+    engine
+}
+
+/// Compiles and runs scripts inside the sandbox. Holds the shared engines; cheap to share
+/// behind an `Arc`.
+#[derive(Debug)]
+pub struct ScriptEngine {
+    ceiling: SandboxCeiling,
+    ceiling_profile: EngineProfile,
+    ceiling_engine: Arc<Engine>,
+    profiles: Mutex<HashMap<EngineProfile, Arc<Engine>>>,
+}
+
+impl ScriptEngine {
+    /// Builds the ceiling's engine up front.
+    pub fn new(ceiling: SandboxCeiling) -> Self {
+        let ceiling_profile = EngineProfile::from(&ceiling.limits());
+        Self {
+            ceiling,
+            ceiling_profile,
+            ceiling_engine: Arc::new(build_engine(&ceiling_profile)),
+            profiles: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The instance ceiling.
+    pub fn ceiling(&self) -> SandboxCeiling {
+        self.ceiling
+    }
+
+    /// The limits a script runs under: its own where lower than the ceiling, and never a
+    /// timeout beyond [`SandboxLimits::HARD_TIMEOUT`].
+    pub fn effective_limits(&self, script: &ScriptLimits) -> SandboxLimits {
+        let mut limits = self.ceiling.effective(script);
+        limits.timeout = limits.timeout.min(SandboxLimits::HARD_TIMEOUT);
+        limits
+    }
+
+    /// How many engines are cached for per-script profiles (the ceiling's is not counted).
+    pub fn cached_profiles(&self) -> usize {
+        self.profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn engine_for(&self, profile: EngineProfile) -> Arc<Engine> {
+        if profile == self.ceiling_profile {
+            return Arc::clone(&self.ceiling_engine);
+        }
+        let cached = self
+            .profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&profile)
+            .cloned();
+        if let Some(engine) = cached {
+            return engine;
+        }
+        // Built outside the lock: building takes a while and other profiles need not wait.
+        let built = Arc::new(build_engine(&profile));
+        let mut profiles = self.profiles.lock().unwrap_or_else(PoisonError::into_inner);
+        if !profiles.contains_key(&profile) && profiles.len() >= MAX_ENGINE_PROFILES {
+            let evicted = profiles.keys().next().copied();
+            if let Some(evicted) = evicted {
+                profiles.remove(&evicted);
+            }
+        }
+        Arc::clone(profiles.entry(profile).or_insert(built))
+    }
+
+    /// Compiles `source` with the engine of `limits`' profile, so the compile-time limits
+    /// (expression depth, literal sizes) are the script's own.
+    pub fn compile(
+        &self,
+        source: &str,
+        limits: SandboxLimits,
+    ) -> Result<CompiledScript, CompileError> {
+        let engine = self.engine_for(EngineProfile::from(&limits));
+        let ast = engine
+            .compile(source)
+            .map_err(|err| error::compile_error(&err, &limits))?;
+        Ok(CompiledScript {
+            ast,
+            engine,
+            limits,
+        })
+    }
+}
+
+impl ScriptValidator for ScriptEngine {
+    fn validate(&self, source: &str) -> Result<(), CompileError> {
+        let limits = self.ceiling.limits();
+        self.ceiling_engine
+            .compile(source)
+            .map(|_| ())
+            .map_err(|err| error::compile_error(&err, &limits))
+    }
+
+    fn ceiling(&self) -> SandboxCeiling {
+        self.ceiling
+    }
+}
+
+/// What one run produced: its outcome and its captured logs (kept even on failure).
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The response, or why there is none.
+    pub outcome: Result<ScriptResponse, ExecutionError>,
+    /// Captured `log::…` lines.
+    pub logs: Vec<LogEntry>,
+}
+
+/// A compiled script, bound to the engine it was compiled for and the limits it runs under.
+#[derive(Debug)]
+pub struct CompiledScript {
+    ast: AST,
+    engine: Arc<Engine>,
+    limits: SandboxLimits,
+}
+
+impl CompiledScript {
+    /// The limits every run of this script gets.
+    pub fn limits(&self) -> SandboxLimits {
+        self.limits
+    }
+
+    /// Runs the script to completion or to its limits, on the calling thread. This blocks
+    /// for up to the script's timeout: async callers run it on a blocking thread.
+    pub fn run(&self, request: &ExecutionRequest) -> RunOutput {
+        let sizes = SizeLimits {
+            max_array_size: self.limits.max_array_size,
+            max_map_size: self.limits.max_map_size,
+            max_string_size: self.limits.max_string_size,
+        };
+        let mut scope = Scope::new();
+        scope.push_constant("ctx", ctx::build(request, &sizes));
+
+        let state = RunState::new(self.limits.max_operations, self.limits.timeout);
+        let (result, state) = run_state::scoped(state, || {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
+        });
+        let (logs, stop) = state.map_or_else(
+            || (Vec::new(), None),
+            |state| (state.logs.finish(), state.stop),
+        );
+        let outcome = match result {
+            Ok(value) => response::into_response(value),
+            Err(err) => Err(error::execution_error(&err, &self.limits, stop)),
+        };
+        RunOutput { outcome, logs }
+    }
+}

@@ -1,0 +1,31 @@
+//! PiCloud's executor: the Rhai engine and its sandbox, the script SDK modules, and
+//! [`LocalExecutorClient`], the in-process [`ExecutorClient`](picloud_shared::ExecutorClient).
+//!
+//! The pieces, from the inside out:
+//! - [`ScriptEngine`] holds the shared Rhai engines (one per structural-limit profile) and
+//!   compiles scripts; it is also the [`ScriptValidator`](picloud_shared::ScriptValidator)
+//!   the manager checks sources with.
+//! - [`CompiledScript::run`] runs one script synchronously: `ctx` in scope, per-run
+//!   operation budget, deadline and log buffer, the final value turned into a response by
+//!   the response convention.
+//! - [`ExecutionGate`] bounds concurrent runs.
+//! - [`LocalExecutorClient`] puts it together: gate, compiled-code cache per script
+//!   version, blocking pool, wall-clock backstop.
+
+mod base64;
+mod client;
+mod ctx;
+mod engine;
+mod error;
+mod gate;
+pub mod json;
+mod log;
+mod response;
+mod run_state;
+
+pub use client::{ExecutorConfig, LocalExecutorClient, TIMEOUT_GRACE};
+pub use engine::{CompiledScript, EngineProfile, MAX_ENGINE_PROFILES, RunOutput, ScriptEngine};
+pub use gate::{
+    ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR,
+};
+pub use log::{MAX_LOG_BYTES, MAX_LOG_ENTRIES};

@@ -1,0 +1,161 @@
+//! Per-run state, kept in a thread-local while a script runs.
+//!
+//! Rhai's engine is shared by every run, so anything that differs per run (the operation
+//! budget, the wall-clock deadline, the log buffer) cannot live on it. Each run installs
+//! its state on the thread that executes it; the engine's progress callback and the
+//! `log::` functions find it there. This is also how a timed-out script is actually
+//! stopped: a blocking thread cannot be killed, but the progress callback, called on every
+//! operation, can end the run.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use picloud_shared::LogLevel;
+use rhai::{Dynamic, EvalAltResult, Position};
+
+use crate::log::LogBuffer;
+
+/// Reading the clock costs about as much as a cheap operation, so the deadline is checked
+/// every this many operations (a few microseconds of script time at most).
+const DEADLINE_CHECK_INTERVAL: u64 = 32;
+
+/// Why the sandbox ended a run early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The wall-clock deadline passed.
+    Timeout,
+    /// The operation budget ran out.
+    Operations,
+}
+
+/// What one run is allowed and what it has captured so far.
+#[derive(Debug)]
+pub(crate) struct RunState {
+    max_operations: u64,
+    deadline: Instant,
+    pub(crate) logs: LogBuffer,
+    pub(crate) stop: Option<StopReason>,
+}
+
+impl RunState {
+    /// State for a run starting now.
+    pub(crate) fn new(max_operations: u64, timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            max_operations,
+            deadline: now.checked_add(timeout).unwrap_or(now),
+            logs: LogBuffer::default(),
+            stop: None,
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<RunState>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `state` installed as this thread's current run, and hands the state back
+/// afterwards. Whatever was installed before is restored, even if `f` panics.
+pub(crate) fn scoped<R>(state: RunState, f: impl FnOnce() -> R) -> (R, Option<RunState>) {
+    struct Restore(Option<RunState>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+
+    let restore = Restore(CURRENT.with(|current| current.replace(Some(state))));
+    let out = f();
+    let state = CURRENT.with(RefCell::take);
+    drop(restore);
+    (out, state)
+}
+
+fn with_current<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
+    CURRENT.with(|current| {
+        // A failed borrow would mean re-entrance from inside the state's own code, which
+        // never calls back into the engine; treat it like "no run" rather than panic.
+        let mut current = current.try_borrow_mut().ok()?;
+        current.as_mut().map(f)
+    })
+}
+
+/// The engine's progress callback: ends the run when its operation budget is spent or its
+/// deadline has passed. Outside a run it lets everything through.
+pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
+    with_current(|state| {
+        if operations > state.max_operations {
+            state.stop = Some(StopReason::Operations);
+            return Some(Dynamic::UNIT);
+        }
+        if operations.is_multiple_of(DEADLINE_CHECK_INTERVAL) && Instant::now() >= state.deadline {
+            state.stop = Some(StopReason::Timeout);
+            return Some(Dynamic::UNIT);
+        }
+        None
+    })
+    .flatten()
+}
+
+/// Appends a line to the current run's log.
+pub(crate) fn log(level: LogLevel, message: String) {
+    with_current(|state| state.logs.push(level, message));
+}
+
+/// `sleep(seconds)` for scripts: sleeps no further than the run's deadline, and ends the
+/// run as timed out when the request would cross it. Rhai's own `sleep` would block the
+/// thread past any deadline, out of reach of the progress callback.
+pub(crate) fn sleep(requested: Duration) -> Result<(), Box<EvalAltResult>> {
+    let remaining = with_current(|state| state.deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or(Duration::ZERO);
+    if requested <= remaining {
+        std::thread::sleep(requested);
+        return Ok(());
+    }
+    std::thread::sleep(remaining);
+    with_current(|state| state.stop = Some(StopReason::Timeout));
+    Err(EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_checked_against_the_installed_state() {
+        let state = RunState::new(10, Duration::from_secs(60));
+        let ((within, over), state) = scoped(state, || (on_progress(10), on_progress(11)));
+        assert!(within.is_none());
+        assert!(over.is_some());
+        assert_eq!(state.unwrap().stop, Some(StopReason::Operations));
+        assert!(on_progress(u64::MAX).is_none(), "no run, no limit");
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_run() {
+        let state = RunState::new(u64::MAX, Duration::ZERO);
+        let (stopped, state) = scoped(state, || on_progress(DEADLINE_CHECK_INTERVAL));
+        assert!(stopped.is_some());
+        assert_eq!(state.unwrap().stop, Some(StopReason::Timeout));
+    }
+
+    #[test]
+    fn the_previous_state_is_restored_after_a_panic() {
+        let result = std::panic::catch_unwind(|| {
+            scoped(RunState::new(1, Duration::from_secs(1)), || panic!("boom"))
+        });
+        assert!(result.is_err());
+        assert!(on_progress(1_000).is_none(), "the panicking run's state is gone");
+    }
+
+    #[test]
+    fn sleep_stops_at_the_deadline() {
+        let state = RunState::new(u64::MAX, Duration::from_millis(50));
+        let started = Instant::now();
+        let (result, state) = scoped(state, || sleep(Duration::from_secs(30)));
+        assert!(result.is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(state.unwrap().stop, Some(StopReason::Timeout));
+    }
+}

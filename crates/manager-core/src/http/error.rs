@@ -1,0 +1,250 @@
+//! The admin API's error responses. This is the only place domain outcomes become status
+//! codes; every error leaves in the one JSON envelope, 5xx bodies stay generic and their
+//! cause is logged here, once.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use picloud_shared::{CompileError, ErrorEnvelope, LimitsError, NameError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error_chain;
+use crate::repo::RepoError;
+
+/// The envelope of a 422 answer: the usual `{"error": {"code", "message"}}`, plus `line`
+/// and `column` when the code is `compile_error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ValidationErrorEnvelope {
+    /// The error itself.
+    pub error: ValidationErrorBody,
+}
+
+/// The body of a [`ValidationErrorEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ValidationErrorBody {
+    /// `compile_error`, `invalid_limits`, `invalid_name`, `invalid_body` or
+    /// `source_too_large`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// 1-based line of a compile error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// 1-based column of a compile error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+/// An admin API failure, ready to be answered.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    position: Option<(u32, u32)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// 404 `not_found`.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409 `conflict`.
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 400 `invalid_id`: a path segment that should be an id is not a UUID.
+    pub(crate) fn invalid_id(raw: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("'{raw}' is not a valid id (expected a UUID)"),
+        )
+    }
+
+    /// 400 `invalid_query`.
+    pub(crate) fn invalid_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+    }
+
+    /// 422 `invalid_body`: well-formed JSON that does not fit the request.
+    pub(crate) fn invalid_body(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+    }
+
+    /// 422 `invalid_name`.
+    pub(crate) fn invalid_name(err: &NameError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            err.to_string(),
+        )
+    }
+
+    /// 422 `invalid_limits`.
+    pub(crate) fn invalid_limits(err: &LimitsError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_limits",
+            err.to_string(),
+        )
+    }
+
+    /// 422 `compile_error`, with the position in the body.
+    pub(crate) fn compile(err: &CompileError) -> Self {
+        Self {
+            position: Some((err.line, err.column)),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "compile_error",
+                err.to_string(),
+            )
+        }
+    }
+
+    /// 422 `source_too_large`.
+    pub(crate) fn source_too_large(len: usize, max: usize) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "source_too_large",
+            format!("source is {len} bytes, above the limit of {max} bytes"),
+        )
+    }
+
+    /// 404 `not_found` for a path no route serves.
+    pub(crate) fn no_route() -> Self {
+        Self::not_found("no such admin endpoint")
+    }
+
+    /// 405 `method_not_allowed`.
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not support the request's method",
+        )
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::NotFound { .. } => Self::not_found(err.to_string()),
+            RepoError::Conflict { .. } => Self::conflict(err.to_string()),
+            RepoError::Invalid(message) => Self::invalid_body(message),
+            RepoError::Unavailable(_) => {
+                tracing::error!(error = %error_chain(&err), "admin request failed: database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable, try again later",
+                )
+            }
+            RepoError::Internal(_) => {
+                tracing::error!(error = %error_chain(&err), "admin request failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let detail = rejection_detail(&rejection, rejection.body_text());
+        match rejection {
+            JsonRejection::JsonDataError(_) => {
+                Self::invalid_body(format!("invalid request body: {detail}"))
+            }
+            JsonRejection::JsonSyntaxError(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("request body is not valid JSON: {detail}"),
+            ),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "request body must be JSON with content-type application/json",
+            ),
+            JsonRejection::BytesRejection(ref bytes)
+                if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is larger than this endpoint accepts",
+                )
+            }
+            _ => Self::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("request body could not be read: {detail}"),
+            ),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let detail = rejection_detail(&rejection, rejection.body_text());
+        Self::invalid_query(format!("invalid query string: {detail}"))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        // Routes only capture plain strings, so this is a routing fault, not bad input.
+        tracing::error!(error = %error_chain(&rejection), "admin path extraction failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+/// The parser's own words from a rejection (axum's wrapper repeats them in its `Display`,
+/// behind a capitalised preamble).
+fn rejection_detail(rejection: &dyn std::error::Error, fallback: String) -> String {
+    rejection
+        .source()
+        .map_or(fallback, |cause| cause.to_string())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.position {
+            Some((line, column)) => {
+                let body = ValidationErrorEnvelope {
+                    error: ValidationErrorBody {
+                        code: self.code.to_owned(),
+                        message: self.message,
+                        line: Some(line),
+                        column: Some(column),
+                    },
+                };
+                (self.status, axum::Json(body)).into_response()
+            }
+            None => (
+                self.status,
+                axum::Json(ErrorEnvelope::new(self.code, self.message)),
+            )
+                .into_response(),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use picloud_shared::{
+    AppSlug, ExecutionId, ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest,
+    ExecutionStatus, ExecutorClient, HttpRequestData, InvocationType, RequestId, Script, ScriptId,
+    ScriptName, ScriptResolver, ScriptResponse,
+};
+
+use crate::error::execution_status_and_code;
+use crate::{ApiError, OrchestratorConfig};
+
+/// The header that names the execution behind a response, for looking up its record.
+pub const EXECUTION_ID_HEADER: &str = "x-picloud-execution-id";
+
+/// What the execute endpoints need: where scripts come from, what runs them, and where
+/// their records go.
+#[derive(Clone)]
+pub struct OrchestratorState {
+    /// Finds scripts (cached).
+    pub resolver: Arc<dyn ScriptResolver>,
+    /// Runs them.
+    pub executor: Arc<dyn ExecutorClient>,
+    /// Takes execution records off the request path.
+    pub recorder: Arc<dyn ExecutionRecorder>,
+    /// Limits.
+    pub config: OrchestratorConfig,
+}
+
+impl std::fmt::Debug for OrchestratorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The execute routes. Apply [`crate::propagate_request_id`] around them (the binary does it
+/// for the whole server); without it a fresh request id is made per request.
+pub fn router(state: OrchestratorState) -> Router {
+    Router::new()
+        .route("/api/execute/{script_id}", any(execute_by_id))
+        .route(
+            "/api/execute/{script_id}/{*path}",
+            any(execute_by_id_with_path),
+        )
+        .route("/api/run/{app}/{script}", any(execute_by_name))
+        .route(
+            "/api/run/{app}/{script}/{*path}",
+            any(execute_by_name_with_path),
+        )
+        .with_state(state)
+}
+
+async fn execute_by_id(
+    State(state): State<OrchestratorState>,
+    Path(script_id): Path<String>,
+    request_id: Option<Extension<RequestId>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let script = resolve_by_id(&state, &script_id).await?;
+    run(&state, script, String::new(), request_id, query, request).await
+}
+
+async fn execute_by_id_with_path(
+    State(state): State<OrchestratorState>,
+    Path((script_id, path)): Path<(String, String)>,
+    request_id: Option<Extension<RequestId>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let script = resolve_by_id(&state, &script_id).await?;
+    run(&state, script, path, request_id, query, request).await
+}
+
+async fn execute_by_name(
+    State(state): State<OrchestratorState>,
+    Path((app, script)): Path<(String, String)>,
+    request_id: Option<Extension<RequestId>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let script = resolve_by_name(&state, &app, &script).await?;
+    run(&state, script, String::new(), request_id, query, request).await
+}
+
+async fn execute_by_name_with_path(
+    State(state): State<OrchestratorState>,
+    Path((app, script, path)): Path<(String, String, String)>,
+    request_id: Option<Extension<RequestId>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let script = resolve_by_name(&state, &app, &script).await?;
+    run(&state, script, path, request_id, query, request).await
+}
+
+async fn resolve_by_id(state: &OrchestratorState, raw: &str) -> Result<Arc<Script>, ApiError> {
+    let id: ScriptId = raw
+        .parse()
+        .map_err(|_| ApiError::InvalidId(raw.to_owned()))?;
+    state
+        .resolver
+        .by_id(id)
+        .await
+        .map_err(lookup_unavailable)?
+        .ok_or_else(|| ApiError::ScriptNotFound(format!("no script with id {id}")))
+}
+
+async fn resolve_by_name(
+    state: &OrchestratorState,
+    app: &str,
+    script: &str,
+) -> Result<Arc<Script>, ApiError> {
+    let app = AppSlug::parse(app).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let name = ScriptName::parse(script).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    state
+        .resolver
+        .by_name(&app, &name)
+        .await
+        .map_err(lookup_unavailable)?
+        .ok_or_else(|| ApiError::ScriptNotFound(format!("no script named '{name}' in app '{app}'")))
+}
+
+fn lookup_unavailable(err: picloud_shared::ResolveError) -> ApiError {
+    tracing::error!(error = %err, "script lookup failed");
+    ApiError::LookupUnavailable
+}
+
+async fn run(
+    state: &OrchestratorState,
+    script: Arc<Script>,
+    sub_path: String,
+    request_id: Option<Extension<RequestId>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let request_id = request_id.map_or_else(RequestId::generate, |Extension(id)| id);
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
+
+    let http = HttpRequestData {
+        method: parts.method.as_str().to_owned(),
+        path: format!("/{sub_path}"),
+        query,
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|v| (name.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body,
+    };
+    let execution_id = ExecutionId::new();
+    let started_at = Utc::now();
+    let report = state
+        .executor
+        .execute(ExecutionRequest {
+            execution_id,
+            script: Arc::clone(&script),
+            invocation_type: InvocationType::Http,
+            request_id: request_id.clone(),
+            http: Some(http),
+        })
+        .await;
+
+    let ExecutionReport {
+        outcome,
+        logs,
+        duration,
+        ..
+    } = report;
+    let result = outcome.map_err(ApiError::from).and_then(into_http_response);
+    let (status, http_status, error) = match &result {
+        Ok(response) => (ExecutionStatus::Success, response.status(), None),
+        Err(ApiError::Execution(e)) => (
+            e.status(),
+            execution_status_and_code(e).0,
+            Some(e.to_string()),
+        ),
+        Err(other) => (
+            ExecutionStatus::ScriptError,
+            other.status(),
+            Some(other.to_string()),
+        ),
+    };
+    tracing::info!(
+        script_id = %script.id,
+        execution_id = %execution_id,
+        status = status.as_str(),
+        http_status = http_status.as_u16(),
+        duration_ms = duration_ms(duration),
+        "script executed"
+    );
+    state
+        .recorder
+        .record(ExecutionRecord {
+            id: execution_id,
+            script_id: script.id,
+            app_id: script.app_id,
+            script_version: script.version,
+            invocation_type: InvocationType::Http,
+            request_id,
+            status,
+            http_status: Some(http_status.as_u16()),
+            duration_ms: duration_ms(duration),
+            logs,
+            error,
+            started_at,
+        })
+        .await;
+
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Ok(value) = HeaderValue::from_str(&execution_id.to_string()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(EXECUTION_ID_HEADER), value);
+    }
+    Ok(response)
+}
+
+/// Reads the body up to `limit` bytes. A declared length over the limit is refused before
+/// reading anything; a body that grows past it while streaming is refused as soon as it does.
+async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(err) => Err(ApiError::BodyUnreadable(err.to_string())),
+    }
+}
+
+fn into_http_response(script_response: ScriptResponse) -> Result<Response, ApiError> {
+    let ScriptResponse {
+        status,
+        headers,
+        body,
+    } = script_response;
+    let status = StatusCode::from_u16(status).map_err(|_| {
+        ApiError::Execution(picloud_shared::ExecutionError::Script {
+            message: format!("statusCode {status} is not a valid HTTP status"),
+            line: None,
+            column: None,
+        })
+    })?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ApiError::InvalidResponseHeader(name.clone()))?;
+        let header_value =
+            HeaderValue::from_str(&value).map_err(|_| ApiError::InvalidResponseHeader(name))?;
+        response.headers_mut().append(header_name, header_value);
+    }
+    Ok(response)
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,17 @@
+//! PiCloud's data plane: the execute endpoints in front of the executor.
+//!
+//! `ANY /api/execute/{script_id}[/{*path}]` and `ANY /api/run/{app}/{script}[/{*path}]` resolve
+//! a script through [`ScriptResolver`](picloud_shared::ScriptResolver), run it through
+//! [`ExecutorClient`](picloud_shared::ExecutorClient) and hand the record to an
+//! [`ExecutionRecorder`](picloud_shared::ExecutionRecorder), which writes it later: no database
+//! write sits on the request's path.
+
+mod config;
+mod error;
+mod execute;
+mod request_id;
+
+pub use config::OrchestratorConfig;
+pub use error::ApiError;
+pub use execute::{OrchestratorState, router};
+pub use request_id::{REQUEST_ID_HEADER, propagate_request_id};

@@ -1,0 +1,155 @@
+//! The server's configuration, read once from the environment at start-up. Every variable
+//! is documented in the README with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use picloud_executor_core::ExecutorConfig;
+use picloud_manager_core::ManagerConfig;
+use picloud_orchestrator_core::OrchestratorConfig;
+use picloud_shared::config::{ConfigError, EnvLookup, optional_var, parse_var};
+
+/// Where the database comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSource {
+    /// An existing server (`PICLOUD_DATABASE_URL`); the database is created if missing.
+    Url(String),
+    /// A private cluster PiCloud runs under its data directory.
+    Embedded,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Pretty,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            _ => Err("expected 'json' or 'pretty'".to_owned()),
+        }
+    }
+}
+
+/// PiCloud's own events at info; the database driver's notices (such as "relation already
+/// exists, skipping" on every migration check) only when they are warnings.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+
+/// Everything the `picloud` binary is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds (`PICLOUD_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where PiCloud keeps its state (`PICLOUD_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// The database.
+    pub database: DatabaseSource,
+    /// Pool size (`PICLOUD_DATABASE_MAX_CONNECTIONS`).
+    pub database_max_connections: u32,
+    /// `PICLOUD_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `PICLOUD_LOG`, a tracing filter such as `info` or `picloud=debug,info`.
+    pub log_filter: String,
+    /// The executor's sandbox ceiling and execution gate.
+    pub executor: ExecutorConfig,
+    /// The data plane's limits.
+    pub orchestrator: OrchestratorConfig,
+    /// The control plane's settings.
+    pub manager: ManagerConfig,
+}
+
+impl ServerConfig {
+    /// The default listen address: loopback only, since Caddy sits in front.
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+    /// Reads every setting, failing on the first unusable value with its variable's name.
+    pub fn from_env(env: &impl EnvLookup) -> Result<Self, ConfigError> {
+        let listen = parse_var(
+            env,
+            "PICLOUD_LISTEN",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
+        let data_dir = optional_var(env, "PICLOUD_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default_data_dir(env));
+        let database = optional_var(env, "PICLOUD_DATABASE_URL")
+            .map_or(DatabaseSource::Embedded, DatabaseSource::Url);
+        Ok(Self {
+            listen,
+            data_dir,
+            database,
+            database_max_connections: parse_var(env, "PICLOUD_DATABASE_MAX_CONNECTIONS", 10)?,
+            log_format: parse_var(env, "PICLOUD_LOG_FORMAT", LogFormat::Json)?,
+            log_filter: optional_var(env, "PICLOUD_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
+            executor: ExecutorConfig::from_env(env)?,
+            orchestrator: OrchestratorConfig::from_env(env)?,
+            manager: ManagerConfig::from_env(env)?,
+        })
+    }
+}
+
+/// `/var/lib/picloud` for root (a system service, and a place the `postgres` user can
+/// traverse); `$XDG_DATA_HOME/picloud` or `~/.local/share/picloud` for anyone else.
+fn default_data_dir(env: &impl EnvLookup) -> PathBuf {
+    if crate::embedded_postgres::running_as_root() {
+        return PathBuf::from("/var/lib/picloud");
+    }
+    if let Some(xdg) = optional_var(env, "XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("picloud");
+    }
+    optional_var(env, "HOME").map_or_else(
+        || PathBuf::from("picloud-data"),
+        |home| PathBuf::from(home).join(".local/share/picloud"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let config = ServerConfig::from_env(&env(&[("PICLOUD_DATA_DIR", "/srv/pc")])).unwrap();
+        assert_eq!(config.listen.to_string(), ServerConfig::DEFAULT_LISTEN);
+        assert_eq!(config.database, DatabaseSource::Embedded);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/pc"));
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_database_url_replaces_the_private_cluster() {
+        let config =
+            ServerConfig::from_env(&env(&[("PICLOUD_DATABASE_URL", "postgres://db/x")])).unwrap();
+        assert_eq!(config.database, DatabaseSource::Url("postgres://db/x".into()));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (key, value) in [
+            ("PICLOUD_LISTEN", "nowhere"),
+            ("PICLOUD_LOG_FORMAT", "xml"),
+            ("PICLOUD_DATABASE_MAX_CONNECTIONS", "-1"),
+            ("PICLOUD_MAX_BODY_BYTES", "lots"),
+        ] {
+            let err = ServerConfig::from_env(&env(&[(key, value)])).unwrap_err();
+            assert_eq!(err.variable, key);
+        }
+    }
+}

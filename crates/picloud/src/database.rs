@@ -1,0 +1,53 @@
+//! Opening the database: create it when missing, then migrate.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// Connects to the database `url` names, creating it first if the server does not have it.
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("PICLOUD_DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+    create_database_if_missing(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not connect to the database: {e}"))?;
+    picloud_manager_core::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not apply database migrations: {e}"))?;
+    Ok(pool)
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let maintenance = options.clone().database("postgres");
+    let mut conn = maintenance
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("could not connect to the database server: {e}"))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        // CREATE DATABASE takes no bind parameters; the name is quoted as an identifier.
+        let statement = format!("CREATE DATABASE \"{quoted}\"");
+        match sqlx::raw_sql(&statement).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another node created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(anyhow::anyhow!("could not create database '{name}': {e}")),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}

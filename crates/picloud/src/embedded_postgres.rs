@@ -1,0 +1,370 @@
+//! Zero-config database: with no database URL set, PiCloud runs a private PostgreSQL cluster
+//! under its data directory, using the machine's own server binaries.
+//!
+//! The cluster listens only on a Unix socket inside its own directory (no TCP port, so it
+//! never collides with a system server) and trusts local connections, which the directory's
+//! 0700 permissions restrict to its owner. PostgreSQL refuses to run as root, so when PiCloud
+//! runs as root the cluster belongs to, and runs as, the `postgres` system user.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The system user the server runs as when PiCloud runs as root.
+const SERVER_USER: &str = "postgres";
+
+/// The superuser `initdb` creates; PiCloud connects as it over the socket.
+pub const SUPERUSER: &str = "picloud";
+
+/// Where Debian-style packages put the server binaries, one folder per major version.
+const DEBIAN_POSTGRES_LIB: &str = "/usr/lib/postgresql";
+
+/// A socket path longer than this does not fit in `sockaddr_un`.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Why the private cluster could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedPostgresError {
+    /// The server binaries are not installed.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or under \
+         {DEBIAN_POSTGRES_LIB}/*/bin; install the server package (Debian: apt-get install \
+         postgresql) or set PICLOUD_DATABASE_URL to use an existing server"
+    )]
+    BinariesNotFound,
+    /// PiCloud runs as root but there is no unprivileged user to run the server as.
+    #[error(
+        "PostgreSQL refuses to run as root and there is no 'postgres' system user to run it \
+         as; run PiCloud as an ordinary user or set PICLOUD_DATABASE_URL"
+    )]
+    NoServerUser,
+    /// The socket path would be too long for the operating system.
+    #[error(
+        "the database socket path {path} is longer than {MAX_SOCKET_PATH} bytes; set \
+         PICLOUD_DATA_DIR to a shorter path"
+    )]
+    SocketPathTooLong {
+        /// The path that was too long.
+        path: String,
+    },
+    /// A filesystem step failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server command failed.
+    #[error("{command} failed ({status}): {output}")]
+    Command {
+        /// Which command.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+    /// The server user cannot reach the cluster directory.
+    #[error(
+        "the 'postgres' system user cannot reach {path} (a parent directory is not \
+         traversable by other users); set PICLOUD_DATA_DIR to a directory such as \
+         /var/lib/picloud"
+    )]
+    Unreachable {
+        /// The cluster directory.
+        path: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, EmbeddedPostgresError>;
+
+/// The system user the server runs as when PiCloud runs as root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServerUser {
+    uid: u32,
+    gid: u32,
+}
+
+/// A private PostgreSQL cluster under PiCloud's data directory.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    cluster_dir: PathBuf,
+    bin_dir: PathBuf,
+    run_as: Option<ServerUser>,
+    started_here: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster under `data_dir/postgres` on first use, then starts it unless
+    /// it is already running (a second start reuses both the data and a running server).
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        Self::start_with_search_path(data_dir, &default_search_path())
+    }
+
+    /// As [`Self::start`], looking for binaries only in `search_path` (tests use this).
+    pub fn start_with_search_path(data_dir: &Path, search_path: &[PathBuf]) -> Result<Self> {
+        let bin_dir = find_binaries(search_path).ok_or(EmbeddedPostgresError::BinariesNotFound)?;
+        let run_as = if running_as_root() {
+            Some(postgres_system_user().ok_or(EmbeddedPostgresError::NoServerUser)?)
+        } else {
+            None
+        };
+        let cluster_dir = data_dir.join("postgres");
+        let socket = cluster_dir.join(".s.PGSQL.5432");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(EmbeddedPostgresError::SocketPathTooLong {
+                path: socket.display().to_string(),
+            });
+        }
+
+        let mut cluster = Self {
+            cluster_dir,
+            bin_dir,
+            run_as,
+            started_here: false,
+        };
+        cluster.prepare_directories(data_dir)?;
+        if !cluster.cluster_dir.join("PG_VERSION").exists() {
+            tracing::info!(dir = %cluster.cluster_dir.display(), "initialising a private postgresql cluster");
+            cluster.init()?;
+        }
+        if cluster.is_running() {
+            tracing::info!(dir = %cluster.cluster_dir.display(), "reusing the running private postgresql");
+        } else {
+            cluster.launch()?;
+            cluster.started_here = true;
+            tracing::info!(dir = %cluster.cluster_dir.display(), "private postgresql started");
+        }
+        Ok(cluster)
+    }
+
+    /// A connection URL for `database` over the cluster's socket.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://{SUPERUSER}@localhost/{database}?host={}",
+            self.cluster_dir.display()
+        )
+    }
+
+    /// Whether this process started the server (and so stops it at shutdown).
+    pub fn started_here(&self) -> bool {
+        self.started_here
+    }
+
+    /// Stops the server if this process started it. Fast mode: open sessions are ended and
+    /// the server shuts down cleanly, which is what a graceful PiCloud shutdown wants.
+    pub fn stop(&self) -> Result<()> {
+        if !self.started_here {
+            return Ok(());
+        }
+        let dir = self.cluster_dir.display().to_string();
+        self.run_checked(
+            "pg_ctl",
+            ["stop", "-D", dir.as_str(), "-m", "fast", "-w", "-t", "60"],
+        )?;
+        tracing::info!(dir = %dir, "private postgresql stopped");
+        Ok(())
+    }
+
+    fn prepare_directories(&self, data_dir: &Path) -> Result<()> {
+        create_dir(data_dir)?;
+        create_dir(&self.cluster_dir)?;
+        if let Some(user) = self.run_as {
+            // The server user must traverse the data directory (not list it) to reach its
+            // cluster, which only it may read.
+            set_mode(data_dir, 0o711)?;
+            std::os::unix::fs::chown(&self.cluster_dir, Some(user.uid), Some(user.gid)).map_err(
+                |source| EmbeddedPostgresError::Io {
+                    action: "could not hand the cluster directory to the postgres user:",
+                    path: self.cluster_dir.display().to_string(),
+                    source,
+                },
+            )?;
+            let reachable = self
+                .command_as_server_user("test")
+                .arg("-w")
+                .arg(&self.cluster_dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !reachable {
+                return Err(EmbeddedPostgresError::Unreachable {
+                    path: self.cluster_dir.display().to_string(),
+                });
+            }
+        }
+        set_mode(&self.cluster_dir, 0o700)
+    }
+
+    fn init(&self) -> Result<()> {
+        let dir = self.cluster_dir.display().to_string();
+        self.run_checked(
+            "initdb",
+            [
+                "-D",
+                dir.as_str(),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ],
+        )
+        .map(drop)
+    }
+
+    fn is_running(&self) -> bool {
+        let dir = self.cluster_dir.display().to_string();
+        self.run("pg_ctl", ["status", "-D", dir.as_str()])
+            .is_ok_and(|out| out.status.success())
+    }
+
+    fn launch(&self) -> Result<()> {
+        let dir = self.cluster_dir.display().to_string();
+        let log = self.cluster_dir.join("server.log").display().to_string();
+        // No TCP listener: the socket in the cluster directory is the only way in.
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{dir}' \
+             -c unix_socket_permissions=0700 -c max_connections=50"
+        );
+        self.run_checked(
+            "pg_ctl",
+            [
+                "start",
+                "-D",
+                dir.as_str(),
+                "-l",
+                log.as_str(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options.as_str(),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn command_as_server_user(&self, program: impl AsRef<OsStr>) -> Command {
+        match self.run_as {
+            // runuser sets the user, its group and its supplementary groups (dropping
+            // root's), which a bare setuid from here cannot do on stable Rust.
+            Some(_) => {
+                let mut command = Command::new("runuser");
+                command
+                    .args(["-u", SERVER_USER, "--"])
+                    .arg(program)
+                    .current_dir("/");
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn run<'a>(&self, tool: &str, args: impl IntoIterator<Item = &'a str>) -> std::io::Result<Output> {
+        self.command_as_server_user(self.bin_dir.join(tool))
+            .args(args)
+            .output()
+    }
+
+    fn run_checked<'a>(&self, tool: &str, args: impl IntoIterator<Item = &'a str>) -> Result<Output> {
+        let output = self.run(tool, args).map_err(|source| EmbeddedPostgresError::Io {
+            action: "could not run",
+            path: self.bin_dir.join(tool).display().to_string(),
+            source,
+        })?;
+        if output.status.success() {
+            return Ok(output);
+        }
+        let mut text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if text.is_empty() {
+            text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        }
+        Err(EmbeddedPostgresError::Command {
+            command: tool.to_owned(),
+            status: output.status.to_string(),
+            output: text,
+        })
+    }
+}
+
+/// PATH first, then every `/usr/lib/postgresql/<major>/bin`, newest major first.
+pub fn default_search_path() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir(DEBIAN_POSTGRES_LIB)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, entry.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
+    dirs
+}
+
+/// The first directory holding both `initdb` and `pg_ctl`.
+pub fn find_binaries(search_path: &[PathBuf]) -> Option<PathBuf> {
+    search_path
+        .iter()
+        .find(|dir| is_executable(&dir.join("initdb")) && is_executable(&dir.join("pg_ctl")))
+        .map(|dir| {
+            // A PATH entry is often a symlink farm (/usr/local/bin); the real folder also
+            // holds `postgres`, which pg_ctl looks for next to itself.
+            std::fs::canonicalize(dir.join("pg_ctl"))
+                .ok()
+                .and_then(|real| real.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| dir.clone())
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether this process runs as root. `/proc/self` belongs to the process's effective user,
+/// which answers the question without an unsafe `geteuid` call.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// The `postgres` user's ids from `/etc/passwd`.
+fn postgres_system_user() -> Option<ServerUser> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != SERVER_USER {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(ServerUser { uid, gid })
+    })
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|source| EmbeddedPostgresError::Io {
+        action: "could not create",
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        EmbeddedPostgresError::Io {
+            action: "could not set permissions on",
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}

@@ -1,0 +1,134 @@
+//! The `picloud` binary as a user runs it: zero-config start with a private PostgreSQL,
+//! a second start that reuses it, and a clean exit on SIGTERM.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on the first surprise")]
+#![expect(clippy::expect_used, reason = "a test fails loudly on the first surprise")]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use picloud::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
+use serde_json::{Value, json};
+
+struct Picloud {
+    child: Child,
+    base: String,
+}
+
+/// Starts the binary with a private database under `data_dir` and waits until it says
+/// where it listens.
+fn start(data_dir: &Path) -> Picloud {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env("PICLOUD_DATA_DIR", data_dir)
+        .env("PICLOUD_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picloud starts");
+    let stderr = child.stderr.take().unwrap();
+    let (found, addr) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("picloud: {line}");
+            if sent {
+                continue;
+            }
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && let Some(addr) = event["addr"].as_str()
+            {
+                found.send(addr.to_owned()).unwrap();
+                sent = true;
+            }
+        }
+    });
+    let addr = addr
+        .recv_timeout(Duration::from_secs(120))
+        .expect("picloud reported its address");
+    Picloud {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+impl Picloud {
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        status.code().expect("exited rather than killed by a signal")
+    }
+}
+
+#[tokio::test]
+async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+
+    let first = start(data_dir.path());
+    let ready = client.get(format!("{}/readyz", first.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let created: Value = client
+        .post(format!("{}/api/admin/scripts", first.base))
+        .json(&json!({ "name": "hello", "source": "\"hello from the pi\"" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let answer = client
+        .get(format!("{}/api/execute/{id}", first.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(answer, "hello from the pi");
+    assert_eq!(first.terminate(), 0);
+    assert!(
+        !data_dir.path().join("postgres/postmaster.pid").exists(),
+        "the private server was stopped with picloud"
+    );
+
+    let second = start(data_dir.path());
+    let answer = client
+        .get(format!("{}/api/run/default/hello", second.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(answer, "hello from the pi", "the second start kept the data");
+    assert_eq!(second.terminate(), 0);
+}
+
+#[test]
+fn missing_server_binaries_name_the_package_and_the_alternative() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let err = EmbeddedPostgres::start_with_search_path(data_dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, EmbeddedPostgresError::BinariesNotFound));
+    let message = err.to_string();
+    assert!(message.contains("apt-get install postgresql"), "{message}");
+    assert!(message.contains("PICLOUD_DATABASE_URL"), "{message}");
+}
+
+#[test]
+fn a_bad_setting_stops_the_binary_with_the_variable_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .env("PICLOUD_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PICLOUD_LISTEN"), "{stderr}");
+}

@@ -1,0 +1,108 @@
+//! `spawn_app`: the real server on port 0 against a fresh database, and a client for it.
+
+use std::collections::HashMap;
+
+use picloud::{App, RunningServer, ServerConfig, build_app, database, serve};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// A URL to a fresh database on the test server named by `DATABASE_URL` (the server
+/// creates and migrates it on first connect, as it does in production).
+pub fn fresh_database_url() -> String {
+    let base = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL server (scripts/test sets it)");
+    let mut url = reqwest::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/picloud_it_{}", uuid::Uuid::new_v4().simple()));
+    url.to_string()
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A plain HTTP client.
+    pub client: Client,
+    /// The database behind the server, for asserting on rows.
+    pub pool: PgPool,
+    server: RunningServer,
+    app: App,
+}
+
+/// Starts the server with default settings.
+pub async fn spawn_app() -> TestServer {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the server with extra environment settings (e.g. a small body limit).
+pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
+    let url = fresh_database_url();
+    let mut env: HashMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.insert("PICLOUD_LISTEN".into(), "127.0.0.1:0".into());
+    env.insert("PICLOUD_DATABASE_URL".into(), url.clone());
+    let config = ServerConfig::from_env(&env).expect("test config is valid");
+    let pool = database::connect_and_migrate(&url, 5)
+        .await
+        .expect("fresh test database");
+    let app = build_app(&config, pool.clone());
+    let server = serve(config.listen, app.router.clone())
+        .await
+        .expect("bind port 0");
+    TestServer {
+        base: format!("http://{}", server.addr),
+        client: Client::new(),
+        pool,
+        server,
+        app,
+    }
+}
+
+impl TestServer {
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Uploads a script to the default app and returns its JSON.
+    pub async fn create_script(&self, name: &str, source: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/admin/scripts"))
+            .json(&json!({ "name": name, "source": source }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "creating {name}");
+        response.json().await.unwrap()
+    }
+
+    /// Calls a script by id with a GET.
+    pub async fn execute(&self, id: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/api/execute/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Graceful shutdown: stop serving, then flush execution records.
+    pub async fn stop(self) -> PgPool {
+        self.server.shutdown().await.unwrap();
+        self.app.shutdown().await;
+        self.pool
+    }
+}
+
+/// The envelope's error code of a JSON error response.
+pub async fn error_code(response: Response) -> (StatusCode, String, Value) {
+    let status = response.status();
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no envelope in {body}"))
+        .to_owned();
+    (status, code, body)
+}

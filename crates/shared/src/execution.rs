@@ -1,0 +1,301 @@
+//! What an execution is asked to do and what it reports back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{AppId, ExecutionId, RequestId, Script, ScriptId};
+
+/// What caused a run; exposed to scripts as `ctx.invocation_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationType {
+    /// A synchronous HTTP request to the execute endpoint.
+    Http,
+}
+
+impl InvocationType {
+    /// The name scripts and the database see.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Http => "http",
+        }
+    }
+}
+
+/// The HTTP request a script sees as `ctx.request`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequestData {
+    /// Upper-case method, e.g. `POST`.
+    pub method: String,
+    /// The sub-path after the script's route, always starting with `/` (`/` when none).
+    pub path: String,
+    /// Query parameters in order; a repeated key appears more than once.
+    pub query: Vec<(String, String)>,
+    /// Headers with lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl HttpRequestData {
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the body is declared as JSON (`application/json` or any `+json` type).
+    pub fn is_json(&self) -> bool {
+        self.header("content-type").is_some_and(|ct| {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        })
+    }
+}
+
+/// One request to run a script.
+#[derive(Debug, Clone)]
+pub struct ExecutionRequest {
+    /// The id this run is recorded under.
+    pub execution_id: ExecutionId,
+    /// The script, at the version to run.
+    pub script: Arc<Script>,
+    /// What caused the run.
+    pub invocation_type: InvocationType,
+    /// Correlates this run with the request that caused it.
+    pub request_id: RequestId,
+    /// The HTTP request, for HTTP invocations.
+    pub http: Option<HttpRequestData>,
+}
+
+/// A script's answer, already in HTTP terms by the response convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers, including `content-type` when the body has one.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Bytes,
+}
+
+/// Severity of a captured `log::…` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// `log::trace`
+    Trace,
+    /// `log::info`
+    Info,
+    /// `log::warn`
+    Warn,
+    /// `log::error`
+    Error,
+}
+
+/// One captured log line of an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogEntry {
+    /// Severity.
+    pub level: LogLevel,
+    /// The text the script logged.
+    pub message: String,
+    /// When it was logged.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a run did not produce a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutionError {
+    /// The script failed: a runtime error, a thrown value, or source that no longer compiles.
+    #[error("{message}")]
+    Script {
+        /// What the script did wrong.
+        message: String,
+        /// 1-based line, when known.
+        line: Option<u32>,
+        /// 1-based column, when known.
+        column: Option<u32>,
+    },
+    /// The script ran past its wall-clock budget and was stopped.
+    #[error("script exceeded its time limit of {} ms", limit.as_millis())]
+    Timeout {
+        /// The budget it had.
+        limit: Duration,
+    },
+    /// The script hit a sandbox limit (operations, string/array/map size, call depth).
+    #[error("{message}")]
+    ResourceLimit {
+        /// Which limit, in words.
+        message: String,
+    },
+    /// Too many executions are running; the caller may retry after the given time.
+    #[error("too many executions in progress, retry in {} s", retry_after.as_secs())]
+    Overloaded {
+        /// A hint for the `Retry-After` header.
+        retry_after: Duration,
+    },
+    /// The executor could not be reached.
+    #[error("executor unavailable: {message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// A fault inside PiCloud rather than the script.
+    #[error("internal error: {message}")]
+    Internal {
+        /// Why (logged, never shown to the client).
+        message: String,
+    },
+}
+
+impl ExecutionError {
+    /// The status recorded for this failure.
+    pub fn status(&self) -> ExecutionStatus {
+        match self {
+            Self::Script { .. } => ExecutionStatus::ScriptError,
+            Self::Timeout { .. } => ExecutionStatus::Timeout,
+            Self::ResourceLimit { .. } => ExecutionStatus::ResourceLimit,
+            Self::Overloaded { .. } => ExecutionStatus::Overloaded,
+            Self::Unavailable { .. } => ExecutionStatus::Unavailable,
+            Self::Internal { .. } => ExecutionStatus::Internal,
+        }
+    }
+}
+
+/// What an executor reports for one run: the outcome plus everything worth recording,
+/// which is there even when the script failed (its logs explain the failure).
+#[derive(Debug, Clone)]
+pub struct ExecutionReport {
+    /// The run's id.
+    pub execution_id: ExecutionId,
+    /// The response, or why there is none.
+    pub outcome: Result<ScriptResponse, ExecutionError>,
+    /// Captured `log::…` lines.
+    pub logs: Vec<LogEntry>,
+    /// Time spent running (not waiting for a slot).
+    pub duration: Duration,
+}
+
+/// How a run ended, as recorded in `execution_logs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// The script returned a response.
+    Success,
+    /// The script failed.
+    ScriptError,
+    /// Stopped by its time limit.
+    Timeout,
+    /// Stopped by a sandbox limit.
+    ResourceLimit,
+    /// Refused for lack of a free execution slot.
+    Overloaded,
+    /// The executor was unreachable.
+    Unavailable,
+    /// A fault inside PiCloud.
+    Internal,
+}
+
+impl ExecutionStatus {
+    /// Every status, in a stable order.
+    pub const ALL: [Self; 7] = [
+        Self::Success,
+        Self::ScriptError,
+        Self::Timeout,
+        Self::ResourceLimit,
+        Self::Overloaded,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::ScriptError => "script_error",
+            Self::Timeout => "timeout",
+            Self::ResourceLimit => "resource_limit",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// One row of `execution_logs`, written off the request's critical path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionRecord {
+    /// The run's id.
+    pub id: ExecutionId,
+    /// The script that ran.
+    pub script_id: ScriptId,
+    /// Its app.
+    pub app_id: AppId,
+    /// The script version that ran.
+    pub script_version: i64,
+    /// What caused the run.
+    pub invocation_type: InvocationType,
+    /// The request that caused it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub request_id: RequestId,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// The HTTP status answered, for HTTP invocations.
+    pub http_status: Option<u16>,
+    /// Time spent running, in milliseconds.
+    pub duration_ms: u64,
+    /// Captured log lines.
+    pub logs: Vec<LogEntry>,
+    /// The error message, for failed runs.
+    pub error: Option<String>,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_stored_names() {
+        for status in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ExecutionStatus::parse("exploded"), None);
+    }
+
+    #[test]
+    fn json_bodies_are_recognised_by_content_type() {
+        let with = |ct: &str| HttpRequestData {
+            headers: vec![("content-type".into(), ct.into())],
+            ..Default::default()
+        };
+        assert!(with("application/json").is_json());
+        assert!(with("Application/JSON; charset=utf-8").is_json());
+        assert!(with("application/vnd.api+json").is_json());
+        assert!(!with("text/plain").is_json());
+        assert!(!HttpRequestData::default().is_json());
+    }
+}

@@ -1,0 +1,74 @@
+//! The trait seams between layers. Each is narrow, named for its role, `Send + Sync`, and
+//! held as `Arc<dyn …>` by whoever uses it; only the binaries choose implementations.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    AppSlug, ExecutionRecord, ExecutionReport, ExecutionRequest, SandboxCeiling, Script, ScriptId,
+    ScriptName,
+};
+
+/// A compile error with its position, as the admin API reports it (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (line {line}, column {column})")]
+pub struct CompileError {
+    /// What the compiler said.
+    pub message: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+/// Checks that a script compiles, without the caller linking the engine: the manager holds
+/// one of these, implemented by the executor.
+pub trait ScriptValidator: Send + Sync {
+    /// Compiles `source` and reports the first error with its position.
+    fn validate(&self, source: &str) -> Result<(), CompileError>;
+
+    /// The instance ceiling per-script limits are checked against.
+    fn ceiling(&self) -> SandboxCeiling;
+}
+
+/// Runs scripts. In-process today (`LocalExecutorClient`); over HTTP in cluster mode.
+#[async_trait]
+pub trait ExecutorClient: Send + Sync {
+    /// Runs one script to completion (or to its limits) and reports how it went.
+    async fn execute(&self, request: ExecutionRequest) -> ExecutionReport;
+}
+
+/// The script store could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("script lookup unavailable: {0}")]
+pub struct ResolveError(pub String);
+
+/// Finds the script an execute request names. Implementations cache: this is on every
+/// request's path.
+#[async_trait]
+pub trait ScriptResolver: Send + Sync {
+    /// The current version of a script by id, `None` when there is no such script.
+    async fn by_id(&self, id: ScriptId) -> Result<Option<Arc<Script>>, ResolveError>;
+
+    /// The current version of a script by its app's slug and its name.
+    async fn by_name(
+        &self,
+        app: &AppSlug,
+        name: &ScriptName,
+    ) -> Result<Option<Arc<Script>>, ResolveError>;
+}
+
+/// Takes execution records for writing later, in batches, so that no database write sits
+/// on a request's critical path.
+#[async_trait]
+pub trait ExecutionRecorder: Send + Sync {
+    /// Queues a record. Waits only for buffer space, never for the database.
+    async fn record(&self, record: ExecutionRecord);
+}
+
+/// Told when a script changes or goes away, so caches keyed on it drop their entries.
+pub trait ScriptChangeObserver: Send + Sync {
+    /// The script was updated or deleted.
+    fn script_changed(&self, id: ScriptId);
+}
