@@ -13,8 +13,10 @@ use picloud_shared::{
     SandboxCeiling, SandboxLimits, Script, ScriptChangeObserver, ScriptId, ScriptValidator,
 };
 
-use crate::engine::{CompiledScript, RunOutput, ScriptEngine};
-use crate::gate::{ExecutionGate, GateConfig};
+use tokio::sync::oneshot;
+
+use crate::engine::{CompiledScript, RunOutput, ScriptEngine, execution_stack_size};
+use crate::gate::{ExecutionGate, ExecutionPermit, GateConfig};
 
 /// How long past a run's own timeout the async side waits before giving up on the
 /// blocking thread. The deadline check inside the engine is the real stop; this only
@@ -22,7 +24,7 @@ use crate::gate::{ExecutionGate, GateConfig};
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything the in-process executor is configured with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutorConfig {
     /// The instance-wide sandbox ceiling.
     pub ceiling: SandboxCeiling,
@@ -42,7 +44,7 @@ impl ExecutorConfig {
 }
 
 /// Runs scripts in this process: bounded by the [`ExecutionGate`], compiled once per script
-/// version, executed on tokio's blocking pool under a wall-clock deadline. Clones share
+/// version, each run on a thread of its own under a wall-clock deadline. Clones share
 /// the engine, the gate and the compiled-script cache.
 #[derive(Debug, Clone)]
 pub struct LocalExecutorClient {
@@ -176,33 +178,17 @@ impl ExecutorClient for LocalExecutorClient {
         let script_id = request.script.id;
         let started = Instant::now();
         let inner = Arc::clone(&self.inner);
-        let task = tokio::task::spawn_blocking(move || {
-            // The slot stays taken until the thread is really done, even when the caller
-            // has stopped waiting for it.
-            let _permit = permit;
-            std::panic::catch_unwind(AssertUnwindSafe(|| inner.run(&request, limits)))
-        });
-
-        let (outcome, logs) = match tokio::time::timeout(limits.timeout + TIMEOUT_GRACE, task).await
-        {
-            Ok(Ok(Ok(output))) => (output.outcome, output.logs),
-            Ok(Ok(Err(panic))) => {
-                let message = panic_message(panic.as_ref());
-                tracing::error!(%script_id, %execution_id, %message, "script execution panicked");
-                (Err(internal("script execution panicked")), Vec::new())
-            }
-            Ok(Err(join_error)) => {
-                tracing::error!(%script_id, %execution_id, error = %join_error, "script execution task failed");
-                (Err(internal("script execution task failed")), Vec::new())
-            }
-            Err(_elapsed) => {
+        let run = run_isolated(permit, limits, move || inner.run(&request, limits));
+        let (outcome, logs) = match run.await {
+            Ok(output) => (output.outcome, output.logs),
+            Err(Failure::Timeout) => {
                 tracing::warn!(%script_id, %execution_id, "script outran its deadline check; abandoning its thread");
-                (
-                    Err(ExecutionError::Timeout {
-                        limit: limits.timeout,
-                    }),
-                    Vec::new(),
-                )
+                let limit = limits.timeout;
+                (Err(ExecutionError::Timeout { limit }), Vec::new())
+            }
+            Err(Failure::Internal(message)) => {
+                tracing::error!(%script_id, %execution_id, %message, "script execution failed");
+                (Err(ExecutionError::Internal { message }), Vec::new())
             }
         };
         ExecutionReport {
@@ -214,18 +200,62 @@ impl ExecutorClient for LocalExecutorClient {
     }
 }
 
-fn internal(message: &str) -> ExecutionError {
-    ExecutionError::Internal {
-        message: message.to_owned(),
+/// Why [`run_isolated`] has no output.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The backstop fired before the run finished.
+    Timeout,
+    /// The run could not start, or panicked.
+    Internal(String),
+}
+
+/// Runs `run` on a thread of its own, with a stack sized for `limits` (the blocking pool's
+/// threads have a fixed, small stack that deeply nested script data could overflow, and
+/// an overflow aborts the process). Waits at most the run's timeout plus
+/// [`TIMEOUT_GRACE`]; past that the thread is left to finish on its own. The permit is
+/// held by the thread, so the slot stays taken until the work has really stopped.
+async fn run_isolated(
+    permit: ExecutionPermit,
+    limits: SandboxLimits,
+    run: impl FnOnce() -> RunOutput + Send + 'static,
+) -> Result<RunOutput, Failure> {
+    let (done, finished) = oneshot::channel();
+    let stack_size = execution_stack_size(&limits);
+    std::thread::Builder::new()
+        .name("picloud-script".to_owned())
+        .stack_size(stack_size)
+        .spawn(move || {
+            let _permit = permit;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(run))
+                .map_err(|panic| Failure::Internal(panic_message(panic.as_ref())));
+            // The caller may have stopped waiting; nobody is left to tell.
+            let _ = done.send(result);
+        })
+        .map_err(|err| {
+            // Most likely the address space for the stack was refused (a strict
+            // overcommit policy or a `ulimit -v`); lower array/map limits shrink it.
+            Failure::Internal(format!(
+                "could not start a script thread with {} MiB of stack: {err}",
+                stack_size >> 20
+            ))
+        })?;
+
+    match tokio::time::timeout(limits.timeout + TIMEOUT_GRACE, finished).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_closed)) => Err(Failure::Internal(
+            "script thread ended without a result".to_owned(),
+        )),
+        Err(_elapsed) => Err(Failure::Timeout),
     }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
+    let text = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-text panic payload".to_owned())
+        .unwrap_or_else(|| "non-text payload".to_owned());
+    format!("script execution panicked: {text}")
 }
 
 impl ScriptChangeObserver for LocalExecutorClient {
@@ -245,5 +275,92 @@ impl ScriptValidator for LocalExecutorClient {
 
     fn ceiling(&self) -> SandboxCeiling {
         self.inner.engine.ceiling()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> ExecutionGate {
+        ExecutionGate::new(GateConfig {
+            max_concurrent: 1,
+            max_wait: Duration::ZERO,
+        })
+    }
+
+    fn limits(timeout: Duration) -> SandboxLimits {
+        SandboxLimits {
+            timeout,
+            ..SandboxLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_run_becomes_an_internal_failure() {
+        let gate = gate();
+        let permit = gate.acquire().await.unwrap();
+        let result = run_isolated(permit, limits(Duration::from_secs(5)), || {
+            panic!("engine bug")
+        })
+        .await;
+        assert_eq!(
+            result.unwrap_err(),
+            Failure::Internal("script execution panicked: engine bug".to_owned())
+        );
+        assert_eq!(gate.available(), 1, "the slot is released");
+    }
+
+    #[tokio::test]
+    async fn the_backstop_gives_up_but_the_slot_stays_taken_until_the_thread_ends() {
+        let gate = gate();
+        let permit = gate.acquire().await.unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let result = run_isolated(permit, limits(Duration::ZERO), move || {
+            // Stands in for work the deadline check cannot reach.
+            let _ = released.recv();
+            RunOutput {
+                outcome: Err(ExecutionError::Internal {
+                    message: "unused".to_owned(),
+                }),
+                logs: Vec::new(),
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap_err(), Failure::Timeout);
+        assert_eq!(
+            gate.available(),
+            0,
+            "the abandoned thread still holds its slot"
+        );
+        release.send(()).unwrap();
+        let reacquired = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if gate.available() == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(reacquired.is_ok(), "the slot frees once the thread ends");
+    }
+
+    #[test]
+    fn config_reads_the_sandbox_and_gate_variables() {
+        let env: HashMap<String, String> = [
+            ("PICLOUD_SANDBOX_MAX_OPERATIONS", "1234"),
+            ("PICLOUD_MAX_CONCURRENT_EXECUTIONS", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = ExecutorConfig::from_env(&env).unwrap();
+        assert_eq!(config.ceiling.limits().max_operations, 1234);
+        assert_eq!(config.gate.max_concurrent, 3);
+        assert_eq!(
+            ExecutorConfig::from_env(&HashMap::new()).unwrap(),
+            ExecutorConfig::default()
+        );
     }
 }

@@ -76,7 +76,9 @@ pub(crate) fn execution_error(
             "script exceeded its limit of {} nested function calls (max_call_depth)",
             limits.max_call_depth
         )),
-        EvalAltResult::ErrorDataTooLarge(what, ..) => resource(data_too_large_message(what, limits)),
+        EvalAltResult::ErrorDataTooLarge(what, ..) => {
+            resource(data_too_large_message(what, limits))
+        }
         EvalAltResult::ErrorTooManyVariables(..) => {
             resource("script defined more variables than the sandbox allows".to_owned())
         }

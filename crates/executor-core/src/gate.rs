@@ -181,7 +181,10 @@ mod tests {
             }
         );
         drop(held);
-        assert!(gate.acquire().await.is_ok(), "a released slot is free again");
+        assert!(
+            gate.acquire().await.is_ok(),
+            "a released slot is free again"
+        );
     }
 
     #[tokio::test]

@@ -117,7 +117,10 @@ fn to_dynamic(
             )?;
             let mut map = Map::new();
             for (key, item) in entries {
-                map.insert(key.as_str().into(), to_dynamic(item, limits, totals, depth + 1)?);
+                map.insert(
+                    key.as_str().into(),
+                    to_dynamic(item, limits, totals, depth + 1)?,
+                );
             }
             Dynamic::from_map(map)
         }
@@ -264,7 +267,10 @@ mod tests {
         assert!(json_to_dynamic(&json!([[1], [2]]), &tight).is_err());
         assert!(json_to_dynamic(&json!([1, [2]]), &tight).is_ok());
         let err = json_to_dynamic(&json!({"a": {"b": 1, "c": 2}}), &tight).unwrap_err();
-        assert_eq!(err.to_string(), "total object map size exceeds the limit of 2");
+        assert_eq!(
+            err.to_string(),
+            "total object map size exceeds the limit of 2"
+        );
         assert!(json_to_dynamic(&json!(["abc", "def"]), &tight).is_err());
     }
 

@@ -10,7 +10,8 @@
 //!   the response convention.
 //! - [`ExecutionGate`] bounds concurrent runs.
 //! - [`LocalExecutorClient`] puts it together: gate, compiled-code cache per script
-//!   version, blocking pool, wall-clock backstop.
+//!   version, a thread per run with a stack sized to the sandbox limits, wall-clock
+//!   backstop.
 
 mod base64;
 mod client;
@@ -24,8 +25,9 @@ mod response;
 mod run_state;
 
 pub use client::{ExecutorConfig, LocalExecutorClient, TIMEOUT_GRACE};
-pub use engine::{CompiledScript, EngineProfile, MAX_ENGINE_PROFILES, RunOutput, ScriptEngine};
-pub use gate::{
-    ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR,
+pub use engine::{
+    CompiledScript, EngineProfile, MAX_ENGINE_PROFILES, RunOutput, ScriptEngine,
+    execution_stack_size,
 };
+pub use gate::{ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR};
 pub use log::{MAX_LOG_BYTES, MAX_LOG_ENTRIES};

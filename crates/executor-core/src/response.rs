@@ -180,10 +180,7 @@ mod tests {
     #[test]
     fn plain_values_are_200s_typed_by_their_kind() {
         let text = into_response("hi".into()).unwrap();
-        assert_eq!(
-            (text.status, text.body.as_ref()),
-            (200, b"hi".as_slice())
-        );
+        assert_eq!((text.status, text.body.as_ref()), (200, b"hi".as_slice()));
         assert_eq!(header(&text, "content-type"), Some(TEXT));
 
         let json = into_response(map(&[("a", Dynamic::from_int(1))])).unwrap();
@@ -206,7 +203,10 @@ mod tests {
 
     #[test]
     fn structured_responses_keep_status_headers_and_body() {
-        let headers = map(&[("X-Trace", "abc".into()), ("Content-Type", "text/csv".into())]);
+        let headers = map(&[
+            ("X-Trace", "abc".into()),
+            ("Content-Type", "text/csv".into()),
+        ]);
         let response = into_response(map(&[
             ("statusCode", Dynamic::from_int(201)),
             ("headers", headers),

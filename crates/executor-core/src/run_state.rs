@@ -146,7 +146,10 @@ mod tests {
             scoped(RunState::new(1, Duration::from_secs(1)), || panic!("boom"))
         });
         assert!(result.is_err());
-        assert!(on_progress(1_000).is_none(), "the panicking run's state is gone");
+        assert!(
+            on_progress(1_000).is_none(),
+            "the panicking run's state is gone"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The execute routes driven in-process with stand-in seams: what a client sees for each
 //! outcome, and what gets recorded.
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on the first surprise")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -88,7 +88,8 @@ impl ServerConfig {
             database,
             database_max_connections: parse_var(env, "PICLOUD_DATABASE_MAX_CONNECTIONS", 10)?,
             log_format: parse_var(env, "PICLOUD_LOG_FORMAT", LogFormat::Json)?,
-            log_filter: optional_var(env, "PICLOUD_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
+            log_filter: optional_var(env, "PICLOUD_LOG")
+                .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
             executor: ExecutorConfig::from_env(env)?,
             orchestrator: OrchestratorConfig::from_env(env)?,
             manager: ManagerConfig::from_env(env)?,
@@ -137,7 +138,10 @@ mod tests {
     fn a_database_url_replaces_the_private_cluster() {
         let config =
             ServerConfig::from_env(&env(&[("PICLOUD_DATABASE_URL", "postgres://db/x")])).unwrap();
-        assert_eq!(config.database, DatabaseSource::Url("postgres://db/x".into()));
+        assert_eq!(
+            config.database,
+            DatabaseSource::Url("postgres://db/x".into())
+        );
     }
 
     #[test]

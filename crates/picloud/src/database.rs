@@ -33,10 +33,11 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("could not connect to the database server: {e}"))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let quoted = name.replace('"', "\"\"");
         // CREATE DATABASE takes no bind parameters; the name is quoted as an identifier.

@@ -265,18 +265,28 @@ impl EmbeddedPostgres {
         }
     }
 
-    fn run<'a>(&self, tool: &str, args: impl IntoIterator<Item = &'a str>) -> std::io::Result<Output> {
+    fn run<'a>(
+        &self,
+        tool: &str,
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> std::io::Result<Output> {
         self.command_as_server_user(self.bin_dir.join(tool))
             .args(args)
             .output()
     }
 
-    fn run_checked<'a>(&self, tool: &str, args: impl IntoIterator<Item = &'a str>) -> Result<Output> {
-        let output = self.run(tool, args).map_err(|source| EmbeddedPostgresError::Io {
-            action: "could not run",
-            path: self.bin_dir.join(tool).display().to_string(),
-            source,
-        })?;
+    fn run_checked<'a>(
+        &self,
+        tool: &str,
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Output> {
+        let output = self
+            .run(tool, args)
+            .map_err(|source| EmbeddedPostgresError::Io {
+                action: "could not run",
+                path: self.bin_dir.join(tool).display().to_string(),
+                source,
+            })?;
         if output.status.success() {
             return Ok(output);
         }
@@ -306,7 +316,7 @@ pub fn default_search_path() -> Vec<PathBuf> {
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
     dirs
 }

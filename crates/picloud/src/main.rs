@@ -49,9 +49,14 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
 async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<()> {
     let pool = database::connect_and_migrate(url, config.database_max_connections).await?;
     let app = build_app(config, pool.clone());
-    let server = serve(config.listen, app.router.clone()).await.map_err(|e| {
-        anyhow::anyhow!("could not listen on {} (PICLOUD_LISTEN): {e}", config.listen)
-    })?;
+    let server = serve(config.listen, app.router.clone())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "could not listen on {} (PICLOUD_LISTEN): {e}",
+                config.listen
+            )
+        })?;
     tracing::info!(
         addr = %server.addr,
         data_dir = %config.data_dir.display(),

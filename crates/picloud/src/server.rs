@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use picloud_executor_core::LocalExecutorClient;
+use picloud_manager_core::postgres::{
+    PgAppRepository, PgExecutionLogRepository, PgScriptRepository,
+};
 use picloud_manager_core::{
     AdminState, BatchingExecutionRecorder, CachedScriptResolver, PrunerHandle, RecorderHandle,
     spawn_retention_pruner,
 };
-use picloud_manager_core::postgres::{PgAppRepository, PgExecutionLogRepository, PgScriptRepository};
 use picloud_orchestrator_core::{OrchestratorState, propagate_request_id};
 use picloud_shared::{ErrorEnvelope, ScriptChangeObserver};
 use serde_json::json;
@@ -162,7 +164,11 @@ fn not_ready(cause: &str) -> Response {
 
 async fn no_route(request: Request) -> Response {
     let message = format!("no route for {} {}", request.method(), request.uri().path());
-    (StatusCode::NOT_FOUND, Json(ErrorEnvelope::new("not_found", message))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(ErrorEnvelope::new("not_found", message)),
+    )
+        .into_response()
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

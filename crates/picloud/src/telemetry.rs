@@ -15,7 +15,11 @@ pub fn init(format: LogFormat, filter: &str) {
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
     if let Some(error) = bad_filter {

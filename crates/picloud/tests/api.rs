@@ -1,7 +1,13 @@
 //! The real server on port 0 against a fresh PostgreSQL database, driven over HTTP: the
 //! script lifecycle, the execute endpoints, and every error path a client can hit.
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on the first surprise")]
-#![expect(clippy::expect_used, reason = "a test fails loudly on the first surprise")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
 
 mod support;
 
@@ -74,7 +80,11 @@ async fn script_lifecycle_create_list_get_execute_update_delete() {
     let response = app.execute(&id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "greeting": "hi", "version": 2 }), "the new version runs");
+    assert_eq!(
+        body,
+        json!({ "greeting": "hi", "version": 2 }),
+        "the new version runs"
+    );
 
     let deleted = app
         .client
@@ -84,7 +94,10 @@ async fn script_lifecycle_create_list_get_execute_update_delete() {
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let (status, code, _) = error_code(app.execute(&id).await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "script_not_found"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "script_not_found")
+    );
     let (status, _, _) = error_code(
         app.client
             .get(app.url(&format!("/api/admin/scripts/{id}")))
@@ -161,7 +174,10 @@ async fn wait_for_execution(app: &support::TestServer, execution_id: &str) -> Va
         if response.status() == StatusCode::OK {
             return response.json().await.unwrap();
         }
-        assert!(Instant::now() < deadline, "execution {execution_id} never recorded");
+        assert!(
+            Instant::now() < deadline,
+            "execution {execution_id} never recorded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -179,7 +195,10 @@ async fn admin_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, body) = error_code(syntax).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "compile_error")
+    );
     assert_eq!(body["error"]["line"], 1);
     assert!(body["error"]["column"].as_u64().unwrap() > 0);
 
@@ -210,7 +229,10 @@ async fn admin_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, _) = error_code(bad_id).await;
-    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "invalid_id"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_id")
+    );
 
     let malformed = app
         .client
@@ -221,7 +243,10 @@ async fn admin_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, _) = error_code(malformed).await;
-    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "malformed_json"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "malformed_json")
+    );
 
     let wrong_types = app
         .client
@@ -231,7 +256,10 @@ async fn admin_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, _) = error_code(wrong_types).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+    );
 
     let bad_name = app
         .client
@@ -241,11 +269,22 @@ async fn admin_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, _) = error_code(bad_name).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_name")
+    );
 
-    let unknown_route = app.client.get(app.url("/api/nothing-here")).send().await.unwrap();
+    let unknown_route = app
+        .client
+        .get(app.url("/api/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     let (status, code, _) = error_code(unknown_route).await;
-    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
 
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM scripts")
         .fetch_one(&app.pool)
@@ -263,7 +302,10 @@ async fn execute_errors_name_the_problem() {
         .to_owned();
 
     let (status, code, _) = error_code(app.execute("not-a-uuid").await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "invalid_id"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_id")
+    );
 
     let oversized = app
         .client
@@ -273,7 +315,10 @@ async fn execute_errors_name_the_problem() {
         .await
         .unwrap();
     let (status, code, _) = error_code(oversized).await;
-    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
 
     let fits = app
         .client
@@ -284,9 +329,14 @@ async fn execute_errors_name_the_problem() {
         .unwrap();
     assert_eq!(fits.status(), StatusCode::OK);
 
-    let failing = app.create_script("fails", "let a = 1;\nthrow \"nope\";").await;
+    let failing = app
+        .create_script("fails", "let a = 1;\nthrow \"nope\";")
+        .await;
     let (status, code, body) = error_code(app.execute(failing["id"].as_str().unwrap()).await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "script_error"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "script_error")
+    );
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
     assert_eq!(body["error"]["line"], 2);
 }
@@ -311,13 +361,17 @@ async fn a_runaway_script_is_stopped_while_others_keep_being_served() {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "hello");
     }
-    assert!(!runaway.is_finished(), "the runaway should still be running");
+    assert!(
+        !runaway.is_finished(),
+        "the runaway should still be running"
+    );
 
     let (status, code, _) = error_code(runaway.await.unwrap()).await;
     assert!(
         matches!(
             (status, code.as_str()),
-            (StatusCode::GATEWAY_TIMEOUT, "timeout") | (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
+            (StatusCode::GATEWAY_TIMEOUT, "timeout")
+                | (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
         ),
         "{status} {code}"
     );
@@ -333,14 +387,20 @@ async fn a_memory_bomb_is_stopped_by_the_size_limits() {
         .await;
     let (status, code, body) =
         error_code(app.execute(string_bomb["id"].as_str().unwrap()).await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::INSUFFICIENT_STORAGE, "resource_limit"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
+    );
     assert!(!body["error"]["message"].as_str().unwrap().is_empty());
 
     let array_bomb = app
         .create_script("array-bomb", "let a = [1]; loop { a += a; }")
         .await;
     let (status, code, _) = error_code(app.execute(array_bomb["id"].as_str().unwrap()).await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::INSUFFICIENT_STORAGE, "resource_limit"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
+    );
 
     let healthy = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(healthy.status(), StatusCode::OK);
@@ -399,9 +459,13 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_every_record() 
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "done");
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM execution_logs WHERE status = 'success'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(recorded, 1, "the in-flight execution's record was flushed at shutdown");
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM execution_logs WHERE status = 'success'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded, 1,
+        "the in-flight execution's record was flushed at shutdown"
+    );
 }

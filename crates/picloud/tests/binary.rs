@@ -1,7 +1,13 @@
 //! The `picloud` binary as a user runs it: zero-config start with a private PostgreSQL,
 //! a second start that reuses it, and a clean exit on SIGTERM.
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on the first surprise")]
-#![expect(clippy::expect_used, reason = "a test fails loudly on the first surprise")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -62,7 +68,9 @@ impl Picloud {
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
         let status = self.child.wait().unwrap();
-        status.code().expect("exited rather than killed by a signal")
+        status
+            .code()
+            .expect("exited rather than killed by a signal")
     }
 }
 
@@ -72,7 +80,11 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
     let client = reqwest::Client::new();
 
     let first = start(data_dir.path());
-    let ready = client.get(format!("{}/readyz", first.base)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", first.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let created: Value = client
         .post(format!("{}/api/admin/scripts", first.base))
@@ -108,7 +120,10 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
         .text()
         .await
         .unwrap();
-    assert_eq!(answer, "hello from the pi", "the second start kept the data");
+    assert_eq!(
+        answer, "hello from the pi",
+        "the second start kept the data"
+    );
     assert_eq!(second.terminate(), 0);
 }
 
