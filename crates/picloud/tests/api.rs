@@ -343,7 +343,12 @@ async fn execute_errors_name_the_problem() {
 
 #[tokio::test]
 async fn a_runaway_script_is_stopped_while_others_keep_being_served() {
-    let app = spawn_app_with(&[("PICLOUD_SANDBOX_TIMEOUT_MS", "1500")]).await;
+    // A budget too large to run out first: the wall clock is what stops it.
+    let app = spawn_app_with(&[
+        ("PICLOUD_SANDBOX_TIMEOUT_MS", "1500"),
+        ("PICLOUD_SANDBOX_MAX_OPERATIONS", "100000000000"),
+    ])
+    .await;
     let spin = app.create_script("spin", "loop { }").await;
     let hello = app.create_script("hello", r#""hello""#).await;
     let spin_id = spin["id"].as_str().unwrap().to_owned();
@@ -468,4 +473,35 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_every_record() 
         recorded, 1,
         "the in-flight execution's record was flushed at shutdown"
     );
+}
+
+#[tokio::test]
+async fn past_the_execution_gate_callers_get_a_503_with_retry_after() {
+    let app = spawn_app_with(&[
+        ("PICLOUD_MAX_CONCURRENT_EXECUTIONS", "1"),
+        ("PICLOUD_EXECUTION_QUEUE_TIMEOUT_MS", "50"),
+        ("PICLOUD_SANDBOX_TIMEOUT_MS", "1500"),
+        ("PICLOUD_SANDBOX_MAX_OPERATIONS", "100000000000"),
+    ])
+    .await;
+    let spin = app.create_script("spin", "loop { }").await;
+    let hello = app.create_script("hello", r#""hello""#).await;
+    let busy = {
+        let client = app.client.clone();
+        let url = app.url(&format!("/api/execute/{}", spin["id"].as_str().unwrap()));
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let refused = app.execute(hello["id"].as_str().unwrap()).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (status, code, _) = error_code(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+    );
+
+    busy.await.unwrap();
+    let served = app.execute(hello["id"].as_str().unwrap()).await;
+    assert_eq!(served.status(), StatusCode::OK, "the slot is free again");
 }
