@@ -77,6 +77,14 @@ uuid_id!(
     /// One run of a script.
     ExecutionId
 );
+uuid_id!(
+    /// A person who logs in (a principal).
+    UserId
+);
+uuid_id!(
+    /// An API token or a login session's token.
+    TokenId
+);
 
 /// The id that ties a request's log lines together across layers, taken from the
 /// `X-Request-Id` header when the client sends a usable one and generated otherwise.

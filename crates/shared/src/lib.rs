@@ -6,6 +6,7 @@
 //! through [`ScriptValidator`] without linking the engine, and the orchestrator reaches the
 //! executor only through [`ExecutorClient`].
 
+pub mod access;
 pub mod config;
 pub mod envelope;
 pub mod execution;
@@ -15,13 +16,17 @@ pub mod sandbox;
 pub mod script;
 pub mod seams;
 
+pub use access::{
+    AccessDenied, AppRole, AuthError, Authenticator, Capability, CredentialKind, Principal, Scope,
+    UnknownScope, role_satisfies,
+};
 pub use envelope::ErrorEnvelope;
 pub use execution::{
     ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
     HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse,
 };
-pub use ids::{AppId, ExecutionId, RequestId, ScriptId};
-pub use names::{AppSlug, NameError, ScriptName};
+pub use ids::{AppId, ExecutionId, RequestId, ScriptId, TokenId, UserId};
+pub use names::{AppSlug, NameError, ScriptName, Username};
 pub use sandbox::{LimitsError, SandboxCeiling, SandboxLimits, ScriptLimits};
 pub use script::Script;
 pub use seams::{

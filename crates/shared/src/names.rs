@@ -108,6 +108,41 @@ impl AppSlug {
     }
 }
 
+/// A user's login name: 1 to 64 characters of lowercase ASCII letters, digits, `.`, `_`
+/// and `-`, starting with a letter or digit. Lowercase only, so `Ada` and `ada` can never
+/// be two accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+#[serde(try_from = "String", into = "String")]
+pub struct Username(String);
+
+impl Username {
+    /// The longest username accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates a username.
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        const KIND: &str = "username";
+        check_length(KIND, raw, Self::MAX_LEN)?;
+        let first_ok = raw.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = raw.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_' || c == '-'
+        });
+        if !(first_ok && rest_ok) {
+            return Err(NameError::BadCharacters {
+                kind: KIND,
+                rule: "may contain only lowercase ASCII letters, digits, '.', '_' and '-', and must start with a letter or digit",
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The username as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), NameError> {
     if raw.is_empty() {
         return Err(NameError::Empty { kind });
@@ -158,6 +193,7 @@ macro_rules! string_newtype_impls {
 
 string_newtype_impls!(ScriptName);
 string_newtype_impls!(AppSlug);
+string_newtype_impls!(Username);
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +229,16 @@ mod tests {
         assert!(AppSlug::parse("-x").is_err());
         assert!(AppSlug::parse("x-").is_err());
         assert!(AppSlug::parse("a_b").is_err());
+    }
+
+    #[test]
+    fn usernames_follow_the_rules() {
+        assert!(Username::parse("ada").is_ok());
+        assert!(Username::parse("ada.lovelace_1-x").is_ok());
+        assert!(Username::parse("Ada").is_err());
+        assert!(Username::parse(".ada").is_err());
+        assert!(Username::parse("a d").is_err());
+        assert!(Username::parse(&"a".repeat(65)).is_err());
     }
 
     #[test]

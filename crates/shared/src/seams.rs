@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    AppSlug, ExecutionRecord, ExecutionReport, ExecutionRequest, SandboxCeiling, Script, ScriptId,
+    AppId, AppSlug, ExecutionRecord, ExecutionReport, ExecutionRequest, SandboxCeiling, Script, ScriptId,
     ScriptName,
 };
 
@@ -71,4 +71,8 @@ pub trait ExecutionRecorder: Send + Sync {
 pub trait ScriptChangeObserver: Send + Sync {
     /// The script was updated or deleted.
     fn script_changed(&self, id: ScriptId);
+
+    /// The app was renamed or deleted: entries looked up through its slug are stale.
+    /// Caches keyed by script id alone need not care.
+    fn app_changed(&self, _id: AppId) {}
 }

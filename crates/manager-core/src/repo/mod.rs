@@ -4,9 +4,15 @@
 
 mod apps;
 mod executions;
+mod memberships;
 mod scripts;
+mod tokens;
+mod users;
 
-pub use apps::{App, AppRepository};
+pub use apps::{App, AppRepository, AppUpdate, ListApps};
+pub use memberships::{Member, MembershipRepository};
+pub use tokens::{NewToken, Token, TokenRepository};
+pub use users::{NewUser, User, UserRepository};
 pub use executions::{ExecutionCursor, ExecutionLogRepository};
 pub use scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate};
 
