@@ -6,6 +6,8 @@
 //! Nothing here reads the process environment or opens a pool: the binaries do that and
 //! hand in what this crate needs.
 
+pub mod authenticator;
+pub mod bootstrap;
 pub mod config;
 pub mod http;
 #[cfg(feature = "testsuite")]
@@ -15,10 +17,13 @@ pub mod recorder;
 pub mod repo;
 pub mod resolver;
 pub mod retention;
+pub mod secrets;
 
 use picloud_shared::AppId;
 use uuid::Uuid;
 
+pub use authenticator::TokenAuthenticator;
+pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};
 pub use config::ManagerConfig;
 pub use http::{AdminState, router, router_with_body_limit};
 pub use recorder::{BatchingExecutionRecorder, RecorderHandle, RecorderOptions};

@@ -7,7 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use picloud_shared::{
-    AppSlug, ResolveError, Script, ScriptChangeObserver, ScriptId, ScriptName, ScriptResolver,
+    AppId, AppSlug, ResolveError, Script, ScriptChangeObserver, ScriptId, ScriptName,
+    ScriptResolver,
 };
 
 use crate::error_chain;
@@ -17,7 +18,7 @@ use crate::repo::{RepoError, ScriptRepository};
 ///
 /// Misses are not cached, so a freshly created script resolves at once. Updates and
 /// deletes reach the cache through [`ScriptChangeObserver`], which drops both keys of the
-/// script. When the cache holds `capacity` entries it is cleared rather than evicted
+/// script (or, when an app is renamed or deleted, every entry of that app). When the cache holds `capacity` entries it is cleared rather than evicted
 /// piecemeal: refilling is one query per script and keeps the bookkeeping trivial.
 pub struct CachedScriptResolver {
     repo: Arc<dyn ScriptRepository>,
@@ -159,6 +160,15 @@ impl ScriptChangeObserver for CachedScriptResolver {
         // A rename leaves the old name's key pointing at the script, so match by id.
         cache.by_name.retain(|_, script| script.id != id);
     }
+
+    fn app_changed(&self, id: AppId) {
+        let mut cache = self.write();
+        cache.generation = cache.generation.wrapping_add(1);
+        // A renamed slug leaves keys under the old slug, and a deleted app takes its
+        // scripts with it: drop every entry of the app, whichever key it sits under.
+        cache.by_id.retain(|_, script| script.app_id != id);
+        cache.by_name.retain(|_, script| script.app_id != id);
+    }
 }
 
 #[cfg(test)]
@@ -171,11 +181,15 @@ mod tests {
     use super::*;
     use crate::DEFAULT_APP_ID;
     use crate::memory::{InMemoryAppRepository, InMemoryScriptRepository};
-    use crate::repo::{ListScripts, NewScript, Page, RepoResult, ScriptSummary, ScriptUpdate};
+    use crate::repo::{
+        AppRepository, AppUpdate, ListScripts, NewScript, Page, RepoResult, ScriptSummary,
+        ScriptUpdate,
+    };
 
     /// Counts reads, can fail them, and can hold one read until released, so tests see
     /// exactly when the cache goes to the store.
     struct Probe {
+        apps: Arc<InMemoryAppRepository>,
         inner: InMemoryScriptRepository,
         reads: AtomicUsize,
         failing: AtomicBool,
@@ -186,8 +200,10 @@ mod tests {
 
     impl Probe {
         fn new() -> Arc<Self> {
+            let apps = Arc::new(InMemoryAppRepository::new());
             Arc::new(Self {
-                inner: InMemoryScriptRepository::new(Arc::new(InMemoryAppRepository::new())),
+                inner: InMemoryScriptRepository::new(apps.clone()),
+                apps,
                 reads: AtomicUsize::new(0),
                 failing: AtomicBool::new(false),
                 hold: AtomicBool::new(false),
@@ -215,6 +231,7 @@ mod tests {
                     name: ScriptName::parse(name).unwrap(),
                     source: "1".to_owned(),
                     limits: ScriptLimits::default(),
+                    require_token: false,
                 })
                 .await
                 .unwrap()
@@ -379,6 +396,58 @@ mod tests {
 
         let fresh = resolver.by_id(script.id).await.unwrap().unwrap();
         assert_eq!(fresh.version, 2);
+    }
+
+    #[tokio::test]
+    async fn an_app_change_drops_every_entry_of_that_app_only() {
+        let repo = Probe::new();
+        let script = repo.add("hello").await;
+        let shop = repo
+            .apps
+            .create("shop".parse().unwrap(), "Shop".to_owned(), None)
+            .await
+            .unwrap();
+        let other = repo
+            .inner
+            .create(NewScript {
+                app_id: shop.id,
+                name: name("other"),
+                source: "2".to_owned(),
+                limits: ScriptLimits::default(),
+                require_token: false,
+            })
+            .await
+            .unwrap();
+        let resolver = CachedScriptResolver::new(repo.clone());
+        let old_slug = AppSlug::default_app();
+        resolver.by_name(&old_slug, &name("hello")).await.unwrap();
+        resolver.by_id(other.id).await.unwrap();
+        assert_eq!(repo.reads(), 2);
+
+        let new_slug: AppSlug = "renamed".parse().unwrap();
+        repo.apps
+            .update(
+                DEFAULT_APP_ID,
+                AppUpdate {
+                    slug: Some(new_slug.clone()),
+                    name: None,
+                },
+            )
+            .await
+            .unwrap();
+        resolver.app_changed(DEFAULT_APP_ID);
+
+        // The old slug no longer answers; the new one and the id go back to the store.
+        assert_eq!(
+            resolver.by_name(&old_slug, &name("hello")).await.unwrap(),
+            None
+        );
+        let found = resolver.by_name(&new_slug, &name("hello")).await.unwrap();
+        assert_eq!(found.as_deref(), Some(&script));
+        assert_eq!(repo.reads(), 4);
+        // The other app's entry stayed cached.
+        resolver.by_id(other.id).await.unwrap();
+        assert_eq!(repo.reads(), 4);
     }
 
     #[tokio::test]

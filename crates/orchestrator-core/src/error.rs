@@ -31,6 +31,15 @@ pub enum ApiError {
     /// The script store is unreachable.
     #[error("script lookup is unavailable, try again shortly")]
     LookupUnavailable,
+    /// The script requires a token and the request has none that works.
+    #[error("this script requires a bearer token")]
+    Unauthorized,
+    /// The token works but may not call this script.
+    #[error("this token may not call this script: it needs scope {scope} in the script's app")]
+    Forbidden {
+        /// The scope the call needs.
+        scope: picloud_shared::Scope,
+    },
     /// The script returned a header that HTTP cannot carry.
     #[error("script returned an invalid response header '{0}'")]
     InvalidResponseHeader(String),
@@ -49,6 +58,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable"),
             Self::LookupUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::InvalidResponseHeader(_) => (StatusCode::UNPROCESSABLE_ENTITY, "script_error"),
             Self::Execution(e) => execution_status_and_code(e),
         }
@@ -98,6 +109,11 @@ impl IntoResponse for ApiError {
             other => json!(ErrorEnvelope::new(code, other.to_string())),
         };
         let mut response = (status, Json(body)).into_response();
+        if let Self::Unauthorized = &self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Self::Execution(ExecutionError::Overloaded { retry_after }) = &self {
             let secs = retry_after.as_secs().max(1);
             response

@@ -4,8 +4,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
@@ -13,9 +13,9 @@ use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use picloud_shared::{
-    AppSlug, ExecutionId, ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest,
-    ExecutionStatus, ExecutorClient, HttpRequestData, InvocationType, RequestId, Script, ScriptId,
-    ScriptName, ScriptResolver, ScriptResponse,
+    AppSlug, AuthError, Authenticator, Capability, ExecutionId, ExecutionRecord, ExecutionRecorder,
+    ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient, HttpRequestData,
+    InvocationType, RequestId, Script, ScriptId, ScriptName, ScriptResolver, ScriptResponse,
 };
 
 use crate::error::execution_status_and_code;
@@ -34,6 +34,8 @@ pub struct OrchestratorState {
     pub executor: Arc<dyn ExecutorClient>,
     /// Takes execution records off the request path.
     pub recorder: Arc<dyn ExecutionRecorder>,
+    /// Checks bearer tokens for scripts that require one.
+    pub authenticator: Arc<dyn Authenticator>,
     /// Limits.
     pub config: OrchestratorConfig,
 }
@@ -148,6 +150,9 @@ async fn run(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    if script.require_token {
+        authorize_caller(state, &script, request.headers()).await?;
+    }
     let request_id = request_id.map_or_else(RequestId::generate, |Extension(id)| id);
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
@@ -236,13 +241,45 @@ async fn run(
     Ok(response)
 }
 
+/// A script that requires a token runs only for a caller whose token holds
+/// `AppScriptsExecute` in the script's app. The script's endpoint is public knowledge, so a
+/// caller without access gets 403, not 404.
+async fn authorize_caller(
+    state: &OrchestratorState,
+    script: &Script,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let token = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
+    let principal = state
+        .authenticator
+        .authenticate(token)
+        .await
+        .map_err(|err| match err {
+            AuthError::Invalid => ApiError::Unauthorized,
+            AuthError::Unavailable(cause) => {
+                tracing::error!(%cause, "token check failed");
+                ApiError::LookupUnavailable
+            }
+        })?;
+    let capability = Capability::AppScriptsExecute(script.app_id);
+    principal
+        .authorize(&capability)
+        .map_err(|_| ApiError::Forbidden {
+            scope: capability.required_scope(),
+        })
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Reads the body up to `limit` bytes. A declared length over the limit is refused before
 /// reading anything; a body that grows past it while streaming is refused as soon as it does.
-async fn read_body(
-    headers: &axum::http::HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

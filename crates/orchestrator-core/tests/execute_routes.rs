@@ -19,9 +19,10 @@ use picloud_orchestrator_core::{
     OrchestratorConfig, OrchestratorState, propagate_request_id, router,
 };
 use picloud_shared::{
-    AppId, AppSlug, ExecutionError, ExecutionRecord, ExecutionRecorder, ExecutionReport,
-    ExecutionRequest, ExecutionStatus, ExecutorClient, ResolveError, Script, ScriptId,
-    ScriptLimits, ScriptName, ScriptResolver, ScriptResponse,
+    AppId, AppRole, AppSlug, AuthError, Authenticator, CredentialKind, ExecutionError,
+    ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
+    ExecutorClient, Principal, ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName,
+    ScriptResolver, ScriptResponse, TokenId, UserId, Username,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -40,6 +41,33 @@ impl ScriptResolver for OneScript {
         name: &ScriptName,
     ) -> Result<Option<Arc<Script>>, ResolveError> {
         Ok((app.as_str() == "default" && *name == self.0.name).then(|| Arc::clone(&self.0)))
+    }
+}
+
+/// Knows two tokens: one allowed to call scripts of the test app, one of another app.
+struct FakeAuthenticator {
+    app: AppId,
+}
+
+#[async_trait]
+impl Authenticator for FakeAuthenticator {
+    async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
+        let app = match bearer_token {
+            "caller-token" => self.app,
+            "stranger-token" => AppId::new(),
+            "down" => return Err(AuthError::Unavailable("database down".into())),
+            _ => return Err(AuthError::Invalid),
+        };
+        Ok(Principal {
+            user_id: UserId::new(),
+            username: Username::parse("caller").unwrap(),
+            instance_admin: false,
+            roles: [(app, AppRole::Viewer)].into_iter().collect(),
+            credential: CredentialKind::ApiToken,
+            token_id: TokenId::new(),
+            scopes: [Scope::ScriptExecute].into_iter().collect(),
+            app_restriction: None,
+        })
     }
 }
 
@@ -105,8 +133,9 @@ impl ExecutionRecorder for Records {
     }
 }
 
-fn script() -> Arc<Script> {
+fn script(require_token: bool) -> Arc<Script> {
     Arc::new(Script {
+        require_token,
         id: ScriptId::new(),
         app_id: AppId::new(),
         name: ScriptName::parse("hello").unwrap(),
@@ -125,12 +154,16 @@ struct Harness {
 }
 
 fn harness(failure: Option<ExecutionError>) -> Harness {
-    let script = script();
+    harness_for(script(false), failure)
+}
+
+fn harness_for(script: Arc<Script>, failure: Option<ExecutionError>) -> Harness {
     let records = Arc::new(Records::default());
     let state = OrchestratorState {
         resolver: Arc::new(OneScript(Arc::clone(&script))),
         executor: Arc::new(FakeExecutor { failure }),
         recorder: records.clone(),
+        authenticator: Arc::new(FakeAuthenticator { app: script.app_id }),
         config: OrchestratorConfig { max_body_bytes: 16 },
     };
     let app = router(state).layer(from_fn(propagate_request_id));
@@ -355,6 +388,7 @@ async fn lookup_outage_is_a_503() {
         resolver: Arc::new(BrokenResolver),
         executor: Arc::new(FakeExecutor { failure: None }),
         recorder: Arc::new(Records::default()),
+        authenticator: Arc::new(FakeAuthenticator { app: AppId::new() }),
         config: OrchestratorConfig::default(),
     };
     let (status, _, body) = send(
@@ -376,4 +410,59 @@ async fn query_strings_are_decoded_leniently_like_browsers_do() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["query"], json!([["a", "%ZZ"], ["b", "é"], ["c", ""]]));
+}
+
+#[tokio::test]
+async fn public_scripts_ignore_credentials() {
+    let h = harness(None);
+    let request = Request::get(format!("/api/execute/{}", h.script.id))
+        .header("authorization", "Bearer garbage")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&h.app, request).await.0, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn scripts_that_require_a_token_check_it_before_running() {
+    let h = harness_for(script(true), None);
+    let call = |token: Option<&str>| {
+        let mut request = Request::post(format!("/api/execute/{}", h.script.id));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::from("x")).unwrap()
+    };
+
+    let (status, headers, body) = send(&h.app, call(None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+
+    let (status, _, _) = send(&h.app, call(Some("wrong"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _, body) = send(&h.app, call(Some("stranger-token"))).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the script is public knowledge: 403, not 404"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("script:execute")
+    );
+
+    let (status, _, _) = send(&h.app, call(Some("down"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        h.records.0.lock().unwrap().is_empty(),
+        "refused calls never ran"
+    );
+
+    let (status, _, body) = send(&h.app, call(Some("caller-token"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["body"], "x");
+    assert_eq!(h.records.0.lock().unwrap().len(), 1);
 }

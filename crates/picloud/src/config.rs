@@ -64,6 +64,29 @@ pub struct ServerConfig {
     pub orchestrator: OrchestratorConfig,
     /// The control plane's settings.
     pub manager: ManagerConfig,
+    /// The first start's instance admin password (`PICLOUD_ADMIN_PASSWORD`).
+    pub admin_password: Redacted,
+}
+
+/// A secret setting that never shows in a debug print of the config.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Redacted(Option<String>);
+
+impl Redacted {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<redacted>)"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl ServerConfig {
@@ -93,6 +116,7 @@ impl ServerConfig {
             executor: ExecutorConfig::from_env(env)?,
             orchestrator: OrchestratorConfig::from_env(env)?,
             manager: ManagerConfig::from_env(env)?,
+            admin_password: Redacted(optional_var(env, "PICLOUD_ADMIN_PASSWORD")),
         })
     }
 }
@@ -142,6 +166,14 @@ mod tests {
             config.database,
             DatabaseSource::Url("postgres://db/x".into())
         );
+    }
+
+    #[test]
+    fn the_admin_password_never_shows_in_a_debug_print() {
+        let config =
+            ServerConfig::from_env(&env(&[("PICLOUD_ADMIN_PASSWORD", "hunter2-hunter2")])).unwrap();
+        assert_eq!(config.admin_password.expose(), Some("hunter2-hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

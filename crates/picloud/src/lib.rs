@@ -11,4 +11,4 @@ pub mod server;
 pub mod telemetry;
 
 pub use config::{DatabaseSource, LogFormat, ServerConfig};
-pub use server::{App, RunningServer, build_app, serve};
+pub use server::{App, RunningServer, bootstrap_admin, build_app, serve};

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use picloud::embedded_postgres::EmbeddedPostgres;
-use picloud::{DatabaseSource, ServerConfig, build_app, database, serve, telemetry};
+use picloud::{
+    DatabaseSource, ServerConfig, bootstrap_admin, build_app, database, serve, telemetry,
+};
 use picloud_shared::config::ProcessEnv;
 
 /// The database PiCloud keeps its state in, inside its private cluster.
@@ -48,6 +50,12 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
 async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<()> {
     let pool = database::connect_and_migrate(url, config.database_max_connections).await?;
+    bootstrap_admin(
+        &pool,
+        config.listen,
+        config.admin_password.expose().map(str::to_owned),
+    )
+    .await?;
     let app = build_app(config, pool.clone());
     let server = serve(config.listen, app.router.clone())
         .await

@@ -12,12 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use picloud_executor_core::LocalExecutorClient;
+use picloud_manager_core::http::LoginRateLimiter;
 use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgScriptRepository,
+    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
+    PgTokenRepository, PgUserRepository,
 };
 use picloud_manager_core::{
-    AdminState, BatchingExecutionRecorder, CachedScriptResolver, PrunerHandle, RecorderHandle,
-    spawn_retention_pruner,
+    AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, PrunerHandle,
+    RecorderHandle, TokenAuthenticator, ensure_instance_admin, spawn_retention_pruner,
 };
 use picloud_orchestrator_core::{OrchestratorState, propagate_request_id};
 use picloud_shared::{ErrorEnvelope, ScriptChangeObserver};
@@ -53,6 +55,14 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     let scripts = Arc::new(PgScriptRepository::new(pool.clone()));
     let apps = Arc::new(PgAppRepository::new(pool.clone()));
     let executions = Arc::new(PgExecutionLogRepository::new(pool.clone()));
+    let users = Arc::new(PgUserRepository::new(pool.clone()));
+    let tokens = Arc::new(PgTokenRepository::new(pool.clone()));
+    let memberships = Arc::new(PgMembershipRepository::new(pool.clone()));
+    let authenticator = Arc::new(TokenAuthenticator::new(
+        tokens.clone(),
+        users.clone(),
+        memberships.clone(),
+    ));
     let resolver = Arc::new(CachedScriptResolver::new(scripts.clone()));
     let (recorder, recorder_handle) = BatchingExecutionRecorder::spawn(executions.clone());
     let pruner = spawn_retention_pruner(executions.clone(), config.manager.execution_log_retention);
@@ -63,6 +73,15 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             scripts,
             apps,
             executions,
+            users,
+            tokens,
+            memberships,
+            authenticator: authenticator.clone(),
+            login_limiter: Arc::new(LoginRateLimiter::new(
+                config.manager.login_max_failures,
+                config.manager.login_window,
+            )),
+            session_ttl: config.manager.session_ttl,
             validator: executor.clone(),
             observers,
         },
@@ -72,6 +91,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         resolver,
         executor,
         recorder: Arc::new(recorder),
+        authenticator,
         config: config.orchestrator,
     });
     let health = Router::new()
@@ -91,6 +111,35 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         recorder: recorder_handle,
         pruner,
     }
+}
+
+/// Creates the instance admin on an empty database and says how to log in, once: the
+/// generated password is stored only as a hash, so this log line is the only place it
+/// ever appears.
+pub async fn bootstrap_admin(
+    pool: &PgPool,
+    listen: SocketAddr,
+    password: Option<String>,
+) -> anyhow::Result<()> {
+    let users = PgUserRepository::new(pool.clone());
+    match ensure_instance_admin(&users, password).await? {
+        Bootstrap::Created {
+            username,
+            generated_password: Some(password),
+        } => tracing::warn!(
+            username = %username,
+            generated_password = %password,
+            "created the instance admin with a generated password, shown only this once; log in with: \
+             curl -s http://{listen}/api/admin/auth/login -H 'content-type: application/json' \
+             -d '{{\"username\": \"{username}\", \"password\": \"<generated_password>\"}}'"
+        ),
+        Bootstrap::Created { username, .. } => tracing::info!(
+            username = %username,
+            "created the instance admin with the password from PICLOUD_ADMIN_PASSWORD"
+        ),
+        Bootstrap::AlreadyInitialised => {}
+    }
+    Ok(())
 }
 
 /// A server listening on a real socket.
@@ -125,11 +174,15 @@ pub async fn serve(listen: SocketAddr, router: Router) -> std::io::Result<Runnin
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        // The peer address feeds the per-address login rate limit.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     Ok(RunningServer { addr, task, stop })
 }

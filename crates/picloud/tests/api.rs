@@ -505,3 +505,91 @@ async fn past_the_execution_gate_callers_get_a_503_with_retry_after() {
     let served = app.execute(hello["id"].as_str().unwrap()).await;
     assert_eq!(served.status(), StatusCode::OK, "the slot is free again");
 }
+
+#[tokio::test]
+async fn the_admin_api_needs_a_credential() {
+    let app = spawn_app().await;
+    let anonymous = app
+        .anonymous
+        .get(app.url("/api/admin/scripts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let (status, code, _) = error_code(anonymous).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+}
+
+#[tokio::test]
+async fn a_script_that_requires_a_token_runs_only_for_callers_with_script_execute() {
+    let app = spawn_app().await;
+    let created = app
+        .client
+        .post(app.url("/api/admin/scripts"))
+        .json(&json!({ "name": "private", "source": r#""secret sauce""#, "require_token": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["require_token"], true);
+    let url = app.url("/api/run/default/private");
+
+    let token_with = |scopes: Value| {
+        let client = app.client.clone();
+        let url = app.url("/api/admin/tokens");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "name": "caller", "scopes": scopes }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let body: Value = response.json().await.unwrap();
+            body["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let executor = token_with(json!(["script:execute"])).await;
+    let reader = token_with(json!(["script:read"])).await;
+
+    let (status, code, _) = error_code(app.anonymous.get(&url).send().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let wrong_scope = app
+        .anonymous
+        .get(&url)
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_code(wrong_scope).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let allowed = app
+        .anonymous
+        .get(&url)
+        .bearer_auth(&executor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(allowed.text().await.unwrap(), "secret sauce");
+
+    // Public scripts stay public.
+    app.create_script("open", r#""hi""#).await;
+    let public = app
+        .anonymous
+        .get(app.url("/api/run/default/open"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::OK);
+}

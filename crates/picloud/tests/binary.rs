@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 struct Picloud {
     child: Child,
     base: String,
+    /// Every JSON log event printed up to the "serving" line.
+    startup_events: Vec<Value>,
 }
 
 /// Starts the binary with a private database under `data_dir` and waits until it says
@@ -36,32 +38,55 @@ fn start(data_dir: &Path) -> Picloud {
         .spawn()
         .expect("picloud starts");
     let stderr = child.stderr.take().unwrap();
-    let (found, addr) = mpsc::channel();
+    let (found, startup) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut events = Vec::new();
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("picloud: {line}");
             if sent {
                 continue;
             }
-            if let Ok(event) = serde_json::from_str::<Value>(&line)
-                && let Some(addr) = event["addr"].as_str()
-            {
-                found.send(addr.to_owned()).unwrap();
-                sent = true;
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                let addr = event["addr"].as_str().map(str::to_owned);
+                events.push(event);
+                if let Some(addr) = addr {
+                    found.send((addr, std::mem::take(&mut events))).unwrap();
+                    sent = true;
+                }
             }
         }
     });
-    let addr = addr
+    let (addr, startup_events) = startup
         .recv_timeout(Duration::from_secs(120))
         .expect("picloud reported its address");
     Picloud {
         child,
         base: format!("http://{addr}"),
+        startup_events,
     }
 }
 
 impl Picloud {
+    /// The generated admin password, if this start printed one.
+    fn generated_password(&self) -> Option<String> {
+        self.startup_events
+            .iter()
+            .find_map(|event| event["generated_password"].as_str().map(str::to_owned))
+    }
+
+    async fn login(&self, client: &reqwest::Client, password: &str) -> String {
+        let response = client
+            .post(format!("{}/api/admin/auth/login", self.base))
+            .json(&json!({ "username": "admin", "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     /// SIGTERM, then the exit code.
     fn terminate(mut self) -> i32 {
         let pid = self.child.id().to_string();
@@ -86,8 +111,32 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let password = first
+        .generated_password()
+        .expect("the first start prints the generated admin password");
+    let bootstrap_line = first
+        .startup_events
+        .iter()
+        .find(|event| event["generated_password"].is_string())
+        .unwrap();
+    assert!(
+        bootstrap_line["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/admin/auth/login"),
+        "the log says how to log in: {bootstrap_line}"
+    );
+    let session = first.login(&client, &password).await;
+    let anonymous = client
+        .post(format!("{}/api/admin/scripts", first.base))
+        .json(&json!({ "name": "nope", "source": "1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "the admin API needs a credential");
     let created: Value = client
         .post(format!("{}/api/admin/scripts", first.base))
+        .bearer_auth(&session)
         .json(&json!({ "name": "hello", "source": "\"hello from the pi\"" }))
         .send()
         .await
@@ -112,6 +161,12 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
     );
 
     let second = start(data_dir.path());
+    assert_eq!(
+        second.generated_password(),
+        None,
+        "no second admin, no second password"
+    );
+    second.login(&client, &password).await;
     let answer = client
         .get(format!("{}/api/run/default/hello", second.base))
         .send()

@@ -20,6 +20,10 @@ pub struct Script {
     pub limits: ScriptLimits,
     /// Starts at 1 and grows by one on every update; compiled code is cached per version.
     pub version: i64,
+    /// When true, calling the script needs a bearer token whose principal may execute the
+    /// app's scripts; when false (the default) the script is public and decides for itself.
+    #[serde(default)]
+    pub require_token: bool,
     /// When the script was created.
     pub created_at: DateTime<Utc>,
     /// When the script last changed.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    AppId, AppSlug, ExecutionRecord, ExecutionReport, ExecutionRequest, SandboxCeiling, Script, ScriptId,
-    ScriptName,
+    AppId, AppSlug, ExecutionRecord, ExecutionReport, ExecutionRequest, SandboxCeiling, Script,
+    ScriptId, ScriptName,
 };
 
 /// A compile error with its position, as the admin API reports it (422).

@@ -30,6 +30,7 @@ pub fn script_with_limits(source: &str, limits: ScriptLimits) -> Script {
         source: source.to_owned(),
         limits,
         version: 1,
+        require_token: false,
         created_at: now,
         updated_at: now,
     }

@@ -2,10 +2,14 @@
 //! codes; every error leaves in the one JSON envelope, 5xx bodies stay generic and their
 //! cause is logged here, once.
 
+use std::time::Duration;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use picloud_shared::{CompileError, ErrorEnvelope, LimitsError, NameError};
+use picloud_shared::{
+    AccessDenied, AuthError, CompileError, ErrorEnvelope, LimitsError, NameError,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -43,6 +47,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     position: Option<(u32, u32)>,
+    // Boxed: rarely set, and it would double the size of every `Result<_, ApiError>`.
+    header: Option<Box<(HeaderName, HeaderValue)>>,
 }
 
 impl ApiError {
@@ -52,7 +58,84 @@ impl ApiError {
             code,
             message: message.into(),
             position: None,
+            header: None,
         }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some(Box::new((name, value)));
+        self
+    }
+
+    /// 401 `unauthorized` with `WWW-Authenticate: Bearer`: no credential, or one that is
+    /// unknown, malformed, expired or revoked (which of these is not said).
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer <token>)",
+        )
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    }
+
+    /// 401 `invalid_credentials`: the same answer for an unknown user and a wrong password.
+    pub(crate) fn invalid_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong username or password",
+        )
+    }
+
+    /// 403 `forbidden`, with a message naming what is missing.
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// Turns a refused capability into its answer: `Hidden` becomes `hidden` (the very
+    /// error a missing resource gets, so nothing leaks), `Forbidden` a 403 naming the scope.
+    pub(crate) fn denied(denied: AccessDenied, hidden: impl FnOnce() -> Self) -> Self {
+        match denied {
+            AccessDenied::Hidden => hidden(),
+            AccessDenied::Forbidden { .. } => Self::forbidden(denied.to_string()),
+        }
+    }
+
+    /// 429 `too_many_attempts` with `Retry-After` in whole seconds (at least 1).
+    pub(crate) fn too_many_attempts(retry_after: Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed logins, try again in {secs} s"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+    }
+
+    /// 409 with a specific code (`app_not_empty`, `default_app`, `cannot_delete_self`, ...).
+    pub(crate) fn conflict_with(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 400 with a specific code (`not_a_session`, ...).
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 422 with a specific code (`invalid_scope`, `invalid_password`, ...).
+    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 500 `internal`, logging the cause once.
+    pub(crate) fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %error_chain(cause), "admin request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// 404 `not_found`.
@@ -164,6 +247,22 @@ impl From<RepoError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Invalid => Self::unauthorized(),
+            AuthError::Unavailable(_) => {
+                tracing::error!(error = %err, "admin request failed: authentication unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "authentication is unavailable, try again later",
+                )
+            }
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let detail = rejection_detail(&rejection, rejection.body_text());
@@ -227,8 +326,9 @@ fn rejection_detail(rejection: &dyn std::error::Error, fallback: String) -> Stri
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self.position {
+    fn into_response(mut self) -> Response {
+        let header = self.header.take();
+        let mut response = match self.position {
             Some((line, column)) => {
                 let body = ValidationErrorEnvelope {
                     error: ValidationErrorBody {
@@ -245,6 +345,10 @@ impl IntoResponse for ApiError {
                 axum::Json(ErrorEnvelope::new(self.code, self.message)),
             )
                 .into_response(),
+        };
+        if let Some((name, value)) = header.map(|h| *h) {
+            response.headers_mut().insert(name, value);
         }
+        response
     }
 }

@@ -3,19 +3,16 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use picloud_shared::{ErrorEnvelope, ExecutionId, ExecutionRecord, ScriptId};
+use picloud_shared::{Capability, ErrorEnvelope, ExecutionId, ExecutionRecord, ScriptId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AdminState;
+use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{PathId, Query};
+use super::scripts::authorized_script;
+use super::{AdminState, page_limit};
 use crate::repo::ExecutionCursor;
-
-/// Page size when the request names none.
-const DEFAULT_PAGE_SIZE: u32 = 50;
-/// Largest page a request may ask for.
-const MAX_PAGE_SIZE: u32 = 200;
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
@@ -56,24 +53,19 @@ pub struct ExecutionPage {
     responses(
         (status = 200, description = "One page of runs", body = ExecutionPage),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
-        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(super) async fn list_script_executions(
     State(state): State<AdminState>,
+    auth: Auth,
     PathId(id): PathId<ScriptId>,
     Query(query): Query<ListExecutionsQuery>,
 ) -> Result<axum::Json<ExecutionPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {MAX_PAGE_SIZE}"
-        )));
-    }
-    if state.scripts.get(id).await?.is_none() {
-        return Err(ApiError::not_found(format!("script {id} not found")));
-    }
+    let limit = page_limit(query.limit)?;
+    authorized_script(&state, &auth, id, Capability::AppScriptsRead).await?;
     let before = match query.before {
         Some(before) => match state.executions.get(before).await? {
             Some(run) if run.script_id == id => Some(ExecutionCursor::from(&run)),
@@ -104,18 +96,18 @@ pub(super) async fn list_script_executions(
     responses(
         (status = 200, description = "The run", body = ExecutionRecord),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 404, description = "No such run", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the run's app", body = ErrorEnvelope),
+        (status = 404, description = "No such run (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(super) async fn get_execution(
     State(state): State<AdminState>,
+    auth: Auth,
     PathId(id): PathId<ExecutionId>,
 ) -> Result<axum::Json<ExecutionRecord>, ApiError> {
-    state
-        .executions
-        .get(id)
-        .await?
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::not_found(format!("execution {id} not found")))
+    let not_found = || ApiError::not_found(format!("execution {id} not found"));
+    let run = state.executions.get(id).await?.ok_or_else(not_found)?;
+    auth.require(Capability::AppScriptsRead(run.app_id), not_found)?;
+    Ok(axum::Json(run))
 }

@@ -65,3 +65,25 @@ where
             .map_err(|_| ApiError::invalid_id(&raw))
     }
 }
+
+/// The two segments of a route like `/apps/{id}/members/{user_id}`, each parsed as a typed
+/// id: `invalid_id` (400) naming the first one that is not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathIds<A, B>(pub A, pub B);
+
+impl<S, A, B> FromRequestParts<S> for PathIds<A, B>
+where
+    A: FromStr + Send,
+    B: FromStr + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((first, second)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state).await?;
+        let a = first.parse().map_err(|_| ApiError::invalid_id(&first))?;
+        let b = second.parse().map_err(|_| ApiError::invalid_id(&second))?;
+        Ok(Self(a, b))
+    }
+}

@@ -1,48 +1,89 @@
-//! The admin REST API at `/api/admin`: a router per resource, composed in [`router`].
+//! The admin API at `/api/admin`: a router per resource, composed in [`router`].
+//!
+//! Every route but logging in and the OpenAPI document sits behind one guard that
+//! authenticates the bearer token; handlers then check a capability through
+//! `Auth::require`, so access is decided the same way everywhere.
 
+mod apps;
+mod auth;
 mod error;
 mod executions;
 mod extract;
+mod members;
 mod openapi;
+mod rate_limit;
 mod scripts;
+mod tokens;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use picloud_shared::{ScriptChangeObserver, ScriptId, ScriptValidator};
+use axum::middleware::from_fn_with_state;
+use picloud_shared::{AppId, Authenticator, ScriptChangeObserver, ScriptId, ScriptValidator};
 
+pub use apps::{
+    AppPage, AppView, CreateAppRequest, DeleteAppQuery, ListAppsQuery, MAX_APP_NAME_CHARS,
+    UpdateAppRequest,
+};
+pub use auth::{AppRoleView, LoginRequest, LoginResponse, MeView, SessionUser};
 pub use error::{ValidationErrorBody, ValidationErrorEnvelope};
 pub use executions::{ExecutionPage, ListExecutionsQuery};
+pub use members::{MemberList, MemberView, SetMemberRequest};
 pub use openapi::ApiDoc;
+pub use rate_limit::LoginRateLimiter;
 pub use scripts::{
     CreateScriptRequest, ListScriptsQuery, MAX_SOURCE_BYTES, ScriptPage, ScriptSummaryView,
     ScriptView, UpdateScriptRequest,
 };
+pub use tokens::{
+    CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenList,
+    TokenView,
+};
+pub use users::{CreateUserRequest, ListUsersQuery, SetPasswordRequest, UserPage, UserView};
 
 use self::error::ApiError;
 use crate::config::ManagerConfig;
-use crate::repo::{AppRepository, ExecutionLogRepository, ScriptRepository};
+use crate::repo::{
+    AppRepository, ExecutionLogRepository, MembershipRepository, ScriptRepository, TokenRepository,
+    UserRepository,
+};
 
 /// What the admin handlers work with.
 #[derive(Clone)]
 pub struct AdminState {
     /// Script storage.
     pub scripts: Arc<dyn ScriptRepository>,
-    /// App lookups.
+    /// Apps.
     pub apps: Arc<dyn AppRepository>,
     /// Execution records.
     pub executions: Arc<dyn ExecutionLogRepository>,
+    /// Users.
+    pub users: Arc<dyn UserRepository>,
+    /// Login sessions and API tokens.
+    pub tokens: Arc<dyn TokenRepository>,
+    /// Who belongs to which app.
+    pub memberships: Arc<dyn MembershipRepository>,
+    /// Turns the bearer token of every protected request into its principal.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Counts failed logins per username and client address.
+    pub login_limiter: Arc<LoginRateLimiter>,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
     /// Compiles sources and holds the sandbox ceiling limits are checked against.
     pub validator: Arc<dyn ScriptValidator>,
-    /// Told after a script is updated or deleted (caches of compiled code and lookups).
+    /// Told after a script is updated or deleted, and after an app is renamed or deleted
+    /// (caches of compiled code and lookups).
     pub observers: Vec<Arc<dyn ScriptChangeObserver>>,
 }
 
 impl fmt::Debug for AdminState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminState")
+            .field("session_ttl", &self.session_ttl)
             .field("observers", &self.observers.len())
             .finish_non_exhaustive()
     }
@@ -55,6 +96,31 @@ impl AdminState {
             observer.script_changed(id);
         }
     }
+
+    /// Tells every observer that an app was renamed or deleted; called only after the
+    /// change committed.
+    fn notify_app(&self, id: AppId) {
+        for observer in &self.observers {
+            observer.app_changed(id);
+        }
+    }
+}
+
+/// Page size when the request names none.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page a request may ask for.
+const MAX_PAGE_SIZE: u32 = 200;
+
+/// The page size a list request asked for: 400 `invalid_query` outside 1..=200.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if (1..=MAX_PAGE_SIZE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid_query(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}"
+        )))
+    }
 }
 
 /// The admin API with the default 1 MiB body limit, at `/api/admin/...`, ready to be
@@ -64,11 +130,25 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// The admin API answering 413 `payload_too_large` to bodies over `max_body_bytes`.
+///
+/// The binary should serve it with `into_make_service_with_connect_info::<SocketAddr>()`,
+/// so that failed logins are counted per client address.
 pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
-    let api = Router::new()
+    let protected = Router::new()
         .merge(scripts::routes())
         .merge(executions::routes())
-        .merge(openapi::routes())
+        .merge(apps::routes())
+        .merge(members::routes())
+        .merge(users::routes())
+        .merge(tokens::routes())
+        .merge(auth::routes())
+        // Every route registered above, and only those, needs a valid bearer token.
+        .route_layer(from_fn_with_state(state.clone(), auth::require_principal));
+    let public = Router::new()
+        .merge(auth::public_routes())
+        .merge(openapi::routes());
+    let api = protected
+        .merge(public)
         // Set after the routes exist: it applies to the routes registered so far.
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .fallback(|| async { ApiError::no_route() })

@@ -3,19 +3,38 @@
 
 use axum::Router;
 use axum::routing::get;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use super::AdminState;
-use super::{executions, scripts};
+use super::{apps, auth, executions, members, scripts, tokens, users};
 
 /// The admin API's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "PiCloud admin API",
-        description = "Manage scripts and read their execution records."
+        description = "Manage apps, scripts, users and tokens, and read execution records. \
+            Every operation needs `Authorization: Bearer <token>` (a login session's token \
+            from `POST /api/admin/auth/login`, or an API token) except logging in and this \
+            document. Without a valid token the answer is 401; with one that lacks the \
+            permission, 403 naming the scope; for another app's resources, 404."
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     paths(
+        auth::login,
+        auth::logout,
+        auth::me,
+        apps::create_app,
+        apps::list_apps,
+        apps::get_app,
+        apps::update_app,
+        apps::delete_app,
+        members::list_members,
+        members::set_member,
+        members::remove_member,
         scripts::create_script,
         scripts::list_scripts,
         scripts::get_script,
@@ -23,15 +42,90 @@ use super::{executions, scripts};
         scripts::delete_script,
         executions::list_script_executions,
         executions::get_execution,
+        users::create_user,
+        users::list_users,
+        users::get_user,
+        users::delete_user,
+        users::set_password,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token,
         openapi_json,
     ),
     tags(
+        (name = "auth", description = "Logging in and out; who am I"),
+        (name = "apps", description = "Apps: the unit that groups scripts and their data"),
+        (name = "members", description = "Who belongs to an app, in which role"),
         (name = "scripts", description = "Scripts: source, limits and versions"),
         (name = "executions", description = "Records of script runs"),
+        (name = "users", description = "People who log in (instance admins)"),
+        (name = "tokens", description = "Your API tokens"),
         (name = "meta", description = "This document"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme, and gives every operation that needs it the 401
+/// answer it can always give, so no annotation can forget it.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A login session's token or an API token (`pc_…`)".to_owned(),
+                    ))
+                    .build(),
+            ),
+        );
+        let unauthorized = ResponseBuilder::new()
+            .description(
+                "No bearer token, or one that is unknown, expired or revoked (`unauthorized`)",
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                    .build(),
+            )
+            .header(
+                "www-authenticate",
+                utoipa::openapi::header::HeaderBuilder::new()
+                    .description(Some("`Bearer`"))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                // Public operations declare an empty requirement (`security(())`).
+                let public = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|reqs| reqs.iter().all(|r| *r == Default::default()));
+                if !public {
+                    operation
+                        .responses
+                        .responses
+                        .entry("401".to_owned())
+                        .or_insert_with(|| unauthorized.clone().into());
+                }
+            }
+        }
+    }
+}
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new().route("/openapi.json", get(openapi_json))
@@ -42,6 +136,7 @@ pub(super) fn routes() -> Router<AdminState> {
     get,
     path = "/api/admin/openapi.json",
     tag = "meta",
+    security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
 pub(super) async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

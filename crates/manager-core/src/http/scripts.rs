@@ -6,22 +6,20 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use picloud_shared::{AppId, AppSlug, ErrorEnvelope, Script, ScriptId, ScriptLimits, ScriptName};
+use picloud_shared::{
+    AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AdminState;
+use super::auth::Auth;
 use super::error::{ApiError, ValidationErrorEnvelope};
 use super::extract::{Json, PathId, Query};
-use crate::repo::{ListScripts, NewScript, RepoError, ScriptSummary, ScriptUpdate};
+use super::{AdminState, page_limit};
+use crate::repo::{App, ListScripts, NewScript, Page, RepoError, ScriptSummary, ScriptUpdate};
 
 /// Largest script source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
-
-/// Page size when the request names none.
-const DEFAULT_PAGE_SIZE: u32 = 50;
-/// Largest page a request may ask for.
-const MAX_PAGE_SIZE: u32 = 200;
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
@@ -48,6 +46,10 @@ pub struct CreateScriptRequest {
     /// absent.
     #[serde(default)]
     pub limits: Option<ScriptLimits>,
+    /// Whether calling the script needs a bearer token with `script:execute` for its app;
+    /// `false` (public: the script decides) when absent.
+    #[serde(default)]
+    pub require_token: Option<bool>,
 }
 
 /// Body of `PUT /api/admin/scripts/{id}`: at least one field.
@@ -63,6 +65,9 @@ pub struct UpdateScriptRequest {
     /// New limits, replacing the old ones as a whole.
     #[serde(default)]
     pub limits: Option<ScriptLimits>,
+    /// Whether calling the script needs a bearer token from now on.
+    #[serde(default)]
+    pub require_token: Option<bool>,
 }
 
 /// A script as the admin API shows it.
@@ -80,6 +85,8 @@ pub struct ScriptView {
     pub limits: ScriptLimits,
     /// Starts at 1, grows by one on every update.
     pub version: i64,
+    /// Whether calling the script needs a bearer token with `script:execute`.
+    pub require_token: bool,
     /// When the script was created.
     pub created_at: DateTime<Utc>,
     /// When the script last changed.
@@ -95,6 +102,7 @@ impl From<Script> for ScriptView {
             source: s.source,
             limits: s.limits,
             version: s.version,
+            require_token: s.require_token,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
@@ -114,6 +122,8 @@ pub struct ScriptSummaryView {
     pub limits: ScriptLimits,
     /// Current version.
     pub version: i64,
+    /// Whether calling the script needs a bearer token with `script:execute`.
+    pub require_token: bool,
     /// When the script was created.
     pub created_at: DateTime<Utc>,
     /// When the script last changed.
@@ -128,6 +138,7 @@ impl From<ScriptSummary> for ScriptSummaryView {
             name: s.name,
             limits: s.limits,
             version: s.version,
+            require_token: s.require_token,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }
@@ -151,7 +162,7 @@ pub struct ScriptPage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListScriptsQuery {
-    /// Only this app's scripts (by slug); every app's when absent.
+    /// Only this app's scripts (by slug); every visible app's when absent.
     pub app: Option<String>,
     /// Page size, 1 to 200; 50 when absent.
     pub limit: Option<u32>,
@@ -192,6 +203,23 @@ fn script_not_found(id: ScriptId) -> ApiError {
     ApiError::not_found(format!("script {id} not found"))
 }
 
+/// The script with this id if the principal holds `capability` in its app; a script in an
+/// app the principal cannot see is "not found", exactly like a missing one.
+pub(super) async fn authorized_script(
+    state: &AdminState,
+    auth: &Auth,
+    id: ScriptId,
+    capability: fn(AppId) -> Capability,
+) -> Result<Script, ApiError> {
+    let script = state
+        .scripts
+        .get(id)
+        .await?
+        .ok_or_else(|| script_not_found(id))?;
+    auth.require(capability(script.app_id), || script_not_found(id))?;
+    Ok(script)
+}
+
 /// Create a script.
 #[utoipa::path(
     post,
@@ -202,7 +230,8 @@ fn script_not_found(id: ScriptId) -> ApiError {
         (status = 201, description = "The script was created", body = ScriptView,
             headers(("location" = String, description = "The new script's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 409, description = "The app already has a script with that name", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
@@ -212,21 +241,20 @@ fn script_not_found(id: ScriptId) -> ApiError {
 )]
 pub(super) async fn create_script(
     State(state): State<AdminState>,
+    auth: Auth,
     Json(body): Json<CreateScriptRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = parse_name(&body.name)?;
     let slug = match body.app.as_deref() {
         Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
         None => AppSlug::default_app(),
     };
+    // Permission first: a caller who may not write here learns nothing from validation.
+    let app = visible_app(&state, &auth, &slug).await?;
+    auth.require(Capability::AppScriptsWrite(app.id), || app_not_found(&slug))?;
+    let name = parse_name(&body.name)?;
     let limits = body.limits.unwrap_or_default();
     check_limits(&state, &limits)?;
     check_source(&state, &body.source)?;
-    let app = state
-        .apps
-        .get_by_slug(&slug)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("app '{slug}' not found")))?;
     let created = state
         .scripts
         .create(NewScript {
@@ -234,13 +262,20 @@ pub(super) async fn create_script(
             name: name.clone(),
             source: body.source,
             limits,
+            require_token: body.require_token.unwrap_or(false),
         })
         .await
         .map_err(|err| match err {
             RepoError::Conflict { .. } => name_taken(&name, &slug),
             other => other.into(),
         })?;
-    tracing::info!(script_id = %created.id, app = %slug, name = %created.name, "script created");
+    tracing::info!(
+        script_id = %created.id,
+        app = %slug,
+        name = %created.name,
+        user = %auth.username,
+        "script created"
+    );
     let location = format!("/api/admin/scripts/{}", created.id);
     Ok((
         StatusCode::CREATED,
@@ -249,7 +284,24 @@ pub(super) async fn create_script(
     ))
 }
 
-/// List scripts, one page at a time.
+/// 404 for an app slug, the same whether the app is missing or invisible to the caller.
+pub(super) fn app_not_found(slug: &AppSlug) -> ApiError {
+    ApiError::not_found(format!("app '{slug}' not found"))
+}
+
+/// The app with this slug if the principal can see it at all.
+pub(super) async fn visible_app(
+    state: &AdminState,
+    auth: &Auth,
+    slug: &AppSlug,
+) -> Result<App, ApiError> {
+    match state.apps.get_by_slug(slug).await? {
+        Some(app) if auth.can_see(app.id) => Ok(app),
+        _ => Err(app_not_found(slug)),
+    }
+}
+
+/// List scripts of the apps the caller can see, one page at a time.
 #[utoipa::path(
     get,
     path = "/api/admin/scripts",
@@ -258,38 +310,45 @@ pub(super) async fn create_script(
     responses(
         (status = 200, description = "One page of scripts", body = ScriptPage),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read`", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(super) async fn list_scripts(
     State(state): State<AdminState>,
+    auth: Auth,
     Query(query): Query<ListScriptsQuery>,
 ) -> Result<axum::Json<ScriptPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {MAX_PAGE_SIZE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let offset = query.offset.unwrap_or(0);
-    let app = match query.app.as_deref() {
+    let page = match query.app.as_deref() {
         Some(raw) => {
             let slug =
                 AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
-            let app = state
-                .apps
-                .get_by_slug(&slug)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("app '{slug}' not found")))?;
-            Some(app.id)
+            let app = visible_app(&state, &auth, &slug).await?;
+            auth.require(Capability::AppScriptsRead(app.id), || app_not_found(&slug))?;
+            let query = ListScripts {
+                app: Some(app.id),
+                limit,
+                offset,
+            };
+            state.scripts.list(query).await?
         }
-        None => None,
+        None => {
+            auth.require_scope(Scope::ScriptRead)?;
+            if auth.sees_every_app() {
+                let query = ListScripts {
+                    app: None,
+                    limit,
+                    offset,
+                };
+                state.scripts.list(query).await?
+            } else {
+                list_in_apps(&state, &auth.visible_apps(), limit, offset).await?
+            }
+        }
     };
-    let page = state
-        .scripts
-        .list(ListScripts { app, limit, offset })
-        .await?;
     Ok(axum::Json(ScriptPage {
         items: page
             .items
@@ -302,6 +361,48 @@ pub(super) async fn list_scripts(
     }))
 }
 
+/// One page of the scripts of several apps, in the single-list order (name, then id).
+///
+/// The repository pages one app (or all) at a time, so the page is merged here from each
+/// app's first `offset + limit` scripts. A user belongs to few apps and pages from the
+/// start, which keeps this cheap; instance admins never come here.
+async fn list_in_apps(
+    state: &AdminState,
+    apps: &[AppId],
+    limit: u32,
+    offset: u64,
+) -> Result<Page<ScriptSummary>, ApiError> {
+    if let [only] = apps {
+        let query = ListScripts {
+            app: Some(*only),
+            limit,
+            offset,
+        };
+        return Ok(state.scripts.list(query).await?);
+    }
+    let wanted = u32::try_from(offset.saturating_add(u64::from(limit))).unwrap_or(u32::MAX);
+    let mut items = Vec::new();
+    let mut total = 0;
+    for app in apps {
+        let query = ListScripts {
+            app: Some(*app),
+            limit: wanted,
+            offset: 0,
+        };
+        let page = state.scripts.list(query).await?;
+        total += page.total;
+        items.extend(page.items);
+    }
+    // Byte order, as the repository's `COLLATE "C"` sorts.
+    items.sort_by(|a, b| (a.name.as_str(), a.id).cmp(&(b.name.as_str(), b.id)));
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(Page {
+        items: items.into_iter().skip(skip).take(take).collect(),
+        total,
+    })
+}
+
 /// Read one script, with its source.
 #[utoipa::path(
     get,
@@ -311,23 +412,21 @@ pub(super) async fn list_scripts(
     responses(
         (status = 200, description = "The script", body = ScriptView),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(super) async fn get_script(
     State(state): State<AdminState>,
+    auth: Auth,
     PathId(id): PathId<ScriptId>,
 ) -> Result<axum::Json<ScriptView>, ApiError> {
-    let script = state
-        .scripts
-        .get(id)
-        .await?
-        .ok_or_else(|| script_not_found(id))?;
+    let script = authorized_script(&state, &auth, id, Capability::AppScriptsRead).await?;
     Ok(axum::Json(script.into()))
 }
 
-/// Change a script's name, source or limits; the version grows by one.
+/// Change a script's name, source, limits or token requirement; the version grows by one.
 #[utoipa::path(
     put,
     path = "/api/admin/scripts/{id}",
@@ -337,7 +436,8 @@ pub(super) async fn get_script(
     responses(
         (status = 200, description = "The updated script", body = ScriptView),
         (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
-        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 409, description = "The app already has a script with the new name", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
@@ -347,17 +447,20 @@ pub(super) async fn get_script(
 )]
 pub(super) async fn update_script(
     State(state): State<AdminState>,
+    auth: Auth,
     PathId(id): PathId<ScriptId>,
     Json(body): Json<UpdateScriptRequest>,
 ) -> Result<axum::Json<ScriptView>, ApiError> {
+    let current = authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
     let update = ScriptUpdate {
         name: body.name.as_deref().map(parse_name).transpose()?,
         source: body.source,
         limits: body.limits,
+        require_token: body.require_token,
     };
     if update.is_empty() {
         return Err(ApiError::invalid_body(
-            "give at least one of name, source or limits",
+            "give at least one of name, source, limits or require_token",
         ));
     }
     if let Some(limits) = &update.limits {
@@ -372,25 +475,25 @@ pub(super) async fn update_script(
         Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
         Err(RepoError::Conflict { what }) => {
             return Err(match new_name {
-                Some(name) => rename_conflict(&state, id, &name).await,
+                Some(name) => rename_conflict(&state, current.app_id, &name).await,
                 None => ApiError::conflict(format!("{what} already exists")),
             });
         }
         Err(other) => return Err(other.into()),
     };
     state.notify(id);
-    tracing::info!(script_id = %id, version = updated.version, "script updated");
+    tracing::info!(
+        script_id = %id,
+        version = updated.version,
+        user = %auth.username,
+        "script updated"
+    );
     Ok(axum::Json(updated.into()))
 }
 
-/// Names the app in a rename conflict; the lookups only run on this rare path.
-async fn rename_conflict(state: &AdminState, id: ScriptId, name: &ScriptName) -> ApiError {
-    let script = match state.scripts.get(id).await {
-        Ok(Some(script)) => script,
-        Ok(None) => return script_not_found(id),
-        Err(err) => return err.into(),
-    };
-    match state.apps.get(script.app_id).await {
+/// Names the app in a rename conflict; the lookup only runs on this rare path.
+async fn rename_conflict(state: &AdminState, app: AppId, name: &ScriptName) -> ApiError {
+    match state.apps.get(app).await {
         Ok(Some(app)) => name_taken(name, &app.slug),
         Ok(None) => ApiError::conflict(format!("a script named '{name}' already exists")),
         Err(err) => err.into(),
@@ -406,20 +509,23 @@ async fn rename_conflict(state: &AdminState, id: ScriptId, name: &ScriptName) ->
     responses(
         (status = 204, description = "The script was deleted"),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 404, description = "No such script", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(super) async fn delete_script(
     State(state): State<AdminState>,
+    auth: Auth,
     PathId(id): PathId<ScriptId>,
 ) -> Result<StatusCode, ApiError> {
+    authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
     match state.scripts.delete(id).await {
         Ok(()) => {}
         Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
         Err(other) => return Err(other.into()),
     }
     state.notify(id);
-    tracing::info!(script_id = %id, "script deleted");
+    tracing::info!(script_id = %id, user = %auth.username, "script deleted");
     Ok(StatusCode::NO_CONTENT)
 }

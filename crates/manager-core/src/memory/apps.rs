@@ -1,19 +1,17 @@
 //! [`AppRepository`] in memory.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
-use picloud_shared::{AppId, AppSlug};
+use picloud_shared::{AppId, AppRole, AppSlug, ScriptId, UserId};
 
-use super::{lock, now};
-use crate::DEFAULT_APP_ID;
-use crate::repo::{App, AppRepository, RepoError, RepoResult};
+use super::store::Tables;
+use super::{InMemoryStore, now, page};
+use crate::repo::{App, AppRepository, AppUpdate, ListApps, Page, RepoError, RepoResult};
 
-/// Apps held in a map, starting with the `default` app as the first migration does.
-#[derive(Debug)]
+/// Apps in an [`InMemoryStore`], starting with the `default` app as the first migration
+/// does.
+#[derive(Debug, Clone)]
 pub struct InMemoryAppRepository {
-    apps: Mutex<BTreeMap<AppId, App>>,
+    store: InMemoryStore,
 }
 
 impl Default for InMemoryAppRepository {
@@ -23,62 +21,147 @@ impl Default for InMemoryAppRepository {
 }
 
 impl InMemoryAppRepository {
-    /// A repository holding only the `default` app (id [`DEFAULT_APP_ID`]).
+    /// A repository over a store of its own holding only the `default` app.
     pub fn new() -> Self {
-        let at = now();
-        let default = App {
-            id: DEFAULT_APP_ID,
-            slug: AppSlug::default_app(),
-            name: "Default".to_owned(),
-            created_at: at,
-            updated_at: at,
-        };
-        Self {
-            apps: Mutex::new(BTreeMap::from([(default.id, default)])),
-        }
+        Self::over(InMemoryStore::new())
     }
 
-    /// Adds an app, refusing a slug already in use, as the `apps.slug` unique index does.
+    /// A repository over a shared store.
+    pub fn over(store: InMemoryStore) -> Self {
+        Self { store }
+    }
+
+    /// The store, to build the other repositories over the same data.
+    pub fn store(&self) -> &InMemoryStore {
+        &self.store
+    }
+
+    /// Adds an app without an owner, refusing a slug already in use, as the `apps.slug`
+    /// unique index does.
     pub fn add(&self, slug: AppSlug, name: &str) -> RepoResult<App> {
-        let mut apps = lock(&self.apps);
-        if apps.values().any(|a| a.slug == slug) {
-            return Err(RepoError::Conflict {
-                what: format!("app '{slug}'"),
-            });
-        }
-        let at = now();
-        let app = App {
-            id: AppId::new(),
-            slug,
-            name: name.to_owned(),
-            created_at: at,
-            updated_at: at,
-        };
-        apps.insert(app.id, app.clone());
-        Ok(app)
+        insert(&mut self.store.lock(), slug, name.to_owned(), None)
     }
+}
 
-    /// The app's slug, for the script repository's by-name lookups.
-    pub(super) fn slug_of(&self, id: AppId) -> Option<AppSlug> {
-        lock(&self.apps).get(&id).map(|a| a.slug.clone())
+fn slug_taken(slug: &AppSlug) -> RepoError {
+    RepoError::Conflict {
+        what: format!("app '{slug}'"),
     }
+}
 
-    /// The id behind a slug.
-    pub(super) fn id_of(&self, slug: &AppSlug) -> Option<AppId> {
-        lock(&self.apps)
-            .values()
-            .find(|a| &a.slug == slug)
-            .map(|a| a.id)
+fn app_not_found(id: AppId) -> RepoError {
+    RepoError::NotFound {
+        what: format!("app {id}"),
     }
+}
+
+fn insert(
+    tables: &mut Tables,
+    slug: AppSlug,
+    name: String,
+    owner: Option<UserId>,
+) -> RepoResult<App> {
+    if tables.app_id_of(&slug).is_some() {
+        return Err(slug_taken(&slug));
+    }
+    if let Some(owner) = owner
+        && !tables.users.contains_key(&owner)
+    {
+        return Err(RepoError::NotFound {
+            what: format!("user {owner}"),
+        });
+    }
+    let at = now();
+    let app = App {
+        id: AppId::new(),
+        slug,
+        name,
+        created_at: at,
+        updated_at: at,
+    };
+    tables.apps.insert(app.id, app.clone());
+    if let Some(owner) = owner {
+        tables.members.insert((app.id, owner), AppRole::Owner);
+    }
+    Ok(app)
 }
 
 #[async_trait]
 impl AppRepository for InMemoryAppRepository {
     async fn get(&self, id: AppId) -> RepoResult<Option<App>> {
-        Ok(lock(&self.apps).get(&id).cloned())
+        Ok(self.store.lock().apps.get(&id).cloned())
     }
 
     async fn get_by_slug(&self, slug: &AppSlug) -> RepoResult<Option<App>> {
-        Ok(lock(&self.apps).values().find(|a| &a.slug == slug).cloned())
+        let tables = self.store.lock();
+        Ok(tables
+            .app_id_of(slug)
+            .and_then(|id| tables.apps.get(&id))
+            .cloned())
+    }
+
+    async fn create(&self, slug: AppSlug, name: String, owner: Option<UserId>) -> RepoResult<App> {
+        insert(&mut self.store.lock(), slug, name, owner)
+    }
+
+    async fn list(&self, query: ListApps) -> RepoResult<Page<App>> {
+        let tables = self.store.lock();
+        let mut apps: Vec<App> = tables
+            .apps
+            .values()
+            .filter(|a| query.only.as_ref().is_none_or(|only| only.contains(&a.id)))
+            .cloned()
+            .collect();
+        apps.sort_by(|a, b| a.slug.cmp(&b.slug));
+        Ok(page(apps, query.limit, query.offset))
+    }
+
+    async fn update(&self, id: AppId, update: AppUpdate) -> RepoResult<App> {
+        if update.slug.is_none() && update.name.is_none() {
+            return Err(RepoError::Invalid("the update changes nothing".to_owned()));
+        }
+        let mut tables = self.store.lock();
+        if !tables.apps.contains_key(&id) {
+            return Err(app_not_found(id));
+        }
+        if let Some(slug) = &update.slug
+            && tables.app_id_of(slug).is_some_and(|other| other != id)
+        {
+            return Err(slug_taken(slug));
+        }
+        let app = tables.apps.get_mut(&id).ok_or_else(|| app_not_found(id))?;
+        if let Some(slug) = update.slug {
+            app.slug = slug;
+        }
+        if let Some(name) = update.name {
+            app.name = name;
+        }
+        app.updated_at = now();
+        Ok(app.clone())
+    }
+
+    async fn delete(&self, id: AppId, cascade: bool) -> RepoResult<Vec<ScriptId>> {
+        let mut tables = self.store.lock();
+        let Some(app) = tables.apps.get(&id) else {
+            return Err(app_not_found(id));
+        };
+        let scripts: Vec<ScriptId> = tables
+            .scripts
+            .values()
+            .filter(|s| s.app_id == id)
+            .map(|s| s.id)
+            .collect();
+        if !scripts.is_empty() && !cascade {
+            return Err(RepoError::Conflict {
+                what: format!("a script in app '{}'", app.slug),
+            });
+        }
+        for script in &scripts {
+            tables.scripts.remove(script);
+        }
+        tables.members.retain(|(app_id, _), _| *app_id != id);
+        tables.tokens.retain(|_, row| row.token.app_id != Some(id));
+        tables.apps.remove(&id);
+        Ok(scripts)
     }
 }

@@ -1,45 +1,46 @@
 //! [`ScriptRepository`] in memory.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use picloud_shared::{AppSlug, Script, ScriptId, ScriptName};
 
-use super::{InMemoryAppRepository, lock, now};
+use super::{InMemoryAppRepository, InMemoryStore, now, page};
 use crate::repo::{
     ListScripts, NewScript, Page, RepoError, RepoResult, ScriptRepository, ScriptSummary,
     ScriptUpdate,
 };
 
-/// Scripts held in a map. Shares the app repository so the app reference and by-slug
-/// lookups behave as the foreign key and join do in PostgreSQL.
-#[derive(Debug)]
+/// Scripts in the [`InMemoryStore`] of an app repository, so the app reference and
+/// by-slug lookups behave as the foreign key and join do in PostgreSQL.
+#[derive(Debug, Clone)]
 pub struct InMemoryScriptRepository {
-    apps: Arc<InMemoryAppRepository>,
-    scripts: Mutex<BTreeMap<ScriptId, Script>>,
+    store: InMemoryStore,
 }
 
 impl InMemoryScriptRepository {
-    /// An empty repository whose scripts belong to `apps`.
+    /// A repository whose scripts belong to the apps of `apps` (sharing its store).
     pub fn new(apps: Arc<InMemoryAppRepository>) -> Self {
-        Self {
-            apps,
-            scripts: Mutex::new(BTreeMap::new()),
-        }
+        Self::over(apps.store().clone())
+    }
+
+    /// A repository over a shared store.
+    pub fn over(store: InMemoryStore) -> Self {
+        Self { store }
     }
 }
 
 #[async_trait]
 impl ScriptRepository for InMemoryScriptRepository {
     async fn create(&self, new: NewScript) -> RepoResult<Script> {
-        if self.apps.slug_of(new.app_id).is_none() {
+        let mut tables = self.store.lock();
+        if !tables.apps.contains_key(&new.app_id) {
             return Err(RepoError::NotFound {
                 what: format!("app {}", new.app_id),
             });
         }
-        let mut scripts = lock(&self.scripts);
-        if scripts
+        if tables
+            .scripts
             .values()
             .any(|s| s.app_id == new.app_id && s.name == new.name)
         {
@@ -55,57 +56,57 @@ impl ScriptRepository for InMemoryScriptRepository {
             source: new.source,
             limits: new.limits,
             version: 1,
+            require_token: new.require_token,
             created_at: at,
             updated_at: at,
         };
-        scripts.insert(script.id, script.clone());
+        tables.scripts.insert(script.id, script.clone());
         Ok(script)
     }
 
     async fn get(&self, id: ScriptId) -> RepoResult<Option<Script>> {
-        Ok(lock(&self.scripts).get(&id).cloned())
+        Ok(self.store.lock().scripts.get(&id).cloned())
     }
 
     async fn get_by_name(&self, app: &AppSlug, name: &ScriptName) -> RepoResult<Option<Script>> {
-        let Some(app_id) = self.apps.id_of(app) else {
+        let tables = self.store.lock();
+        let Some(app_id) = tables.app_id_of(app) else {
             return Ok(None);
         };
-        Ok(lock(&self.scripts)
+        Ok(tables
+            .scripts
             .values()
             .find(|s| s.app_id == app_id && &s.name == name)
             .cloned())
     }
 
     async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>> {
-        let scripts = lock(&self.scripts);
-        let mut matching: Vec<&Script> = scripts
+        let tables = self.store.lock();
+        let mut matching: Vec<&Script> = tables
+            .scripts
             .values()
             .filter(|s| query.app.is_none_or(|app| s.app_id == app))
             .collect();
         // Byte order, as the PostgreSQL query sorts with `COLLATE "C"`.
         matching.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        let total = u64::try_from(matching.len()).unwrap_or(u64::MAX);
-        let items = matching
-            .into_iter()
-            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-            .map(ScriptSummary::from)
-            .collect();
-        Ok(Page { items, total })
+        let summaries = matching.into_iter().map(ScriptSummary::from).collect();
+        Ok(page(summaries, query.limit, query.offset))
     }
 
     async fn update(&self, id: ScriptId, update: ScriptUpdate) -> RepoResult<Script> {
         if update.is_empty() {
             return Err(RepoError::Invalid("the update changes nothing".to_owned()));
         }
-        let mut scripts = lock(&self.scripts);
-        let Some(current) = scripts.get(&id) else {
-            return Err(RepoError::NotFound {
-                what: format!("script {id}"),
-            });
+        let mut tables = self.store.lock();
+        let not_found = || RepoError::NotFound {
+            what: format!("script {id}"),
+        };
+        let Some(current) = tables.scripts.get(&id) else {
+            return Err(not_found());
         };
         if let Some(name) = &update.name
-            && scripts
+            && tables
+                .scripts
                 .values()
                 .any(|s| s.id != id && s.app_id == current.app_id && &s.name == name)
         {
@@ -113,11 +114,7 @@ impl ScriptRepository for InMemoryScriptRepository {
                 what: format!("script '{name}' in the same app"),
             });
         }
-        let Some(script) = scripts.get_mut(&id) else {
-            return Err(RepoError::NotFound {
-                what: format!("script {id}"),
-            });
-        };
+        let script = tables.scripts.get_mut(&id).ok_or_else(not_found)?;
         if let Some(name) = update.name {
             script.name = name;
         }
@@ -127,13 +124,16 @@ impl ScriptRepository for InMemoryScriptRepository {
         if let Some(limits) = update.limits {
             script.limits = limits;
         }
+        if let Some(require_token) = update.require_token {
+            script.require_token = require_token;
+        }
         script.version += 1;
         script.updated_at = now();
         Ok(script.clone())
     }
 
     async fn delete(&self, id: ScriptId) -> RepoResult<()> {
-        match lock(&self.scripts).remove(&id) {
+        match self.store.lock().scripts.remove(&id) {
             Some(_) => Ok(()),
             None => Err(RepoError::NotFound {
                 what: format!("script {id}"),

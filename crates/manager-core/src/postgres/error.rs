@@ -10,6 +10,9 @@ pub(super) struct Violations {
     pub unique: Option<String>,
     /// What is missing when a foreign key fires (23503), e.g. `app 0190…`.
     pub foreign_key: Option<String>,
+    /// For statements with more than one foreign key: what is missing when the named
+    /// constraint fires. Consulted before `foreign_key`.
+    pub foreign_keys: Vec<(&'static str, String)>,
 }
 
 /// Translates a driver error with no statement-specific meaning for violations.
@@ -32,11 +35,22 @@ pub(super) fn translate(err: sqlx::Error, violations: Violations) -> RepoError {
                 .unique
                 .unwrap_or_else(|| constraint_name(&err, "record")),
         },
-        Some("23503") => RepoError::NotFound {
-            what: violations
-                .foreign_key
-                .unwrap_or_else(|| constraint_name(&err, "referenced record")),
-        },
+        Some("23503") => {
+            let fired = match &err {
+                sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
+                _ => None,
+            };
+            let by_constraint = violations
+                .foreign_keys
+                .into_iter()
+                .find(|(constraint, _)| fired.as_deref() == Some(*constraint))
+                .map(|(_, what)| what);
+            RepoError::NotFound {
+                what: by_constraint
+                    .or(violations.foreign_key)
+                    .unwrap_or_else(|| constraint_name(&err, "referenced record")),
+            }
+        }
         // A CHECK or NOT NULL refusal means a value slipped past validation above: the
         // request is wrong, not the database.
         Some("23514" | "23502") => RepoError::Invalid(format!(

@@ -34,6 +34,7 @@ struct ScriptRow {
     source: String,
     limits: Json<ScriptLimits>,
     version: i64,
+    require_token: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -49,6 +50,7 @@ impl TryFrom<ScriptRow> for Script {
             source: row.source,
             limits: row.limits.0,
             version: row.version,
+            require_token: row.require_token,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -62,6 +64,7 @@ struct SummaryRow {
     name: String,
     limits: Json<ScriptLimits>,
     version: i64,
+    require_token: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -76,6 +79,7 @@ impl TryFrom<SummaryRow> for ScriptSummary {
             name: stored_name(&row.name, row.id)?,
             limits: row.limits.0,
             version: row.version,
+            require_token: row.require_token,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -97,7 +101,7 @@ fn name_conflict(name: &ScriptName, app_id: AppId) -> String {
 /// The columns a [`ScriptRow`] reads, as a literal so queries can be built with `concat!`.
 macro_rules! columns {
     () => {
-        "id, app_id, name, source, limits, version, created_at, updated_at"
+        "id, app_id, name, source, limits, version, require_token, created_at, updated_at"
     };
 }
 
@@ -106,8 +110,8 @@ impl ScriptRepository for PgScriptRepository {
     #[tracing::instrument(skip(self, new), fields(app_id = %new.app_id, name = %new.name))]
     async fn create(&self, new: NewScript) -> RepoResult<Script> {
         let row: ScriptRow = sqlx::query_as(concat!(
-            "INSERT INTO scripts (id, app_id, name, source, limits) ",
-            "VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            "INSERT INTO scripts (id, app_id, name, source, limits, require_token) ",
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
             columns!()
         ))
         .bind(ScriptId::new().as_uuid())
@@ -115,6 +119,7 @@ impl ScriptRepository for PgScriptRepository {
         .bind(new.name.as_str())
         .bind(&new.source)
         .bind(Json(new.limits))
+        .bind(new.require_token)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| {
@@ -123,6 +128,7 @@ impl ScriptRepository for PgScriptRepository {
                 Violations {
                     unique: Some(name_conflict(&new.name, new.app_id)),
                     foreign_key: Some(format!("app {}", new.app_id)),
+                    ..Violations::default()
                 },
             )
         })?;
@@ -144,8 +150,8 @@ impl ScriptRepository for PgScriptRepository {
 
     async fn get_by_name(&self, app: &AppSlug, name: &ScriptName) -> RepoResult<Option<Script>> {
         let row: Option<ScriptRow> = sqlx::query_as(
-            "SELECT s.id, s.app_id, s.name, s.source, s.limits, s.version, s.created_at, \
-                    s.updated_at \
+            "SELECT s.id, s.app_id, s.name, s.source, s.limits, s.version, s.require_token, \
+                    s.created_at, s.updated_at \
              FROM scripts s JOIN apps a ON a.id = s.app_id \
              WHERE a.slug = $1 AND s.name = $2",
         )
@@ -169,7 +175,8 @@ impl ScriptRepository for PgScriptRepository {
         .await
         .map_err(db_error)?;
         let rows: Vec<SummaryRow> = sqlx::query_as(
-            "SELECT id, app_id, name, limits, version, created_at, updated_at FROM scripts \
+            "SELECT id, app_id, name, limits, version, require_token, created_at, updated_at \
+             FROM scripts \
              WHERE ($1::uuid IS NULL OR app_id = $1) \
              ORDER BY name COLLATE \"C\", id LIMIT $2 OFFSET $3",
         )
@@ -196,7 +203,8 @@ impl ScriptRepository for PgScriptRepository {
         // One statement, so the change and the version bump commit together.
         let result = sqlx::query_as::<_, ScriptRow>(concat!(
             "UPDATE scripts SET name = COALESCE($2, name), source = COALESCE($3, source), ",
-            "limits = COALESCE($4, limits), version = version + 1, updated_at = now() ",
+            "limits = COALESCE($4, limits), require_token = COALESCE($5, require_token), ",
+            "version = version + 1, updated_at = now() ",
             "WHERE id = $1 RETURNING ",
             columns!()
         ))
@@ -204,6 +212,7 @@ impl ScriptRepository for PgScriptRepository {
         .bind(update.name.as_ref().map(ScriptName::as_str))
         .bind(update.source.as_deref())
         .bind(update.limits.map(Json))
+        .bind(update.require_token)
         .fetch_optional(&self.pool)
         .await;
         match result {
@@ -218,7 +227,7 @@ impl ScriptRepository for PgScriptRepository {
                         .name
                         .as_ref()
                         .map(|name| format!("script '{name}' in the same app")),
-                    foreign_key: None,
+                    ..Violations::default()
                 },
             )),
         }

@@ -10,11 +10,11 @@ mod tokens;
 mod users;
 
 pub use apps::{App, AppRepository, AppUpdate, ListApps};
+pub use executions::{ExecutionCursor, ExecutionLogRepository};
 pub use memberships::{Member, MembershipRepository};
+pub use scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate};
 pub use tokens::{NewToken, Token, TokenRepository};
 pub use users::{NewUser, User, UserRepository};
-pub use executions::{ExecutionCursor, ExecutionLogRepository};
-pub use scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate};
 
 /// What a repository call can come to besides success.
 #[derive(Debug, thiserror::Error)]

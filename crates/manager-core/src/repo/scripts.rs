@@ -17,6 +17,8 @@ pub struct NewScript {
     pub source: String,
     /// Limits, already checked against the ceiling by the caller.
     pub limits: ScriptLimits,
+    /// Whether calling the script needs a token with `script:execute` for its app.
+    pub require_token: bool,
 }
 
 /// A change to a script; absent fields stay as they are. Any change bumps the version.
@@ -28,12 +30,17 @@ pub struct ScriptUpdate {
     pub source: Option<String>,
     /// New limits (replacing the old ones as a whole).
     pub limits: Option<ScriptLimits>,
+    /// Whether calling the script needs a token from now on.
+    pub require_token: Option<bool>,
 }
 
 impl ScriptUpdate {
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.source.is_none() && self.limits.is_none()
+        self.name.is_none()
+            && self.source.is_none()
+            && self.limits.is_none()
+            && self.require_token.is_none()
     }
 }
 
@@ -61,6 +68,8 @@ pub struct ScriptSummary {
     pub limits: ScriptLimits,
     /// Current version.
     pub version: i64,
+    /// Whether calling the script needs a token.
+    pub require_token: bool,
     /// When the script was created.
     pub created_at: DateTime<Utc>,
     /// When the script last changed.
@@ -75,6 +84,7 @@ impl From<&Script> for ScriptSummary {
             name: script.name.clone(),
             limits: script.limits,
             version: script.version,
+            require_token: script.require_token,
             created_at: script.created_at,
             updated_at: script.updated_at,
         }

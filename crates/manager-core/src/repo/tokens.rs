@@ -64,8 +64,11 @@ pub trait TokenRepository: Send + Sync {
     async fn create(&self, token: NewToken) -> RepoResult<Token>;
 
     /// The token with this secret hash if it is usable at `now`: not revoked, not expired.
-    async fn find_usable(&self, secret_hash: &[u8; 32], now: DateTime<Utc>)
-    -> RepoResult<Option<Token>>;
+    async fn find_usable(
+        &self,
+        secret_hash: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> RepoResult<Option<Token>>;
 
     /// The token with this id, whatever its state.
     async fn get(&self, id: TokenId) -> RepoResult<Option<Token>>;
@@ -79,6 +82,8 @@ pub trait TokenRepository: Send + Sync {
     /// Revokes every token of a user (after a password change); returns how many.
     async fn revoke_all_for_user(&self, user_id: UserId, now: DateTime<Utc>) -> RepoResult<u64>;
 
-    /// Records that the token was used at `now`.
+    /// Records that the token was used at `now` (an earlier time than the one stored is
+    /// ignored, so out-of-order touches keep the latest); `NotFound` when there is no such
+    /// token.
     async fn touch(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()>;
 }

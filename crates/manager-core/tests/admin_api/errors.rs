@@ -12,7 +12,7 @@ const SCRIPTS: &str = "/api/admin/scripts";
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_syntax_error_is_422_with_line_and_column(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app
         .json(
             Method::POST,
@@ -47,7 +47,7 @@ async fn a_syntax_error_is_422_with_line_and_column(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn limits_above_the_ceiling_are_422_invalid_limits(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app
         .json(
             Method::POST,
@@ -75,7 +75,7 @@ async fn limits_above_the_ceiling_are_422_invalid_limits(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn bad_names_and_slugs_are_422_invalid_name(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     for body in [
         json!({ "name": "has space", "source": "1" }),
         json!({ "name": "", "source": "1" }),
@@ -94,7 +94,7 @@ async fn bad_names_and_slugs_are_422_invalid_name(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_taken_name_is_409_naming_the_script_and_app(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     app.create("hello", "1").await;
     let reply = app
         .json(
@@ -126,7 +126,7 @@ async fn a_taken_name_is_409_naming_the_script_and_app(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn unknown_apps_and_scripts_are_404(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app
         .json(
             Method::POST,
@@ -156,7 +156,7 @@ async fn unknown_apps_and_scripts_are_404(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_path_id_that_is_not_a_uuid_is_400_invalid_id(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let bad = format!("{SCRIPTS}/not-a-uuid");
     let replies = [
         app.get(&bad).await,
@@ -173,7 +173,7 @@ async fn a_path_id_that_is_not_a_uuid_is_400_invalid_id(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
 
     let reply = app.raw_json(Method::POST, SCRIPTS, "{\"name\": ").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -242,7 +242,7 @@ async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn oversized_sources_and_bodies_are_refused(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let big_source = "1;".repeat(128 * 1024 + 1);
     let reply = app
         .json(
@@ -272,7 +272,7 @@ async fn oversized_sources_and_bodies_are_refused(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn bad_query_parameters_are_400_invalid_query(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let id = script_id(&app.create("q", "1").await);
     for uri in [
         format!("{SCRIPTS}?limit=0"),
@@ -300,7 +300,7 @@ async fn bad_query_parameters_are_400_invalid_query(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_database_outage_is_503_unavailable(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+    let app = TestApp::new(pool.clone()).await;
     pool.close().await;
     let reply = app.get(SCRIPTS).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -318,7 +318,7 @@ async fn a_database_outage_is_503_unavailable(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_fault_is_500_with_a_generic_message(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+    let app = TestApp::new(pool.clone()).await;
     // A row the domain types refuse (an unknown limit), as only a fault could leave behind.
     let id = ScriptId::new();
     sqlx::query(
@@ -338,7 +338,7 @@ async fn a_fault_is_500_with_a_generic_message(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn unknown_routes_and_methods_answer_in_the_envelope(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app.get("/api/admin/nothing-here").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.code(), "not_found");

@@ -22,7 +22,7 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_scripts_runs_are_listed_newest_first_page_by_page(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+    let app = TestApp::new(pool.clone()).await;
     let id = script_id(&app.create("busy", "1").await);
     let base = now();
     let runs: Vec<_> = (0..5)
@@ -62,7 +62,7 @@ async fn a_scripts_runs_are_listed_newest_first_page_by_page(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn listing_runs_of_a_missing_script_is_404(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app
         .get(&format!(
             "/api/admin/scripts/{}/executions",
@@ -75,7 +75,7 @@ async fn listing_runs_of_a_missing_script_is_404(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_cursor_from_another_script_is_400(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+    let app = TestApp::new(pool.clone()).await;
     let id = script_id(&app.create("mine", "1").await);
     let foreign = record(ScriptId::new(), DEFAULT_APP_ID, now());
     PgExecutionLogRepository::new(pool)
@@ -95,7 +95,7 @@ async fn a_cursor_from_another_script_is_400(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn one_run_is_read_by_id(pool: PgPool) {
-    let app = TestApp::new(pool.clone());
+    let app = TestApp::new(pool.clone()).await;
     let run = failed_record(ScriptId::new(), DEFAULT_APP_ID, now());
     PgExecutionLogRepository::new(pool)
         .insert_batch(std::slice::from_ref(&run))

@@ -1,5 +1,8 @@
 //! The admin API driven in-process through the real router, over PostgreSQL repositories
 //! in a fresh database per test (from `DATABASE_URL`; the tests fail when it is unset).
+//!
+//! Every [`TestApp`] starts as a fresh instance does: the bootstrap creates the instance
+//! admin, and requests go out with the admin's session unless a test picks another caller.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,28 +12,57 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access_matrix;
+mod apps;
+mod auth;
 mod errors;
 mod executions;
+mod isolation;
+mod members;
 mod openapi;
+mod roles;
 mod scripts;
+mod tokens;
+mod users;
 
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
+use picloud_manager_core::http::LoginRateLimiter;
 use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgScriptRepository,
+    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
+    PgTokenRepository, PgUserRepository,
 };
-use picloud_manager_core::{AdminState, router};
+use picloud_manager_core::repo::{
+    MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
+};
+use picloud_manager_core::secrets::{generate_token, hash_password};
+use picloud_manager_core::{
+    AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
+};
 use picloud_shared::{
-    AppId, CompileError, SandboxCeiling, SandboxLimits, ScriptChangeObserver, ScriptId,
-    ScriptValidator,
+    AppId, AppRole, AppSlug, CompileError, CredentialKind, SandboxCeiling, SandboxLimits, Scope,
+    ScriptChangeObserver, ScriptId, ScriptValidator, TokenId, UserId, Username,
 };
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
+
+/// The instance admin's password in every test app.
+const ADMIN_PASSWORD: &str = "admin-password-1";
+/// The password of every user a test adds.
+const USER_PASSWORD: &str = "user-password-1";
+
+/// Hashing is deliberately slow: users added by tests share one hash of [`USER_PASSWORD`].
+static USER_PASSWORD_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password(USER_PASSWORD).unwrap());
 
 /// Treats `@@` as a syntax error at its position; everything else compiles. The ceiling
 /// allows at most 1,000,000 operations.
@@ -64,19 +96,35 @@ impl ScriptValidator for StubValidator {
 #[derive(Debug, Default)]
 struct RecordingObserver {
     changed: Mutex<Vec<ScriptId>>,
+    apps_changed: Mutex<Vec<AppId>>,
 }
 
 impl ScriptChangeObserver for RecordingObserver {
     fn script_changed(&self, id: ScriptId) {
         self.changed.lock().unwrap().push(id);
     }
+
+    fn app_changed(&self, id: AppId) {
+        self.apps_changed.lock().unwrap().push(id);
+    }
+}
+
+/// A user a test added.
+#[derive(Debug, Clone)]
+struct TestUser {
+    id: UserId,
 }
 
 /// The admin router over a database, with two observers to check that all are told.
 struct TestApp {
     router: Router,
-    pool: PgPool,
     observers: [Arc<RecordingObserver>; 2],
+    users: Arc<PgUserRepository>,
+    tokens: Arc<PgTokenRepository>,
+    memberships: Arc<PgMembershipRepository>,
+    apps: Arc<PgAppRepository>,
+    admin: TestUser,
+    admin_token: String,
 }
 
 /// What a request got back.
@@ -106,30 +154,74 @@ impl Reply {
     }
 }
 
+/// Who a request is sent as.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    app: &'a TestApp,
+    token: Option<&'a str>,
+}
+
 impl TestApp {
-    fn new(pool: PgPool) -> Self {
+    /// A fresh instance: bootstrapped admin, the default login limits (5 failures per 5
+    /// minutes).
+    async fn new(pool: PgPool) -> Self {
+        Self::with_login_limits(pool, 5, Duration::from_secs(300)).await
+    }
+
+    /// A fresh instance whose login limiter allows `max_failures` per `window`.
+    async fn with_login_limits(pool: PgPool, max_failures: u32, window: Duration) -> Self {
+        let users = Arc::new(PgUserRepository::new(pool.clone()));
+        let tokens = Arc::new(PgTokenRepository::new(pool.clone()));
+        let memberships = Arc::new(PgMembershipRepository::new(pool.clone()));
+        let apps = Arc::new(PgAppRepository::new(pool.clone()));
+        // A test may have bootstrapped the database itself; then this finds the admin.
+        ensure_instance_admin(users.as_ref(), Some(ADMIN_PASSWORD.to_owned()))
+            .await
+            .unwrap();
+        let (admin, _) = users
+            .credentials(&Username::parse("admin").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         let observers = [
             Arc::new(RecordingObserver::default()),
             Arc::new(RecordingObserver::default()),
         ];
         let state = AdminState {
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
-            apps: Arc::new(PgAppRepository::new(pool.clone())),
+            apps: apps.clone(),
             executions: Arc::new(PgExecutionLogRepository::new(pool.clone())),
+            users: users.clone(),
+            tokens: tokens.clone(),
+            memberships: memberships.clone(),
+            authenticator: Arc::new(TokenAuthenticator::new(
+                tokens.clone(),
+                users.clone(),
+                memberships.clone(),
+            )),
+            login_limiter: Arc::new(LoginRateLimiter::new(max_failures, window)),
+            session_ttl: Duration::from_secs(12 * 3600),
             validator: Arc::new(StubValidator),
             observers: observers
                 .iter()
                 .map(|o| o.clone() as Arc<dyn ScriptChangeObserver>)
                 .collect(),
         };
-        Self {
+        let mut app = Self {
             router: router(state),
-            pool,
             observers,
-        }
+            users,
+            tokens,
+            memberships,
+            apps,
+            admin: TestUser { id: admin.id },
+            admin_token: String::new(),
+        };
+        app.admin_token = app.session(app.admin.id).await;
+        app
     }
 
-    /// What every observer was told, asserting they were all told the same.
+    /// What every observer was told about scripts, asserting they were all told the same.
     fn changed(&self) -> Vec<ScriptId> {
         let first = self.observers[0].changed.lock().unwrap().clone();
         let second = self.observers[1].changed.lock().unwrap().clone();
@@ -137,8 +229,191 @@ impl TestApp {
         first
     }
 
+    /// What every observer was told about apps, asserting they were all told the same.
+    fn apps_changed(&self) -> Vec<AppId> {
+        let first = self.observers[0].apps_changed.lock().unwrap().clone();
+        let second = self.observers[1].apps_changed.lock().unwrap().clone();
+        assert_eq!(first, second, "observers were told different things");
+        first
+    }
+
+    /// Requests as the instance admin (through a login session).
+    fn admin(&self) -> Caller<'_> {
+        self.caller(&self.admin_token)
+    }
+
+    /// Requests with this bearer token.
+    fn caller<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        Caller {
+            app: self,
+            token: Some(token),
+        }
+    }
+
+    /// Requests without any credential.
+    fn anonymous(&self) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: None,
+        }
+    }
+
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        self.admin().send(request).await
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.admin().get(uri).await
+    }
+
+    async fn delete(&self, uri: &str) -> Reply {
+        self.admin().delete(uri).await
+    }
+
+    async fn json(&self, method: Method, uri: &str, body: &Value) -> Reply {
+        self.admin().json(method, uri, body).await
+    }
+
+    async fn raw_json(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
+        self.admin().raw_json(method, uri, body).await
+    }
+
+    /// Logs in through the API, from no particular address.
+    async fn login(&self, username: &str, password: &str) -> Reply {
+        self.anonymous()
+            .json(
+                Method::POST,
+                "/api/admin/auth/login",
+                &serde_json::json!({ "username": username, "password": password }),
+            )
+            .await
+    }
+
+    /// Logs in through the API from `addr`, as a server with connection info sees it.
+    async fn login_from(
+        &self,
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+        username: &str,
+        password: &str,
+    ) -> Reply {
+        let mut request = Request::post("/api/admin/auth/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "username": username, "password": password }).to_string(),
+            ))
+            .unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        request.extensions_mut().insert(ConnectInfo(addr));
+        self.anonymous().send(request).await
+    }
+
+    /// Creates a script in the default app as the admin, asserting it worked.
+    async fn create(&self, name: &str, source: &str) -> Value {
+        self.create_in("default", name, source).await
+    }
+
+    /// Creates a script in the app `slug` as the admin, asserting it worked.
+    async fn create_in(&self, slug: &str, name: &str, source: &str) -> Value {
+        let reply = self
+            .json(
+                Method::POST,
+                "/api/admin/scripts",
+                &serde_json::json!({ "name": name, "source": source, "app": slug }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
+
+    /// Adds an app without members directly through the repository.
+    async fn add_app(&self, slug: &str) -> AppId {
+        self.apps
+            .create(AppSlug::parse(slug).unwrap(), format!("App {slug}"), None)
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Adds a user (password [`USER_PASSWORD`]) directly through the repository.
+    async fn user(&self, username: &str, instance_admin: bool) -> TestUser {
+        let user = self
+            .users
+            .create(NewUser {
+                username: Username::parse(username).unwrap(),
+                password_hash: USER_PASSWORD_HASH.clone(),
+                instance_admin,
+            })
+            .await
+            .unwrap();
+        TestUser { id: user.id }
+    }
+
+    /// Adds a user holding `role` in `app`.
+    async fn user_with_role(&self, username: &str, app: AppId, role: AppRole) -> TestUser {
+        let user = self.user(username, false).await;
+        self.memberships.set_role(app, user.id, role).await.unwrap();
+        user
+    }
+
+    /// A login session's token for `user`, issued directly through the repository.
+    async fn session(&self, user: UserId) -> String {
+        self.issue(user, CredentialKind::Session, &Scope::ALL, None, None)
+            .await
+            .0
+    }
+
+    /// An API token of `user` with `scopes`, limited to `app` when given.
+    async fn token(&self, user: UserId, scopes: &[Scope], app: Option<AppId>) -> String {
+        self.issue(user, CredentialKind::ApiToken, scopes, app, None)
+            .await
+            .0
+    }
+
+    /// Issues a token through the repository; returns its secret and id.
+    async fn issue(
+        &self,
+        user: UserId,
+        kind: CredentialKind,
+        scopes: &[Scope],
+        app: Option<AppId>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> (String, TokenId) {
+        let generated = generate_token();
+        let token = self
+            .tokens
+            .create(NewToken {
+                user_id: user,
+                name: "test token".to_owned(),
+                kind,
+                scopes: scopes.iter().copied().collect(),
+                app_id: app,
+                secret_hash: generated.hash,
+                prefix: generated.prefix,
+                expires_at,
+            })
+            .await
+            .unwrap();
+        (generated.secret, token.id)
+    }
+}
+
+impl Caller<'_> {
+    async fn send(&self, mut request: Request<Body>) -> Reply {
+        if let Some(token) = self.token
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
+        }
+        let response = self.app.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -177,31 +452,6 @@ impl TestApp {
             .body(body.into())
             .unwrap();
         self.send(request).await
-    }
-
-    /// Creates a script in the default app, asserting it worked.
-    async fn create(&self, name: &str, source: &str) -> Value {
-        let reply = self
-            .json(
-                Method::POST,
-                "/api/admin/scripts",
-                &serde_json::json!({ "name": name, "source": source }),
-            )
-            .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body
-    }
-
-    /// Adds an app directly in the database (there is no apps API yet).
-    async fn add_app(&self, slug: &str) -> AppId {
-        let id = AppId::new();
-        sqlx::query("INSERT INTO apps (id, slug, name) VALUES ($1, $2, 'Test app')")
-            .bind(id.as_uuid())
-            .bind(slug)
-            .execute(&self.pool)
-            .await
-            .unwrap();
-        id
     }
 }
 

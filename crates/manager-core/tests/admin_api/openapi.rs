@@ -1,14 +1,15 @@
 //! The OpenAPI document.
 
 use axum::http::StatusCode;
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::TestApp;
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
-    let app = TestApp::new(pool);
-    let reply = app.get("/api/admin/openapi.json").await;
+    let app = TestApp::new(pool).await;
+    let reply = app.anonymous().get("/api/admin/openapi.json").await;
     assert_eq!(reply.status, StatusCode::OK);
     let doc = &reply.body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
@@ -16,10 +17,25 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
 
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
+        ("/api/admin/auth/login", &["post"][..]),
+        ("/api/admin/auth/logout", &["post"][..]),
+        ("/api/admin/auth/me", &["get"][..]),
+        ("/api/admin/apps", &["get", "post"][..]),
+        ("/api/admin/apps/{id}", &["get", "patch", "delete"][..]),
+        ("/api/admin/apps/{id}/members", &["get"][..]),
+        (
+            "/api/admin/apps/{id}/members/{user_id}",
+            &["put", "delete"][..],
+        ),
         ("/api/admin/scripts", &["get", "post"][..]),
         ("/api/admin/scripts/{id}", &["get", "put", "delete"][..]),
         ("/api/admin/scripts/{id}/executions", &["get"][..]),
         ("/api/admin/executions/{id}", &["get"][..]),
+        ("/api/admin/users", &["get", "post"][..]),
+        ("/api/admin/users/{id}", &["get", "delete"][..]),
+        ("/api/admin/users/{id}/password", &["put"][..]),
+        ("/api/admin/tokens", &["get", "post"][..]),
+        ("/api/admin/tokens/{id}", &["delete"][..]),
         ("/api/admin/openapi.json", &["get"][..]),
     ];
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
@@ -52,6 +68,24 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "ErrorEnvelope",
         "ValidationErrorEnvelope",
         "ScriptLimits",
+        "LoginRequest",
+        "LoginResponse",
+        "MeView",
+        "CreateAppRequest",
+        "UpdateAppRequest",
+        "AppView",
+        "AppPage",
+        "SetMemberRequest",
+        "MemberList",
+        "CreateUserRequest",
+        "SetPasswordRequest",
+        "UserView",
+        "UserPage",
+        "CreateTokenRequest",
+        "CreatedTokenView",
+        "TokenList",
+        "Scope",
+        "AppRole",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
@@ -62,4 +96,54 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
             "create lacks a {status} response"
         );
     }
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_document_declares_bearer_auth_and_which_operations_are_public(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.anonymous().get("/api/admin/openapi.json").await.body;
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+
+    let mut public = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["security"] == json!([{}]) {
+                public.push(format!("{method} {path}"));
+            } else {
+                assert!(
+                    operation.get("security").is_none(),
+                    "{method} {path} overrides the document's security"
+                );
+                let unauthorized = &operation["responses"]["401"];
+                assert!(
+                    unauthorized["description"].as_str().is_some(),
+                    "{method} {path} does not document 401"
+                );
+            }
+        }
+    }
+    public.sort();
+    assert_eq!(
+        public,
+        ["get /api/admin/openapi.json", "post /api/admin/auth/login"]
+    );
+    // The scope enum lists exactly the seven scopes.
+    let scopes = &doc["components"]["schemas"]["Scope"]["enum"];
+    assert_eq!(
+        scopes,
+        &json!([
+            "script:read",
+            "script:write",
+            "script:execute",
+            "data:read",
+            "data:write",
+            "triggers:manage",
+            "app:admin"
+        ]),
+        "{}",
+        doc["components"]["schemas"]["Scope"]
+    );
 }

@@ -2,6 +2,8 @@
 
 use axum::http::{Method, StatusCode, header};
 use picloud_manager_core::DEFAULT_APP_ID;
+use picloud_manager_core::repo::MembershipRepository;
+use picloud_shared::AppRole;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -9,7 +11,7 @@ use crate::{TestApp, script_id};
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn create_answers_201_with_the_script_and_its_location(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let reply = app
         .json(
             Method::POST,
@@ -24,6 +26,7 @@ async fn create_answers_201_with_the_script_and_its_location(pool: PgPool) {
     assert_eq!(script["app_id"], DEFAULT_APP_ID.to_string());
     assert_eq!(script["version"], 1);
     assert_eq!(script["limits"], json!({}));
+    assert_eq!(script["require_token"], false);
     assert_eq!(script["created_at"], script["updated_at"]);
 
     let location = reply.headers[header::LOCATION].to_str().unwrap();
@@ -38,7 +41,7 @@ async fn create_answers_201_with_the_script_and_its_location(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn create_puts_the_script_in_the_named_app_with_its_limits(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let shop = app.add_app("shop").await;
     let reply = app
         .json(
@@ -64,7 +67,7 @@ async fn create_puts_the_script_in_the_named_app_with_its_limits(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn list_pages_through_scripts_in_name_order_without_sources(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     for name in ["charlie", "alpha", "bravo"] {
         app.create(name, "1").await;
     }
@@ -96,7 +99,7 @@ async fn list_pages_through_scripts_in_name_order_without_sources(pool: PgPool) 
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn list_can_be_limited_to_one_app(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     app.add_app("shop").await;
     app.create("in-default", "1").await;
     let reply = app
@@ -119,7 +122,7 @@ async fn list_can_be_limited_to_one_app(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn update_changes_the_script_bumps_the_version_and_tells_observers(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let created = app.create("counter", "1").await;
     let id = script_id(&created);
     let uri = format!("/api/admin/scripts/{id}");
@@ -153,7 +156,7 @@ async fn update_changes_the_script_bumps_the_version_and_tells_observers(pool: P
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn delete_answers_204_tells_observers_and_the_script_is_gone(pool: PgPool) {
-    let app = TestApp::new(pool);
+    let app = TestApp::new(pool).await;
     let id = script_id(&app.create("doomed", "1").await);
     let uri = format!("/api/admin/scripts/{id}");
 
@@ -170,4 +173,79 @@ async fn delete_answers_204_tells_observers_and_the_script_is_gone(pool: PgPool)
     assert_eq!(again.code(), "not_found");
     // A failed delete tells nobody anything.
     assert_eq!(app.changed(), [id]);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_script_can_be_made_to_require_a_token_and_public_again(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let reply = app
+        .json(
+            Method::POST,
+            "/api/admin/scripts",
+            &json!({ "name": "private", "source": "1", "require_token": true }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["require_token"], true);
+    let uri = format!("/api/admin/scripts/{}", script_id(&reply.body));
+
+    let listed = app.get("/api/admin/scripts").await;
+    assert_eq!(listed.body["items"][0]["require_token"], true);
+
+    let reply = app
+        .json(Method::PUT, &uri, &json!({ "require_token": false }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["require_token"], false);
+    assert_eq!(reply.body["version"], 2);
+    assert_eq!(reply.body["source"], "1");
+    assert_eq!(app.get(&uri).await.body["require_token"], false);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_member_of_several_apps_pages_through_all_their_scripts_in_name_order(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let alpha = app.add_app("alpha").await;
+    let beta = app.add_app("beta").await;
+    app.add_app("gamma").await;
+    for (slug, name) in [
+        ("alpha", "bravo"),
+        ("alpha", "delta"),
+        ("beta", "alpha"),
+        ("beta", "charlie"),
+        ("gamma", "able"),
+        ("default", "aaa"),
+    ] {
+        app.create_in(slug, name, "1").await;
+    }
+    let user = app.user_with_role("ada", alpha, AppRole::Viewer).await;
+    app.memberships
+        .set_role(beta, user.id, AppRole::Developer)
+        .await
+        .unwrap();
+    let session = app.session(user.id).await;
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let first = app.caller(&session).get("/api/admin/scripts?limit=3").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["total"], 4);
+    assert_eq!(names(&first.body), ["alpha", "bravo", "charlie"]);
+    let second = app
+        .caller(&session)
+        .get("/api/admin/scripts?limit=3&offset=3")
+        .await;
+    assert_eq!(names(&second.body), ["delta"]);
+    assert_eq!(second.body["total"], 4);
+    let beyond = app
+        .caller(&session)
+        .get("/api/admin/scripts?offset=10")
+        .await;
+    assert_eq!(names(&beyond.body), Vec::<String>::new());
 }

@@ -12,27 +12,39 @@ mod common;
 
 mod apps;
 mod executions;
+mod memberships;
 mod scripts;
+mod tokens;
+mod users;
 
 use std::sync::Arc;
 
-use picloud_manager_core::memory::{
-    InMemoryAppRepository, InMemoryExecutionLogRepository, InMemoryScriptRepository,
-};
+use picloud_manager_core::memory::{InMemoryAppRepository, InMemoryRepositories};
 use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgScriptRepository,
+    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
+    PgTokenRepository, PgUserRepository,
+};
+use picloud_manager_core::repo::{
+    MembershipRepository, NewUser, TokenRepository, User, UserRepository,
 };
 use picloud_manager_core::{AppRepository, ExecutionLogRepository, ScriptRepository};
-use picloud_shared::{AppId, AppSlug};
+use picloud_shared::{AppId, AppSlug, Username};
 use sqlx::PgPool;
 
-/// The repositories under test, plus a way to add apps (there is no apps API yet).
+/// The repositories under test, plus a way to add apps directly.
 pub struct Repos {
     pub scripts: Arc<dyn ScriptRepository>,
     pub apps: Arc<dyn AppRepository>,
     pub executions: Arc<dyn ExecutionLogRepository>,
+    pub users: Arc<dyn UserRepository>,
+    pub tokens: Arc<dyn TokenRepository>,
+    pub memberships: Arc<dyn MembershipRepository>,
     backend: Backend,
 }
+
+/// A syntactically valid argon2id PHC string. The repositories store whatever hash they
+/// are given; real hashing is slow and tested in `secrets`.
+pub const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
 impl std::fmt::Debug for Repos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,12 +62,15 @@ enum Backend {
 
 impl Repos {
     pub fn in_memory() -> Self {
-        let apps = Arc::new(InMemoryAppRepository::new());
+        let repos = InMemoryRepositories::new();
         Self {
-            scripts: Arc::new(InMemoryScriptRepository::new(apps.clone())),
-            apps: apps.clone(),
-            executions: Arc::new(InMemoryExecutionLogRepository::new()),
-            backend: Backend::Memory(apps),
+            scripts: repos.scripts,
+            apps: repos.apps.clone(),
+            executions: repos.executions,
+            users: repos.users,
+            tokens: repos.tokens,
+            memberships: repos.memberships,
+            backend: Backend::Memory(repos.apps),
         }
     }
 
@@ -64,8 +79,31 @@ impl Repos {
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
             apps: Arc::new(PgAppRepository::new(pool.clone())),
             executions: Arc::new(PgExecutionLogRepository::new(pool.clone())),
+            users: Arc::new(PgUserRepository::new(pool.clone())),
+            tokens: Arc::new(PgTokenRepository::new(pool.clone())),
+            memberships: Arc::new(PgMembershipRepository::new(pool.clone())),
             backend: Backend::Postgres(pool),
         }
+    }
+
+    /// The pool, for assertions on the stored rows; `None` in memory.
+    pub fn pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Postgres(pool) => Some(pool),
+        }
+    }
+
+    /// Creates a user with this username.
+    pub async fn add_user(&self, username: &str) -> User {
+        self.users
+            .create(NewUser {
+                username: Username::parse(username).unwrap(),
+                password_hash: PHC.to_owned(),
+                instance_admin: false,
+            })
+            .await
+            .unwrap()
     }
 
     /// Adds an app with this slug and returns its id.
@@ -114,6 +152,34 @@ macro_rules! suite {
 suite!(
     apps::the_default_app_exists_under_its_well_known_id,
     apps::apps_are_found_by_id_and_slug,
+    apps::creating_with_an_owner_makes_them_its_owner,
+    apps::a_taken_slug_conflicts,
+    apps::a_missing_owner_is_not_found_and_leaves_no_app,
+    apps::lists_are_ordered_by_slug_filtered_and_paged,
+    apps::update_renames_and_refuses_a_taken_slug,
+    apps::updating_a_missing_app_or_changing_nothing_fails,
+    apps::delete_refuses_an_app_with_scripts_without_cascade,
+    apps::cascading_delete_returns_the_scripts_and_removes_what_belonged_to_the_app,
+    apps::deleting_a_missing_app_is_not_found,
+    users::a_created_user_reads_back_by_id_and_username,
+    users::a_taken_username_conflicts,
+    users::users_are_listed_by_username_and_paged,
+    users::set_password_replaces_the_hash,
+    users::deleting_a_user_removes_their_tokens_and_memberships,
+    users::create_if_none_creates_only_the_first_user,
+    users::create_if_none_creates_one_user_when_racing,
+    tokens::a_created_token_reads_back_and_is_found_by_its_hash,
+    tokens::expired_and_revoked_tokens_are_not_usable,
+    tokens::tokens_for_a_missing_user_or_app_are_not_found,
+    tokens::a_session_cannot_be_limited_to_an_app,
+    tokens::a_users_tokens_are_listed_newest_first_by_kind,
+    tokens::revoke_is_idempotent_and_keeps_the_first_time,
+    tokens::revoke_all_revokes_only_that_users_live_tokens,
+    tokens::touch_keeps_the_latest_use,
+    memberships::set_role_adds_and_changes_a_role,
+    memberships::members_are_listed_by_username,
+    memberships::set_role_names_a_missing_app_or_user,
+    memberships::remove_takes_a_member_out,
     scripts::a_created_script_reads_back_unchanged,
     scripts::creating_in_a_missing_app_is_not_found_naming_the_app,
     scripts::a_duplicate_name_in_the_same_app_conflicts,
@@ -132,6 +198,12 @@ suite!(
     executions::runs_are_listed_newest_first_and_paged_by_cursor,
     executions::prune_deletes_only_runs_before_the_cutoff,
 );
+
+/// PostgreSQL only: the token table holds the SHA-256 of a secret, never the secret.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_stored_token_hash_is_the_sha256_of_the_secret(pool: PgPool) {
+    tokens::the_stored_hash_is_the_sha256_of_the_secret(Repos::postgres(pool)).await;
+}
 
 /// A closed pool is reported as `Unavailable`, which the API answers with 503.
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]

@@ -13,6 +13,7 @@ fn new_script(app_id: AppId, name: &str) -> NewScript {
         name: ScriptName::parse(name).unwrap(),
         source: format!("\"hello from {name}\""),
         limits: ScriptLimits::default(),
+        require_token: false,
     }
 }
 
@@ -47,6 +48,7 @@ pub async fn a_created_script_reads_back_unchanged(repos: Repos) {
     assert_eq!(created.source, "\"hello from hello\"");
     assert_eq!(created.limits, limits);
     assert_eq!(created.version, 1);
+    assert!(!created.require_token);
     assert_eq!(created.created_at, created.updated_at);
 
     let read = repos.scripts.get(created.id).await.unwrap();
@@ -226,6 +228,7 @@ pub async fn update_changes_given_fields_and_bumps_the_version(repos: Repos) {
                 name: Some(ScriptName::parse("evolved").unwrap()),
                 limits: Some(limits),
                 source: None,
+                require_token: Some(true),
             },
         )
         .await
@@ -234,6 +237,7 @@ pub async fn update_changes_given_fields_and_bumps_the_version(repos: Repos) {
     assert_eq!(renamed.name.as_str(), "evolved");
     assert_eq!(renamed.limits, limits);
     assert_eq!(renamed.source, "40 + 2");
+    assert!(renamed.require_token);
     assert_eq!(repos.scripts.get(created.id).await.unwrap(), Some(renamed));
 
     // Keeping its own name is not a clash with itself.

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use picloud::{App, RunningServer, ServerConfig, build_app, database, serve};
+use picloud::{App, RunningServer, ServerConfig, bootstrap_admin, build_app, database, serve};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,12 +18,17 @@ pub fn fresh_database_url() -> String {
     url.to_string()
 }
 
+/// The password the test servers' instance admin is bootstrapped with.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// A plain HTTP client.
+    /// A client that sends the instance admin's session token with every request.
     pub client: Client,
+    /// A client that sends no credentials.
+    pub anonymous: Client,
     /// The database behind the server, for asserting on rows.
     pub pool: PgPool,
     server: RunningServer,
@@ -51,9 +57,22 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
     let server = serve(config.listen, app.router.clone())
         .await
         .expect("bind port 0");
+    bootstrap_admin(&pool, server.addr, Some(ADMIN_PASSWORD.to_owned()))
+        .await
+        .expect("bootstrap the instance admin");
+    let base = format!("http://{}", server.addr);
+    let anonymous = Client::new();
+    let session = login(&anonymous, &base, "admin", ADMIN_PASSWORD).await;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {session}")).unwrap(),
+    );
+    let client = Client::builder().default_headers(headers).build().unwrap();
     TestServer {
-        base: format!("http://{}", server.addr),
-        client: Client::new(),
+        base,
+        client,
+        anonymous,
         pool,
         server,
         app,
@@ -94,6 +113,23 @@ impl TestServer {
         self.app.shutdown().await;
         self.pool
     }
+}
+
+/// Logs in and returns the session token.
+pub async fn login(client: &Client, base: &str, username: &str, password: &str) -> String {
+    let response = client
+        .post(format!("{base}/api/admin/auth/login"))
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "logging in as {username}"
+    );
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
 }
 
 /// The envelope's error code of a JSON error response.

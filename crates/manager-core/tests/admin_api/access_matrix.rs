@@ -1,0 +1,436 @@
+//! The 401/403/404 matrix over every operation of the OpenAPI document. The operations
+//! come from the document itself, so a route added without an entry in [`expectations`]
+//! fails this test, and so does a route that lets the wrong caller in.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use picloud_manager_core::ExecutionLogRepository;
+use picloud_manager_core::postgres::PgExecutionLogRepository;
+use picloud_manager_core::secrets::generate_token;
+use picloud_shared::{AppId, AppRole, CredentialKind, ExecutionId, Scope, ScriptId, TokenId};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::common::{now, record};
+use crate::{TestApp, TestUser, script_id};
+
+/// The operations anyone may call.
+const PUBLIC: [(&str, &str); 2] = [
+    ("post", "/api/admin/auth/login"),
+    ("get", "/api/admin/openapi.json"),
+];
+
+/// What one operation must answer to the two callers who hold a valid credential but not
+/// the permission.
+struct Expect {
+    /// The request body, for operations that take one (valid, so that a refusal can only
+    /// come from the access check).
+    body: Option<Value>,
+    /// A user with no role in app `beta` (a developer elsewhere), through a login session.
+    outsider: StatusCode,
+    /// The owner of `beta`, through an API token holding only `data:read`.
+    scope_limited: StatusCode,
+}
+
+/// Takes the expectation of one operation out of the table.
+fn take(
+    table: &mut BTreeMap<(&'static str, &'static str), Expect>,
+    method: &str,
+    path: &str,
+) -> Option<Expect> {
+    let key = *table.keys().find(|(m, p)| *m == method && *p == path)?;
+    table.remove(&key)
+}
+
+fn expect(body: Option<Value>, outsider: StatusCode, scope_limited: StatusCode) -> Expect {
+    Expect {
+        body,
+        outsider,
+        scope_limited,
+    }
+}
+
+fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
+    use StatusCode as S;
+    let hidden_or_forbidden = |body| expect(body, S::NOT_FOUND, S::FORBIDDEN);
+    let admin_only = |body| expect(body, S::FORBIDDEN, S::FORBIDDEN);
+    BTreeMap::from([
+        // Lists show only what the caller can see: empty for the outsider, refused without
+        // the scope.
+        (
+            ("get", "/api/admin/apps"),
+            expect(None, S::OK, S::FORBIDDEN),
+        ),
+        (
+            ("post", "/api/admin/apps"),
+            admin_only(Some(json!({ "slug": "gamma", "name": "Gamma" }))),
+        ),
+        (("get", "/api/admin/apps/{id}"), hidden_or_forbidden(None)),
+        (
+            ("patch", "/api/admin/apps/{id}"),
+            hidden_or_forbidden(Some(json!({ "name": "Renamed" }))),
+        ),
+        (
+            ("delete", "/api/admin/apps/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/members"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("put", "/api/admin/apps/{id}/members/{user_id}"),
+            hidden_or_forbidden(Some(json!({ "role": "viewer" }))),
+        ),
+        (
+            ("delete", "/api/admin/apps/{id}/members/{user_id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("get", "/api/admin/scripts"),
+            expect(None, S::OK, S::FORBIDDEN),
+        ),
+        (
+            ("post", "/api/admin/scripts"),
+            hidden_or_forbidden(Some(
+                json!({ "name": "new-one", "source": "1", "app": "beta" }),
+            )),
+        ),
+        (
+            ("get", "/api/admin/scripts/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("put", "/api/admin/scripts/{id}"),
+            hidden_or_forbidden(Some(json!({ "source": "2" }))),
+        ),
+        (
+            ("delete", "/api/admin/scripts/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("get", "/api/admin/scripts/{id}/executions"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("get", "/api/admin/executions/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (("get", "/api/admin/users"), admin_only(None)),
+        (
+            ("post", "/api/admin/users"),
+            admin_only(Some(
+                json!({ "username": "newbie", "password": "long-enough-1" }),
+            )),
+        ),
+        (("get", "/api/admin/users/{id}"), admin_only(None)),
+        (("delete", "/api/admin/users/{id}"), admin_only(None)),
+        (
+            ("put", "/api/admin/users/{id}/password"),
+            admin_only(Some(json!({ "password": "long-enough-2" }))),
+        ),
+        // Tokens are the caller's own: listing works for anyone; an app the caller cannot
+        // see is hidden; a token cannot mint a scope it lacks; someone else's token is
+        // hidden.
+        (("get", "/api/admin/tokens"), expect(None, S::OK, S::OK)),
+        (
+            ("post", "/api/admin/tokens"),
+            expect(
+                Some(json!({ "name": "t", "scopes": ["script:read"], "app": "beta" })),
+                S::NOT_FOUND,
+                S::FORBIDDEN,
+            ),
+        ),
+        (
+            ("delete", "/api/admin/tokens/{id}"),
+            expect(None, S::NOT_FOUND, S::NOT_FOUND),
+        ),
+        (
+            ("post", "/api/admin/auth/logout"),
+            expect(None, S::NO_CONTENT, S::BAD_REQUEST),
+        ),
+        (("get", "/api/admin/auth/me"), expect(None, S::OK, S::OK)),
+    ])
+}
+
+/// App `beta` with a script, a run of it, its owner and a developer; an outsider who
+/// develops app `alpha`.
+struct Fixture {
+    app: TestApp,
+    beta: AppId,
+    script: ScriptId,
+    execution: ExecutionId,
+    owner: TestUser,
+    developer: TestUser,
+    developer_token: TokenId,
+    outsider: TestUser,
+}
+
+async fn fixture(pool: PgPool) -> Fixture {
+    let app = TestApp::new(pool.clone()).await;
+    let alpha = app.add_app("alpha").await;
+    let beta = app.add_app("beta").await;
+    let script = script_id(&app.create_in("beta", "secret-sauce", "1").await);
+    let run = record(script, beta, now());
+    PgExecutionLogRepository::new(pool)
+        .insert_batch(std::slice::from_ref(&run))
+        .await
+        .unwrap();
+    let owner = app.user_with_role("owner", beta, AppRole::Owner).await;
+    let developer = app.user_with_role("dev", beta, AppRole::Developer).await;
+    let (_, developer_token) = app
+        .issue(
+            developer.id,
+            CredentialKind::ApiToken,
+            &[Scope::ScriptRead],
+            None,
+            None,
+        )
+        .await;
+    let outsider = app
+        .user_with_role("outsider", alpha, AppRole::Developer)
+        .await;
+    Fixture {
+        app,
+        beta,
+        script,
+        execution: run.id,
+        owner,
+        developer,
+        developer_token,
+        outsider,
+    }
+}
+
+impl Fixture {
+    /// The path with its parameters filled with real ids of app `beta`'s resources.
+    fn concrete(&self, path: &str) -> String {
+        let families: [(&str, String); 5] = [
+            ("/api/admin/apps/", self.beta.to_string()),
+            ("/api/admin/scripts/", self.script.to_string()),
+            ("/api/admin/executions/", self.execution.to_string()),
+            ("/api/admin/users/", self.developer.id.to_string()),
+            ("/api/admin/tokens/", self.developer_token.to_string()),
+        ];
+        let id = families
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix))
+            .map(|(_, id)| id.clone());
+        if path.contains("{id}") {
+            assert!(id.is_some(), "the matrix has no id for {path}");
+        }
+        let filled = path
+            .replace("{id}", &id.unwrap_or_default())
+            .replace("{user_id}", &self.developer.id.to_string());
+        assert!(!filled.contains('{'), "the matrix cannot fill {path}");
+        filled
+    }
+}
+
+fn request(method: &str, uri: &str, body: Option<String>, token: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+        .uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+/// Every (method, path) of the document.
+async fn operations(app: &TestApp) -> Vec<(String, String)> {
+    let doc = app.anonymous().get("/api/admin/openapi.json").await.body;
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                operations.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    assert!(operations.len() > PUBLIC.len(), "{operations:?}");
+    operations
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn every_protected_operation_refuses_missing_and_bad_credentials(pool: PgPool) {
+    let f = fixture(pool).await;
+    let unknown = generate_token().secret;
+    for (method, path) in operations(&f.app).await {
+        if PUBLIC.contains(&(method.as_str(), path.as_str())) {
+            continue;
+        }
+        let uri = f.concrete(&path);
+        let body = take(&mut expectations(), &method, &path)
+            .and_then(|e| e.body)
+            .map(|b| b.to_string());
+        for token in [
+            None,
+            Some("garbage"),
+            Some("pc_short"),
+            Some(unknown.as_str()),
+        ] {
+            let reply = f
+                .app
+                .anonymous()
+                .send(request(&method, &uri, body.clone(), token))
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {}",
+                reply.body
+            );
+            assert_eq!(reply.code(), "unauthorized", "{method} {path}");
+            assert_eq!(
+                reply.headers[header::WWW_AUTHENTICATE],
+                "Bearer",
+                "{method} {path}"
+            );
+        }
+        // Not even a malformed body gets past the missing credential.
+        let reply = f
+            .app
+            .anonymous()
+            .send(request(&method, &uri, Some("{".to_owned()), None))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    // The public operations answer without a credential.
+    let reply = f.app.anonymous().get("/api/admin/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = f.app.login("admin", crate::ADMIN_PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(pool: PgPool) {
+    let f = fixture(pool).await;
+    let mut expectations = expectations();
+    let limited = f.app.token(f.owner.id, &[Scope::DataRead], None).await;
+    for (method, path) in operations(&f.app).await {
+        if PUBLIC.contains(&(method.as_str(), path.as_str())) {
+            continue;
+        }
+        let expect = take(&mut expectations, &method, &path).unwrap_or_else(|| {
+            panic!("{method} {path} is missing from the access matrix's expectations")
+        });
+        let uri = f.concrete(&path);
+        let body = expect.body.as_ref().map(Value::to_string);
+        // A fresh session each time, since logging out is one of the operations.
+        let outsider = f.app.session(f.outsider.id).await;
+        let reply = f
+            .app
+            .anonymous()
+            .send(request(&method, &uri, body.clone(), Some(&outsider)))
+            .await;
+        assert_eq!(
+            reply.status, expect.outsider,
+            "outsider: {method} {path}: {}",
+            reply.body
+        );
+        if reply.status == StatusCode::NOT_FOUND {
+            assert_eq!(reply.code(), "not_found", "{method} {path}");
+        }
+        if reply.status == StatusCode::FORBIDDEN {
+            assert_eq!(reply.code(), "forbidden", "{method} {path}");
+        }
+
+        let reply = f
+            .app
+            .anonymous()
+            .send(request(&method, &uri, body, Some(&limited)))
+            .await;
+        assert_eq!(
+            reply.status, expect.scope_limited,
+            "data:read token: {method} {path}: {}",
+            reply.body
+        );
+        if reply.status == StatusCode::FORBIDDEN {
+            assert_eq!(reply.code(), "forbidden", "{method} {path}");
+        }
+    }
+    let stale: Vec<_> = expectations.keys().collect();
+    assert!(
+        stale.is_empty(),
+        "expectations for operations the document does not have: {stale:?}"
+    );
+
+    // Nothing was changed by the refused requests.
+    let script = f.app.get(&format!("/api/admin/scripts/{}", f.script)).await;
+    assert_eq!(script.body["version"], 1, "{}", script.body);
+    let beta = f.app.get(&format!("/api/admin/apps/{}", f.beta)).await;
+    assert_eq!(beta.body["name"], "App beta");
+    let members = f
+        .app
+        .get(&format!("/api/admin/apps/{}/members", f.beta))
+        .await;
+    assert_eq!(
+        members.body["items"],
+        json!([
+            { "user_id": f.developer.id, "username": "dev", "role": "developer" },
+            { "user_id": f.owner.id, "username": "owner", "role": "owner" },
+        ])
+    );
+    let users = f.app.get("/api/admin/users").await;
+    assert_eq!(users.body["total"], 4, "{}", users.body);
+    let apps = f.app.get("/api/admin/apps").await;
+    assert_eq!(apps.body["total"], 3, "{}", apps.body);
+    let developer = f
+        .app
+        .caller(&f.app.session(f.developer.id).await)
+        .get("/api/admin/tokens")
+        .await;
+    assert_eq!(developer.body["items"][0]["revoked_at"], Value::Null);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_forbidden_answer_names_the_missing_scope(pool: PgPool) {
+    let f = fixture(pool).await;
+    let limited = f.app.token(f.owner.id, &[Scope::ScriptRead], None).await;
+    let reply = f
+        .app
+        .caller(&limited)
+        .json(
+            Method::PUT,
+            &format!("/api/admin/scripts/{}", f.script),
+            &json!({ "source": "2" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.code(), "forbidden");
+    assert!(
+        reply.message().contains("script:write"),
+        "{}",
+        reply.message()
+    );
+
+    // The answer for another app's script is exactly the answer for a missing one.
+    let outsider = f.app.session(f.outsider.id).await;
+    let hidden = f
+        .app
+        .caller(&outsider)
+        .get(&format!("/api/admin/scripts/{}", f.script))
+        .await;
+    let missing_id = ScriptId::new();
+    let missing = f
+        .app
+        .caller(&outsider)
+        .get(&format!("/api/admin/scripts/{missing_id}"))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        hidden.message(),
+        missing
+            .message()
+            .replace(&missing_id.to_string(), &f.script.to_string())
+    );
+}
