@@ -379,7 +379,7 @@ async fn not_empty(state: &AdminState, app: &App) -> ApiError {
     let count = state
         .scripts
         .list(ListScripts {
-            app: Some(app.id),
+            apps: Some(vec![app.id]),
             limit: 1,
             offset: 0,
         })

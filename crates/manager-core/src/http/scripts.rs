@@ -16,7 +16,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ValidationErrorEnvelope};
 use super::extract::{Json, PathId, Query};
 use super::{AdminState, page_limit};
-use crate::repo::{App, ListScripts, NewScript, Page, RepoError, ScriptSummary, ScriptUpdate};
+use crate::repo::{App, ListScripts, NewScript, RepoError, ScriptSummary, ScriptUpdate};
 
 /// Largest script source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
@@ -322,33 +322,27 @@ pub(super) async fn list_scripts(
 ) -> Result<axum::Json<ScriptPage>, ApiError> {
     let limit = page_limit(query.limit)?;
     let offset = query.offset.unwrap_or(0);
-    let page = match query.app.as_deref() {
+    let apps = match query.app.as_deref() {
         Some(raw) => {
             let slug =
                 AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
             let app = visible_app(&state, &auth, &slug).await?;
             auth.require(Capability::AppScriptsRead(app.id), || app_not_found(&slug))?;
-            let query = ListScripts {
-                app: Some(app.id),
-                limit,
-                offset,
-            };
-            state.scripts.list(query).await?
+            Some(vec![app.id])
         }
         None => {
             auth.require_scope(Scope::ScriptRead)?;
-            if auth.sees_every_app() {
-                let query = ListScripts {
-                    app: None,
-                    limit,
-                    offset,
-                };
-                state.scripts.list(query).await?
-            } else {
-                list_in_apps(&state, &auth.visible_apps(), limit, offset).await?
-            }
+            (!auth.sees_every_app()).then(|| auth.visible_apps())
         }
     };
+    let page = state
+        .scripts
+        .list(ListScripts {
+            apps,
+            limit,
+            offset,
+        })
+        .await?;
     Ok(axum::Json(ScriptPage {
         items: page
             .items
@@ -359,48 +353,6 @@ pub(super) async fn list_scripts(
         limit,
         offset,
     }))
-}
-
-/// One page of the scripts of several apps, in the single-list order (name, then id).
-///
-/// The repository pages one app (or all) at a time, so the page is merged here from each
-/// app's first `offset + limit` scripts. A user belongs to few apps and pages from the
-/// start, which keeps this cheap; instance admins never come here.
-async fn list_in_apps(
-    state: &AdminState,
-    apps: &[AppId],
-    limit: u32,
-    offset: u64,
-) -> Result<Page<ScriptSummary>, ApiError> {
-    if let [only] = apps {
-        let query = ListScripts {
-            app: Some(*only),
-            limit,
-            offset,
-        };
-        return Ok(state.scripts.list(query).await?);
-    }
-    let wanted = u32::try_from(offset.saturating_add(u64::from(limit))).unwrap_or(u32::MAX);
-    let mut items = Vec::new();
-    let mut total = 0;
-    for app in apps {
-        let query = ListScripts {
-            app: Some(*app),
-            limit: wanted,
-            offset: 0,
-        };
-        let page = state.scripts.list(query).await?;
-        total += page.total;
-        items.extend(page.items);
-    }
-    // Byte order, as the repository's `COLLATE "C"` sorts.
-    items.sort_by(|a, b| (a.name.as_str(), a.id).cmp(&(b.name.as_str(), b.id)));
-    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-    let take = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(Page {
-        items: items.into_iter().skip(skip).take(take).collect(),
-        total,
-    })
 }
 
 /// Read one script, with its source.

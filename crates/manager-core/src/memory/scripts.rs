@@ -85,7 +85,12 @@ impl ScriptRepository for InMemoryScriptRepository {
         let mut matching: Vec<&Script> = tables
             .scripts
             .values()
-            .filter(|s| query.app.is_none_or(|app| s.app_id == app))
+            .filter(|s| {
+                query
+                    .apps
+                    .as_ref()
+                    .is_none_or(|apps| apps.contains(&s.app_id))
+            })
             .collect();
         // Byte order, as the PostgreSQL query sorts with `COLLATE "C"`.
         matching.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));

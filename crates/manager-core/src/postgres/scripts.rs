@@ -166,21 +166,23 @@ impl ScriptRepository for PgScriptRepository {
     async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>> {
         // Byte order ("C") rather than the database's collation, so the order is the same on
         // every server and matches the in-memory repository.
-        let app = query.app.map(|a| a.as_uuid());
+        let apps: Option<Vec<Uuid>> = query
+            .apps
+            .map(|apps| apps.iter().map(AppId::as_uuid).collect::<Vec<Uuid>>());
         let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM scripts WHERE ($1::uuid IS NULL OR app_id = $1)",
+            "SELECT count(*) FROM scripts WHERE ($1::uuid[] IS NULL OR app_id = ANY($1))",
         )
-        .bind(app)
+        .bind(&apps)
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
         let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT id, app_id, name, limits, version, require_token, created_at, updated_at \
              FROM scripts \
-             WHERE ($1::uuid IS NULL OR app_id = $1) \
+             WHERE ($1::uuid[] IS NULL OR app_id = ANY($1)) \
              ORDER BY name COLLATE \"C\", id LIMIT $2 OFFSET $3",
         )
-        .bind(app)
+        .bind(&apps)
         .bind(i64::from(query.limit))
         .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)

@@ -45,10 +45,10 @@ impl ScriptUpdate {
 }
 
 /// Which scripts to list, one page at a time, ordered by name then id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListScripts {
-    /// Only this app's scripts; all apps when `None`.
-    pub app: Option<AppId>,
+    /// Only these apps' scripts (a user's visible apps, or one app); all apps when `None`.
+    pub apps: Option<Vec<AppId>>,
     /// Most items on the page.
     pub limit: u32,
     /// Items to skip before the page starts.

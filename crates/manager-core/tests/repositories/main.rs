@@ -187,6 +187,7 @@ suite!(
     scripts::get_by_name_joins_the_app_slug,
     scripts::lists_are_paged_in_name_order,
     scripts::lists_can_be_limited_to_one_app,
+    scripts::lists_can_be_limited_to_several_apps_in_one_order,
     scripts::update_changes_given_fields_and_bumps_the_version,
     scripts::renaming_onto_a_used_name_conflicts,
     scripts::updating_a_missing_script_is_not_found,

@@ -84,7 +84,7 @@ pub async fn a_duplicate_name_in_the_same_app_conflicts(repos: Repos) {
     let page = repos
         .scripts
         .list(ListScripts {
-            app: None,
+            apps: None,
             limit: 10,
             offset: 0,
         })
@@ -147,7 +147,7 @@ pub async fn lists_are_paged_in_name_order(repos: Repos) {
         create(&repos, DEFAULT_APP_ID, name).await;
     }
     let page = |limit, offset| ListScripts {
-        app: None,
+        apps: None,
         limit,
         offset,
     };
@@ -169,7 +169,7 @@ pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
     let page = repos
         .scripts
         .list(ListScripts {
-            app: Some(other),
+            apps: Some(vec![other]),
             limit: 50,
             offset: 0,
         })
@@ -184,7 +184,7 @@ pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
     let page = repos
         .scripts
         .list(ListScripts {
-            app: Some(empty_app),
+            apps: Some(vec![empty_app]),
             limit: 50,
             offset: 0,
         })
@@ -192,6 +192,26 @@ pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
         .unwrap();
     assert_eq!(page.total, 0);
     assert!(page.items.is_empty());
+}
+
+pub async fn lists_can_be_limited_to_several_apps_in_one_order(repos: Repos) {
+    let first = repos.add_app("first").await;
+    let second = repos.add_app("second").await;
+    let hidden = repos.add_app("hidden").await;
+    create(&repos, second, "b").await;
+    create(&repos, first, "c").await;
+    create(&repos, first, "a").await;
+    create(&repos, hidden, "aa").await;
+    let list = |offset| ListScripts {
+        apps: Some(vec![first, second]),
+        limit: 2,
+        offset,
+    };
+    let page = repos.scripts.list(list(0)).await.unwrap();
+    assert_eq!(page.total, 3, "the hidden app's script is not counted");
+    assert_eq!(names(&page), ["a", "b"]);
+    let page = repos.scripts.list(list(2)).await.unwrap();
+    assert_eq!(names(&page), ["c"]);
 }
 
 pub async fn update_changes_given_fields_and_bumps_the_version(repos: Repos) {
