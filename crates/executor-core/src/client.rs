@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::engine::{CompiledScript, RunOutput, ScriptEngine, execution_stack_size};
 use crate::gate::{ExecutionGate, ExecutionPermit, GateConfig};
+use crate::pool::WorkerPool;
+use crate::sdk::ScriptServices;
 
 /// How long past a run's own timeout the async side waits before giving up on the
 /// blocking thread. The deadline check inside the engine is the real stop; this only
@@ -44,8 +46,8 @@ impl ExecutorConfig {
 }
 
 /// Runs scripts in this process: bounded by the [`ExecutionGate`], compiled once per script
-/// version, each run on a thread of its own under a wall-clock deadline. Clones share
-/// the engine, the gate and the compiled-script cache.
+/// version, each run handed to a long-lived script worker thread under a wall-clock
+/// deadline. Clones share the engine, the gate, the workers and the compiled-script cache.
 #[derive(Debug, Clone)]
 pub struct LocalExecutorClient {
     inner: Arc<Inner>,
@@ -55,8 +57,11 @@ pub struct LocalExecutorClient {
 struct Inner {
     engine: ScriptEngine,
     gate: ExecutionGate,
+    workers: WorkerPool,
     compiled: RwLock<HashMap<ScriptId, CachedScript>>,
     compiles: AtomicU64,
+    /// What scripts' SDK calls (`kv::…`) reach; set once, at construction.
+    services: OnceLock<ScriptServices>,
 }
 
 #[derive(Debug)]
@@ -66,16 +71,35 @@ struct CachedScript {
 }
 
 impl LocalExecutorClient {
-    /// Builds the engine for the ceiling and the gate.
+    /// Builds the engine for the ceiling and the gate. Script workers start on demand, up
+    /// to one per gate slot (a run holds its slot until it ends, so no run ever waits for
+    /// a worker), each with the stack a run at the ceiling's limits needs.
     pub fn new(config: ExecutorConfig) -> Self {
+        let gate = ExecutionGate::new(config.gate);
+        let workers = WorkerPool::new(
+            gate.capacity(),
+            execution_stack_size(&config.ceiling.limits()),
+        );
         Self {
             inner: Arc::new(Inner {
                 engine: ScriptEngine::new(config.ceiling),
-                gate: ExecutionGate::new(config.gate),
+                gate,
+                workers,
                 compiled: RwLock::new(HashMap::new()),
                 compiles: AtomicU64::new(0),
+                services: OnceLock::new(),
             }),
         }
+    }
+
+    /// Like [`new`](Self::new), with the services scripts can call (`kv::collection(…)`),
+    /// driven on `services.runtime` from each run's own thread. Without them, every
+    /// service call throws, saying the service is not available.
+    pub fn with_services(config: ExecutorConfig, services: ScriptServices) -> Self {
+        let client = Self::new(config);
+        // A fresh client: nothing can have set the cell yet.
+        let _ = client.inner.services.set(services);
+        client
     }
 
     /// The engine, for validation and direct use.
@@ -92,6 +116,11 @@ impl LocalExecutorClient {
     /// each); a metric of how well the compiled-script cache works.
     pub fn compile_count(&self) -> u64 {
         self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// How many script worker threads are alive (started on demand, retired when idle).
+    pub fn worker_threads(&self) -> usize {
+        self.inner.workers.workers()
     }
 
     /// How many scripts have compiled code cached.
@@ -145,7 +174,7 @@ impl Inner {
 
     fn run(&self, request: &ExecutionRequest, limits: SandboxLimits) -> RunOutput {
         match self.compiled(&request.script, limits) {
-            Ok(compiled) => compiled.run(request),
+            Ok(compiled) => compiled.run_with_services(request, self.services.get()),
             Err(err) => RunOutput {
                 outcome: Err(ExecutionError::Script {
                     message: err.message,
@@ -178,7 +207,9 @@ impl ExecutorClient for LocalExecutorClient {
         let script_id = request.script.id;
         let started = Instant::now();
         let inner = Arc::clone(&self.inner);
-        let run = run_isolated(permit, limits, move || inner.run(&request, limits));
+        let run = run_on_worker(&self.inner.workers, permit, limits.timeout, move || {
+            inner.run(&request, limits)
+        });
         let (outcome, logs) = match run.await {
             Ok(output) => (output.outcome, output.logs),
             Err(Failure::Timeout) => {
@@ -200,7 +231,7 @@ impl ExecutorClient for LocalExecutorClient {
     }
 }
 
-/// Why [`run_isolated`] has no output.
+/// Why [`run_on_worker`] has no output.
 #[derive(Debug, PartialEq, Eq)]
 enum Failure {
     /// The backstop fired before the run finished.
@@ -209,38 +240,32 @@ enum Failure {
     Internal(String),
 }
 
-/// Runs `run` on a thread of its own, with a stack sized for `limits` (the blocking pool's
-/// threads have a fixed, small stack that deeply nested script data could overflow, and
-/// an overflow aborts the process). Waits at most the run's timeout plus
-/// [`TIMEOUT_GRACE`]; past that the thread is left to finish on its own. The permit is
-/// held by the thread, so the slot stays taken until the work has really stopped.
-async fn run_isolated(
+/// Runs `run` on one of the script workers (threads whose stack fits the deepest value
+/// the ceiling allows; see [`crate::pool`]). Waits at most `timeout` plus
+/// [`TIMEOUT_GRACE`]; past that the worker is left to finish the run on its own. The
+/// permit travels with the job, so the slot stays taken until the work has really stopped.
+async fn run_on_worker(
+    workers: &WorkerPool,
     permit: ExecutionPermit,
-    limits: SandboxLimits,
+    timeout: Duration,
     run: impl FnOnce() -> RunOutput + Send + 'static,
 ) -> Result<RunOutput, Failure> {
     let (done, finished) = oneshot::channel();
-    let stack_size = execution_stack_size(&limits);
-    std::thread::Builder::new()
-        .name("picloud-script".to_owned())
-        .stack_size(stack_size)
-        .spawn(move || {
-            let _permit = permit;
+    workers
+        .submit(Box::new(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(run))
                 .map_err(|panic| Failure::Internal(panic_message(panic.as_ref())));
-            // The caller may have stopped waiting; nobody is left to tell.
-            let _ = done.send(result);
-        })
-        .map_err(|err| {
-            // Most likely the address space for the stack was refused (a strict
-            // overcommit policy or a `ulimit -v`); lower array/map limits shrink it.
-            Failure::Internal(format!(
-                "could not start a script thread with {} MiB of stack: {err}",
-                stack_size >> 20
-            ))
-        })?;
+            Box::new(move || {
+                // The work has stopped: free the slot before the caller hears of it, so
+                // the caller never sees its own run still holding it.
+                drop(permit);
+                // The caller may have stopped waiting; nobody is left to tell.
+                let _ = done.send(result);
+            })
+        }))
+        .map_err(|err| Failure::Internal(err.to_string()))?;
 
-    match tokio::time::timeout(limits.timeout + TIMEOUT_GRACE, finished).await {
+    match tokio::time::timeout(timeout + TIMEOUT_GRACE, finished).await {
         Ok(Ok(result)) => result,
         Ok(Err(_closed)) => Err(Failure::Internal(
             "script thread ended without a result".to_owned(),
@@ -289,18 +314,55 @@ mod tests {
         })
     }
 
-    fn limits(timeout: Duration) -> SandboxLimits {
-        SandboxLimits {
-            timeout,
-            ..SandboxLimits::default()
+    fn workers() -> WorkerPool {
+        WorkerPool::new(1, 1024 * 1024)
+    }
+
+    fn hello_request() -> ExecutionRequest {
+        let now = chrono::Utc::now();
+        ExecutionRequest {
+            execution_id: picloud_shared::ExecutionId::new(),
+            script: Arc::new(Script {
+                id: ScriptId::new(),
+                app_id: picloud_shared::AppId::new(),
+                name: picloud_shared::ScriptName::parse("hello").unwrap(),
+                source: r#""hello""#.to_owned(),
+                limits: picloud_shared::ScriptLimits::default(),
+                version: 1,
+                require_token: false,
+                created_at: now,
+                updated_at: now,
+            }),
+            invocation_type: picloud_shared::InvocationType::Http,
+            request_id: picloud_shared::RequestId::generate(),
+            http: None,
+            trigger: None,
+            depth: 0,
+            run_as: None,
         }
+    }
+
+    #[tokio::test]
+    async fn runs_one_after_another_share_one_worker() {
+        let client = LocalExecutorClient::new(ExecutorConfig::default());
+        assert_eq!(client.worker_threads(), 0, "no thread before the first run");
+        for _ in 0..50 {
+            let report = client.execute(hello_request()).await;
+            assert_eq!(report.outcome.unwrap().body.as_ref(), b"hello");
+        }
+        assert_eq!(
+            client.worker_threads(),
+            1,
+            "each run reuses the worker the previous one left free"
+        );
+        assert_eq!(client.gate().available(), client.gate().capacity());
     }
 
     #[tokio::test]
     async fn a_panicking_run_becomes_an_internal_failure() {
         let gate = gate();
         let permit = gate.acquire().await.unwrap();
-        let result = run_isolated(permit, limits(Duration::from_secs(5)), || {
+        let result = run_on_worker(&workers(), permit, Duration::from_secs(5), || {
             panic!("engine bug")
         })
         .await;
@@ -316,7 +378,7 @@ mod tests {
         let gate = gate();
         let permit = gate.acquire().await.unwrap();
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let result = run_isolated(permit, limits(Duration::ZERO), move || {
+        let result = run_on_worker(&workers(), permit, Duration::ZERO, move || {
             // Stands in for work the deadline check cannot reach.
             let _ = released.recv();
             RunOutput {

@@ -5,7 +5,8 @@ use rhai::{Dynamic, Map};
 
 use crate::json::{SizeLimits, json_to_dynamic};
 
-/// Builds `ctx`: the run's ids and, for HTTP runs, the request.
+/// Builds `ctx`: the run's ids and, for HTTP runs, the request; for triggered runs, the
+/// event (`ctx.event`, `()` otherwise).
 ///
 /// `ctx.request.json` is the parsed body when the request declares JSON and the body
 /// parses within the sandbox's size limits; otherwise it is `()` (the raw body is still
@@ -29,7 +30,21 @@ pub(crate) fn build(request: &ExecutionRequest, limits: &SizeLimits) -> Dynamic 
             .as_ref()
             .map_or(Dynamic::UNIT, |http| http_request(http, limits)),
     );
+    put(
+        "event",
+        request
+            .trigger
+            .as_ref()
+            .map_or(Dynamic::UNIT, |trigger| event(&trigger.event, limits)),
+    );
     Dynamic::from_map(ctx)
+}
+
+/// The event payload of a triggered run. Like `ctx.request.json`, a payload past the run's
+/// size limits is `()` rather than a failed run: the handler can still log and act on
+/// everything else in `ctx`.
+fn event(payload: &serde_json::Value, limits: &SizeLimits) -> Dynamic {
+    json_to_dynamic(payload, limits).unwrap_or(Dynamic::UNIT)
 }
 
 fn http_request(http: &HttpRequestData, limits: &SizeLimits) -> Dynamic {
@@ -73,4 +88,83 @@ fn http_request(http: &HttpRequestData, limits: &SizeLimits) -> Dynamic {
     request.insert("body".into(), body);
     request.insert("json".into(), json);
     Dynamic::from_map(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use picloud_shared::{
+        AppId, ExecutionId, ExecutorClient, InvocationType, RequestId, Script, ScriptId,
+        ScriptLimits, ScriptName, TriggerId, TriggeredBy,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::{ExecutorConfig, LocalExecutorClient};
+
+    fn request(source: &str, trigger: Option<TriggeredBy>) -> ExecutionRequest {
+        let now = Utc::now();
+        ExecutionRequest {
+            execution_id: ExecutionId::new(),
+            script: Arc::new(Script {
+                id: ScriptId::new(),
+                app_id: AppId::new(),
+                name: ScriptName::parse("on-change").unwrap(),
+                source: source.to_owned(),
+                limits: ScriptLimits::default(),
+                version: 1,
+                require_token: false,
+                created_at: now,
+                updated_at: now,
+            }),
+            invocation_type: if trigger.is_some() {
+                InvocationType::Trigger
+            } else {
+                InvocationType::Http
+            },
+            request_id: RequestId::generate(),
+            http: None,
+            trigger,
+            depth: 2,
+            run_as: None,
+        }
+    }
+
+    async fn body(request: ExecutionRequest) -> String {
+        let report = LocalExecutorClient::new(ExecutorConfig::default())
+            .execute(request)
+            .await;
+        let response = report.outcome.unwrap();
+        String::from_utf8(response.body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_triggered_run_sees_its_event_and_invocation_type() {
+        let trigger = TriggeredBy {
+            trigger_id: TriggerId::new(),
+            event: json!({
+                "kind": "kv", "collection": "users", "key": "ada", "op": "set",
+                "value": { "age": 36 }, "depth": 2,
+            }),
+        };
+        let source = r#"`${ctx.invocation_type} ${ctx.event.collection}/${ctx.event.key} ${ctx.event.op} ${ctx.event.value.age} ${ctx.event.depth} ${ctx.request == ()}`"#;
+        assert_eq!(
+            body(request(source, Some(trigger))).await,
+            "trigger users/ada set 36 2 true"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_http_run_has_no_event() {
+        assert_eq!(
+            body(request(
+                r#"`${ctx.event == ()} ${ctx.invocation_type}`"#,
+                None
+            ))
+            .await,
+            "true http"
+        );
+    }
 }

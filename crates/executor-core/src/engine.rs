@@ -23,14 +23,15 @@ use std::time::Duration;
 
 use picloud_shared::{
     CompileError, ExecutionError, ExecutionRequest, LogEntry, SandboxCeiling, SandboxLimits,
-    ScriptLimits, ScriptResponse, ScriptValidator,
+    ScriptLimits, ScriptResponse, ScriptValidator, ServiceContext,
 };
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{AST, Dynamic, Engine, FLOAT, FuncRegistration, INT, Scope, Shared};
 
 use crate::json::SizeLimits;
 use crate::run_state::{self, RunState};
-use crate::{ctx, error, log, response};
+use crate::sdk::{RunServices, ScriptServices};
+use crate::{ctx, error, log, response, sdk};
 
 /// Most engines kept for per-script profiles. Past it an arbitrary one is dropped from the
 /// cache (scripts compiled with it keep it alive until they are dropped themselves).
@@ -104,6 +105,9 @@ fn build_engine(profile: &EngineProfile) -> Engine {
         engine.disable_symbol(symbol);
     }
     engine.register_static_module("log", Shared::new(log::module()));
+    // Stateful modules too are registered once: they find their run's context in the
+    // per-run state.
+    sdk::register(&mut engine);
 
     // Registered in the engine's own namespace, these shadow the standard `sleep`.
     FuncRegistration::new("sleep")
@@ -271,6 +275,17 @@ impl CompiledScript {
     /// [`execution_stack_size`] of stack ([`LocalExecutorClient`](crate::LocalExecutorClient)
     /// runs each script on such a thread).
     pub fn run(&self, request: &ExecutionRequest) -> RunOutput {
+        self.run_with_services(request, None)
+    }
+
+    /// [`run`](Self::run), with `services` for the script's SDK calls (`kv::…`). The calls
+    /// act for the request's app, execution, depth and `run_as` identity; without services
+    /// they throw, saying the service is not available.
+    pub fn run_with_services(
+        &self,
+        request: &ExecutionRequest,
+        services: Option<&ScriptServices>,
+    ) -> RunOutput {
         let sizes = SizeLimits {
             max_array_size: self.limits.max_array_size,
             max_map_size: self.limits.max_map_size,
@@ -279,7 +294,18 @@ impl CompiledScript {
         let mut scope = Scope::new();
         scope.push_constant("ctx", ctx::build(request, &sizes));
 
-        let state = RunState::new(self.limits.max_operations, self.limits.timeout);
+        let state = RunState::new(self.limits.max_operations, self.limits.timeout).with_services(
+            RunServices {
+                ctx: ServiceContext {
+                    app_id: request.script.app_id,
+                    execution_id: Some(request.execution_id),
+                    depth: request.depth,
+                    run_as: request.run_as.clone(),
+                },
+                services: services.cloned(),
+                sizes,
+            },
+        );
         let (result, state) = run_state::scoped(state, || {
             self.engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)

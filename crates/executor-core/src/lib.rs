@@ -10,8 +10,8 @@
 //!   the response convention.
 //! - [`ExecutionGate`] bounds concurrent runs.
 //! - [`LocalExecutorClient`] puts it together: gate, compiled-code cache per script
-//!   version, a thread per run with a stack sized to the sandbox limits, wall-clock
-//!   backstop.
+//!   version, long-lived script worker threads with a stack sized to the sandbox ceiling,
+//!   wall-clock backstop.
 
 mod base64;
 mod client;
@@ -21,8 +21,10 @@ mod error;
 mod gate;
 pub mod json;
 mod log;
+mod pool;
 mod response;
 mod run_state;
+mod sdk;
 
 pub use client::{ExecutorConfig, LocalExecutorClient, TIMEOUT_GRACE};
 pub use engine::{
@@ -31,3 +33,5 @@ pub use engine::{
 };
 pub use gate::{ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR};
 pub use log::{MAX_LOG_BYTES, MAX_LOG_ENTRIES};
+pub use pool::WORKER_IDLE_RETIREMENT;
+pub use sdk::ScriptServices;

@@ -8,12 +8,14 @@
 //! operation, can end the run.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use picloud_shared::LogLevel;
 use rhai::{Dynamic, EvalAltResult, Position};
 
 use crate::log::LogBuffer;
+use crate::sdk::RunServices;
 
 /// Reading the clock costs about as much as a cheap operation, so the deadline is checked
 /// every this many operations (a few microseconds of script time at most).
@@ -35,6 +37,8 @@ pub(crate) struct RunState {
     deadline: Instant,
     pub(crate) logs: LogBuffer,
     pub(crate) stop: Option<StopReason>,
+    /// What the run's service calls act with (its context and the services).
+    services: Option<Arc<RunServices>>,
 }
 
 impl RunState {
@@ -46,7 +50,14 @@ impl RunState {
             deadline: now.checked_add(timeout).unwrap_or(now),
             logs: LogBuffer::default(),
             stop: None,
+            services: None,
         }
+    }
+
+    /// The same state, with the services the run's SDK calls use.
+    pub(crate) fn with_services(mut self, services: RunServices) -> Self {
+        self.services = Some(Arc::new(services));
+        self
     }
 }
 
@@ -101,6 +112,25 @@ pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
 /// Appends a line to the current run's log.
 pub(crate) fn log(level: LogLevel, message: String) {
     with_current(|state| state.logs.push(level, message));
+}
+
+/// The current run's services and deadline, for one service call. Handed out as an `Arc`
+/// so the call does not hold the run state while it waits on the service.
+pub(crate) fn services() -> Option<(Arc<RunServices>, Instant)> {
+    with_current(|state| {
+        state
+            .services
+            .as_ref()
+            .map(|services| (Arc::clone(services), state.deadline))
+    })
+    .flatten()
+}
+
+/// Ends the current run as timed out: what a service call returns when the run's
+/// deadline passed while it waited.
+pub(crate) fn timed_out() -> Box<EvalAltResult> {
+    with_current(|state| state.stop = Some(StopReason::Timeout));
+    EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into()
 }
 
 /// `sleep(seconds)` for scripts: sleeps no further than the run's deadline, and ends the

@@ -164,6 +164,7 @@ async fn ctx_carries_the_ids_and_the_request() {
         "app_id": request.script.app_id.to_string(),
         "request_id": request.request_id.as_str(),
         "invocation_type": "http",
+        "event": null,
     });
 
     let response = ok(client().execute(request).await);

@@ -9,9 +9,11 @@
 pub mod authenticator;
 pub mod bootstrap;
 pub mod config;
+pub mod events;
 pub mod http;
 #[cfg(feature = "testsuite")]
 pub mod memory;
+pub mod outbox_waker;
 pub mod postgres;
 pub mod recorder;
 pub mod repo;
@@ -26,13 +28,17 @@ pub use authenticator::TokenAuthenticator;
 pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};
 pub use config::ManagerConfig;
 pub use http::{AdminState, router, router_with_body_limit};
+pub use outbox_waker::PgOutboxWaker;
 pub use recorder::{BatchingExecutionRecorder, RecorderHandle, RecorderOptions};
 pub use repo::{
     App, AppRepository, ExecutionCursor, ExecutionLogRepository, ListScripts, NewScript, Page,
     RepoError, RepoResult, ScriptRepository, ScriptSummary, ScriptUpdate,
 };
 pub use resolver::CachedScriptResolver;
-pub use retention::{PrunerHandle, spawn_retention_pruner};
+pub use retention::{
+    EventRetention, EventsPruned, PrunerHandle, spawn_event_retention_pruner,
+    spawn_retention_pruner,
+};
 
 /// The schema, embedded from the top-level `migrations/` directory.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

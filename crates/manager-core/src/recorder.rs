@@ -195,6 +195,7 @@ mod tests {
             app_id: AppId::new(),
             script_version: 1,
             invocation_type: InvocationType::Http,
+            trigger_id: None,
             request_id: RequestId::generate(),
             status: ExecutionStatus::Success,
             http_status: Some(200),

@@ -1,6 +1,7 @@
-//! Retention of execution records: a task that prunes once at start, then sleeps an hour
-//! between prunes. An hourly delete is cheap and keeps the table near its retention size
-//! without any short polling.
+//! Retention of execution records, and of the event core's leftovers (resolved dead
+//! letters, abandoned synchronous results): tasks that prune once at start, then sleep an
+//! hour between prunes. An hourly delete is cheap and keeps the tables near their retention
+//! size without any short polling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 
 use crate::error_chain;
-use crate::repo::{ExecutionLogRepository, RepoResult};
+use crate::repo::{
+    AbandonedExecutionRepository, DeadLetterRepository, ExecutionLogRepository, RepoResult,
+};
 
 /// Time between two prunes.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60 * 60);
@@ -61,14 +64,93 @@ pub async fn prune_once(
     retention: Duration,
     now: DateTime<Utc>,
 ) -> RepoResult<u64> {
-    let cutoff = TimeDelta::from_std(retention)
-        .ok()
-        .and_then(|age| now.checked_sub_signed(age));
-    match cutoff {
+    match cutoff(retention, now) {
         Some(cutoff) => repo.prune_older_than(cutoff).await,
         // A retention reaching before the representable past keeps everything.
         None => Ok(0),
     }
+}
+
+/// `now - retention`, `None` when that is before the representable past.
+fn cutoff(retention: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    TimeDelta::from_std(retention)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+}
+
+/// What the event-core pruner keeps, and for how long.
+#[derive(Clone)]
+pub struct EventRetention {
+    /// Dead letters; only resolved ones are ever pruned.
+    pub dead_letters: Arc<dyn DeadLetterRepository>,
+    /// How long resolved dead letters stay (`PICLOUD_DEAD_LETTER_RETENTION_DAYS`).
+    pub dead_letter_retention: Duration,
+    /// Abandoned synchronous results.
+    pub abandoned: Arc<dyn AbandonedExecutionRepository>,
+    /// How long they stay (`PICLOUD_ABANDONED_EXECUTIONS_RETENTION_DAYS`).
+    pub abandoned_retention: Duration,
+}
+
+impl std::fmt::Debug for EventRetention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRetention")
+            .field("dead_letter_retention", &self.dead_letter_retention)
+            .field("abandoned_retention", &self.abandoned_retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many rows one event-core prune deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventsPruned {
+    /// Resolved dead letters.
+    pub dead_letters: u64,
+    /// Abandoned results.
+    pub abandoned: u64,
+}
+
+/// Deletes dead letters resolved more than their retention before `now`, and abandoned
+/// results older than theirs. Unresolved dead letters are never deleted: they wait for
+/// someone to look at them.
+pub async fn prune_events_once(
+    retention: &EventRetention,
+    now: DateTime<Utc>,
+) -> RepoResult<EventsPruned> {
+    let dead_letters = match cutoff(retention.dead_letter_retention, now) {
+        Some(cutoff) => retention.dead_letters.prune_resolved_before(cutoff).await?,
+        None => 0,
+    };
+    let abandoned = match cutoff(retention.abandoned_retention, now) {
+        Some(cutoff) => retention.abandoned.prune_before(cutoff).await?,
+        None => 0,
+    };
+    Ok(EventsPruned {
+        dead_letters,
+        abandoned,
+    })
+}
+
+/// Starts pruning the event core's leftovers now and every [`PRUNE_INTERVAL`] after.
+/// Must be called inside a tokio runtime.
+pub fn spawn_event_retention_pruner(retention: EventRetention) -> PrunerHandle {
+    let task = tokio::spawn(async move {
+        loop {
+            match prune_events_once(&retention, Utc::now()).await {
+                Ok(pruned) => tracing::info!(
+                    dead_letters = pruned.dead_letters,
+                    abandoned_executions = pruned.abandoned,
+                    "pruned resolved dead letters and abandoned results"
+                ),
+                // The next round retries; one failed prune only delays the cleanup.
+                Err(err) => tracing::error!(
+                    error = %error_chain(&err),
+                    "pruning dead letters and abandoned results failed"
+                ),
+            }
+            tokio::time::sleep(PRUNE_INTERVAL).await;
+        }
+    });
+    PrunerHandle { task }
 }
 
 #[cfg(test)]
@@ -87,6 +169,7 @@ mod tests {
             app_id: AppId::new(),
             script_version: 1,
             invocation_type: InvocationType::Http,
+            trigger_id: None,
             request_id: RequestId::generate(),
             status: ExecutionStatus::Success,
             http_status: Some(200),
@@ -124,6 +207,95 @@ mod tests {
         let deleted = prune_once(&repo, Duration::MAX, Utc::now()).await.unwrap();
         assert_eq!(deleted, 0);
         assert_eq!(repo.len(), 1);
+    }
+
+    fn event_retention(
+        dead_letters: Arc<crate::memory::InMemoryDeadLetterRepository>,
+        abandoned: Arc<crate::memory::InMemoryAbandonedExecutionRepository>,
+    ) -> EventRetention {
+        EventRetention {
+            dead_letters,
+            dead_letter_retention: Duration::from_secs(30 * 86_400),
+            abandoned,
+            abandoned_retention: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    async fn dead_letter(
+        repo: &crate::memory::InMemoryDeadLetterRepository,
+    ) -> crate::repo::DeadLetter {
+        repo.record(crate::repo::NewDeadLetter {
+            app_id: crate::DEFAULT_APP_ID,
+            trigger_id: None,
+            trigger_kind: picloud_shared::TriggerKind::Kv,
+            script_id: None,
+            event: serde_json::json!({ "kind": "kv" }),
+            depth: 1,
+            attempts: 5,
+            last_error: "boom".to_owned(),
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn event_pruning_keeps_unresolved_dead_letters_and_recent_results() {
+        use crate::memory::{InMemoryAbandonedExecutionRepository, InMemoryRepositories};
+        use crate::repo::Resolution;
+
+        let repos = InMemoryRepositories::new();
+        let abandoned = Arc::new(InMemoryAbandonedExecutionRepository::new());
+        let unresolved = dead_letter(&repos.dead_letters).await;
+        let ignored = dead_letter(&repos.dead_letters).await;
+        repos.dead_letters.resolve(ignored.id, Resolution::Ignored);
+        let now = Utc::now();
+        abandoned.add(now - TimeDelta::days(8));
+        abandoned.add(now - TimeDelta::days(6));
+        let retention = event_retention(repos.dead_letters.clone(), abandoned.clone());
+
+        // Today: the dead letter was resolved moments ago, so it stays.
+        let pruned = prune_events_once(&retention, now).await.unwrap();
+        assert_eq!(
+            pruned,
+            EventsPruned {
+                dead_letters: 0,
+                abandoned: 1
+            }
+        );
+        assert_eq!(abandoned.len(), 1);
+
+        // A month and a day later: the resolved one goes, the unresolved one never does.
+        let later = now + TimeDelta::days(31);
+        let pruned = prune_events_once(&retention, later).await.unwrap();
+        assert_eq!(pruned.dead_letters, 1);
+        assert!(repos.dead_letters.get(ignored.id).await.unwrap().is_none());
+        assert!(
+            repos
+                .dead_letters
+                .get(unresolved.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_event_pruner_prunes_as_soon_as_it_starts() {
+        use crate::memory::{InMemoryAbandonedExecutionRepository, InMemoryRepositories};
+
+        let repos = InMemoryRepositories::new();
+        let abandoned = Arc::new(InMemoryAbandonedExecutionRepository::new());
+        abandoned.add(Utc::now() - TimeDelta::days(30));
+        let handle =
+            spawn_event_retention_pruner(event_retention(repos.dead_letters, abandoned.clone()));
+        let pruned = tokio::time::timeout(Duration::from_secs(5), async {
+            while !abandoned.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        handle.shutdown().await;
+        assert!(pruned.is_ok(), "the old result was not pruned at start");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use picloud_shared::{
     AppSlug, AuthError, Authenticator, Capability, ExecutionId, ExecutionRecord, ExecutionRecorder,
     ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient, HttpRequestData,
     InvocationType, RequestId, Script, ScriptId, ScriptName, ScriptResolver, ScriptResponse,
+    bearer_token,
 };
 
 use crate::error::execution_status_and_code;
@@ -183,6 +184,9 @@ async fn run(
             invocation_type: InvocationType::Http,
             request_id: request_id.clone(),
             http: Some(http),
+            trigger: None,
+            depth: 0,
+            run_as: None,
         })
         .await;
 
@@ -222,6 +226,7 @@ async fn run(
             app_id: script.app_id,
             script_version: script.version,
             invocation_type: InvocationType::Http,
+            trigger_id: None,
             request_id,
             status,
             http_status: Some(http_status.as_u16()),
@@ -249,7 +254,11 @@ async fn authorize_caller(
     script: &Script,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let token = bearer_token(headers).ok_or(ApiError::Unauthorized)?;
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized)?;
     let principal = state
         .authenticator
         .authenticate(token)
@@ -267,14 +276,6 @@ async fn authorize_caller(
         .map_err(|_| ApiError::Forbidden {
             scope: capability.required_scope(),
         })
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Reads the body up to `limit` bytes. A declared length over the limit is refused before

@@ -5,13 +5,21 @@
 //! [`ExecutorClient`](picloud_shared::ExecutorClient) and hand the record to an
 //! [`ExecutionRecorder`](picloud_shared::ExecutionRecorder), which writes it later: no database
 //! write sits on the request's path.
+//!
+//! The outbox [`Dispatcher`] is the same data plane driven by events instead of requests:
+//! it claims due outbox rows, runs each trigger's script with the event as `ctx.event`,
+//! and retries, dead-letters or completes each one.
 
 mod config;
+mod dispatcher;
 mod error;
 mod execute;
 mod request_id;
 
 pub use config::OrchestratorConfig;
+pub use dispatcher::{
+    Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, SAFETY_RECHECK,
+};
 pub use error::ApiError;
 pub use execute::{OrchestratorState, router};
 pub use request_id::{REQUEST_ID_HEADER, propagate_request_id};

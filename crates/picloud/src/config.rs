@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use picloud_executor_core::ExecutorConfig;
 use picloud_manager_core::ManagerConfig;
 use picloud_orchestrator_core::OrchestratorConfig;
+use picloud_shared::TriggerConfig;
 use picloud_shared::config::{ConfigError, EnvLookup, optional_var, parse_var};
 
 /// Where the database comes from.
@@ -64,6 +65,8 @@ pub struct ServerConfig {
     pub orchestrator: OrchestratorConfig,
     /// The control plane's settings.
     pub manager: ManagerConfig,
+    /// The event core's settings: retry defaults, outbox lease, depth limit, retention.
+    pub triggers: TriggerConfig,
     /// The first start's instance admin password (`PICLOUD_ADMIN_PASSWORD`).
     pub admin_password: Redacted,
 }
@@ -105,6 +108,11 @@ impl ServerConfig {
             .unwrap_or_else(|| default_data_dir(env));
         let database = optional_var(env, "PICLOUD_DATABASE_URL")
             .map_or(DatabaseSource::Embedded, DatabaseSource::Url);
+        let executor = ExecutorConfig::from_env(env)?;
+        let triggers = TriggerConfig::from_env(env)?;
+        // A lease that ends while its run may still be going would let a second dispatcher
+        // start the same delivery: refuse such a configuration at start-up.
+        triggers.check_lease(executor.ceiling.limits().timeout)?;
         Ok(Self {
             listen,
             data_dir,
@@ -113,9 +121,10 @@ impl ServerConfig {
             log_format: parse_var(env, "PICLOUD_LOG_FORMAT", LogFormat::Json)?,
             log_filter: optional_var(env, "PICLOUD_LOG")
                 .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
-            executor: ExecutorConfig::from_env(env)?,
+            executor,
             orchestrator: OrchestratorConfig::from_env(env)?,
             manager: ManagerConfig::from_env(env)?,
+            triggers,
             admin_password: Redacted(optional_var(env, "PICLOUD_ADMIN_PASSWORD")),
         })
     }
@@ -183,9 +192,34 @@ mod tests {
             ("PICLOUD_LOG_FORMAT", "xml"),
             ("PICLOUD_DATABASE_MAX_CONNECTIONS", "-1"),
             ("PICLOUD_MAX_BODY_BYTES", "lots"),
+            ("PICLOUD_OUTBOX_LEASE_SECS", "soon"),
+            ("PICLOUD_MAX_TRIGGER_DEPTH", "0"),
         ] {
             let err = ServerConfig::from_env(&env(&[(key, value)])).unwrap_err();
             assert_eq!(err.variable, key);
         }
+    }
+
+    #[test]
+    fn the_outbox_lease_must_outlast_the_sandbox_timeout() {
+        let err = ServerConfig::from_env(&env(&[
+            ("PICLOUD_SANDBOX_TIMEOUT_MS", "120000"),
+            ("PICLOUD_OUTBOX_LEASE_SECS", "60"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "PICLOUD_OUTBOX_LEASE_SECS");
+        assert!(err.reason.contains("sandbox timeout"), "{err}");
+
+        let config = ServerConfig::from_env(&env(&[
+            ("PICLOUD_SANDBOX_TIMEOUT_MS", "120000"),
+            ("PICLOUD_OUTBOX_LEASE_SECS", "121"),
+            ("PICLOUD_MAX_TRIGGER_DEPTH", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.triggers.outbox_lease,
+            std::time::Duration::from_secs(121)
+        );
+        assert_eq!(config.triggers.max_trigger_depth, 3);
     }
 }

@@ -72,7 +72,9 @@ async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<
         server.addr
     );
     server.run_until(shutdown_signal()).await?;
-    tracing::info!("in-flight requests finished, flushing execution records");
+    tracing::info!(
+        "in-flight requests finished, stopping the outbox dispatcher and flushing execution records"
+    );
     app.shutdown().await;
     pool.close().await;
     tracing::info!("picloud stopped");

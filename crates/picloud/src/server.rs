@@ -11,17 +11,22 @@ use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use picloud_executor_core::LocalExecutorClient;
+use picloud_executor_core::{LocalExecutorClient, ScriptServices};
 use picloud_manager_core::http::LoginRateLimiter;
 use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
-    PgTokenRepository, PgUserRepository,
+    OutboxEmitter, PgAbandonedExecutionRepository, PgAppRepository, PgDeadLetterRepository,
+    PgExecutionLogRepository, PgKvService, PgMembershipRepository, PgOutboxStore,
+    PgScriptRepository, PgTokenRepository, PgTriggerRepository, PgUserRepository,
 };
 use picloud_manager_core::{
-    AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, PrunerHandle,
-    RecorderHandle, TokenAuthenticator, ensure_instance_admin, spawn_retention_pruner,
+    AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, EventRetention,
+    PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator, ensure_instance_admin,
+    spawn_event_retention_pruner, spawn_retention_pruner,
 };
-use picloud_orchestrator_core::{OrchestratorState, propagate_request_id};
+use picloud_orchestrator_core::{
+    Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
+    propagate_request_id,
+};
 use picloud_shared::{ErrorEnvelope, ScriptChangeObserver};
 use serde_json::json;
 use sqlx::PgPool;
@@ -39,19 +44,24 @@ pub struct App {
     pub router: Router,
     recorder: RecorderHandle,
     pruner: PrunerHandle,
+    event_pruner: PrunerHandle,
+    dispatcher: DispatcherHandle,
 }
 
 impl App {
-    /// Flushes every queued execution record and stops background tasks.
+    /// Stops the outbox dispatcher (its runs in flight finish and its claims are
+    /// released), then flushes every queued execution record, theirs included, and stops
+    /// the other background tasks.
     pub async fn shutdown(self) {
+        self.dispatcher.shutdown().await;
         self.recorder.shutdown().await;
         self.pruner.shutdown().await;
+        self.event_pruner.shutdown().await;
     }
 }
 
 /// Wires the Postgres repositories, the in-process executor and both routers.
 pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
-    let executor = Arc::new(LocalExecutorClient::new(config.executor.clone()));
     let scripts = Arc::new(PgScriptRepository::new(pool.clone()));
     let apps = Arc::new(PgAppRepository::new(pool.clone()));
     let executions = Arc::new(PgExecutionLogRepository::new(pool.clone()));
@@ -64,8 +74,28 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         memberships.clone(),
     ));
     let resolver = Arc::new(CachedScriptResolver::new(scripts.clone()));
+    // KV changes write their trigger rows through the outbox emitter, in the change's own
+    // transaction.
+    let emitter = Arc::new(OutboxEmitter::new(config.triggers.max_trigger_depth));
+    let kv = Arc::new(PgKvService::new(pool.clone(), emitter));
+    // Scripts reach the services through the executor, which drives their async calls on
+    // this runtime from each run's own thread.
+    let executor = Arc::new(LocalExecutorClient::with_services(
+        config.executor.clone(),
+        ScriptServices {
+            kv: Some(kv.clone()),
+            runtime: tokio::runtime::Handle::current(),
+        },
+    ));
     let (recorder, recorder_handle) = BatchingExecutionRecorder::spawn(executions.clone());
     let pruner = spawn_retention_pruner(executions.clone(), config.manager.execution_log_retention);
+    let dead_letters = Arc::new(PgDeadLetterRepository::new(pool.clone()));
+    let event_pruner = spawn_event_retention_pruner(EventRetention {
+        dead_letters: dead_letters.clone(),
+        dead_letter_retention: config.triggers.dead_letter_retention,
+        abandoned: Arc::new(PgAbandonedExecutionRepository::new(pool.clone())),
+        abandoned_retention: config.triggers.abandoned_executions_retention,
+    });
 
     let observers: Vec<Arc<dyn ScriptChangeObserver>> = vec![resolver.clone(), executor.clone()];
     let admin = picloud_manager_core::router_with_body_limit(
@@ -76,6 +106,10 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             users,
             tokens,
             memberships,
+            kv,
+            triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
+            dead_letters,
+            trigger_defaults: config.triggers.retry,
             authenticator: authenticator.clone(),
             login_limiter: Arc::new(LoginRateLimiter::new(
                 config.manager.login_max_failures,
@@ -87,10 +121,24 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         },
         config.manager.admin_max_body_bytes,
     );
+    let recorder = Arc::new(recorder);
+    let dispatcher = Dispatcher::spawn(DispatcherDeps {
+        store: Arc::new(PgOutboxStore::new(pool.clone())),
+        // Holds one pooled connection for LISTEN for as long as the dispatcher runs.
+        waker: Arc::new(PgOutboxWaker::spawn(pool.clone())),
+        resolver: resolver.clone(),
+        executor: executor.clone(),
+        recorder: recorder.clone(),
+        config: DispatcherConfig {
+            worker_id: DispatcherConfig::worker_id(&host_name()),
+            batch: dispatcher_batch(config.executor.gate.max_concurrent),
+            lease: config.triggers.outbox_lease,
+        },
+    });
     let data_plane = picloud_orchestrator_core::router(OrchestratorState {
         resolver,
         executor,
-        recorder: Arc::new(recorder),
+        recorder,
         authenticator,
         config: config.orchestrator,
     });
@@ -110,7 +158,24 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         router,
         recorder: recorder_handle,
         pruner,
+        event_pruner,
+        dispatcher,
     }
+}
+
+/// Triggered runs may take at most half of the execution gate's slots, so a burst of
+/// events never leaves HTTP requests waiting for all of them.
+fn dispatcher_batch(max_concurrent: usize) -> u32 {
+    u32::try_from(max_concurrent / 2).unwrap_or(u32::MAX).max(1)
+}
+
+/// This machine's name, for the dispatcher's worker id (which node holds a claim).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "picloud".to_owned())
 }
 
 /// Creates the instance admin on an empty database and says how to log in, once: the

@@ -318,6 +318,13 @@ impl Principal {
     }
 }
 
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// A credential that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -429,6 +436,16 @@ mod tests {
                 "{capability:?}"
             );
         }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        assert_eq!(bearer_token("Bearer pc_abc"), Some("pc_abc"));
+        assert_eq!(bearer_token("bearer  pc_abc "), Some("pc_abc"));
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("pc_abc"), None);
     }
 
     #[test]

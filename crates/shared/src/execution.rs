@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{AppId, ExecutionId, RequestId, Script, ScriptId};
+use crate::{AppId, ExecutionId, Principal, RequestId, Script, ScriptId, TriggerId};
 
 /// What caused a run; exposed to scripts as `ctx.invocation_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,6 +16,8 @@ use crate::{AppId, ExecutionId, RequestId, Script, ScriptId};
 pub enum InvocationType {
     /// A synchronous HTTP request to the execute endpoint.
     Http,
+    /// An event delivered by the outbox dispatcher to a trigger's script.
+    Trigger,
 }
 
 impl InvocationType {
@@ -23,6 +25,7 @@ impl InvocationType {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Http => "http",
+            Self::Trigger => "trigger",
         }
     }
 }
@@ -78,6 +81,23 @@ pub struct ExecutionRequest {
     pub request_id: RequestId,
     /// The HTTP request, for HTTP invocations.
     pub http: Option<HttpRequestData>,
+    /// The trigger and event, for triggered runs (`ctx.event`).
+    pub trigger: Option<TriggeredBy>,
+    /// How many triggered runs led to this one: 0 for an HTTP run. Events this run causes
+    /// carry `depth + 1`, which is how trigger loops are stopped.
+    pub depth: u32,
+    /// Who the run acts as for capability checks: `None` for HTTP runs (the script acts
+    /// with its own app's authority), the registering principal for triggered runs.
+    pub run_as: Option<Principal>,
+}
+
+/// What a triggered run knows about why it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggeredBy {
+    /// The trigger that matched.
+    pub trigger_id: TriggerId,
+    /// The event payload the script sees as `ctx.event`.
+    pub event: serde_json::Value,
 }
 
 /// A script's answer, already in HTTP terms by the response convention.
@@ -257,6 +277,9 @@ pub struct ExecutionRecord {
     pub script_version: i64,
     /// What caused the run.
     pub invocation_type: InvocationType,
+    /// The trigger whose event the run handled, for triggered runs.
+    #[serde(default)]
+    pub trigger_id: Option<TriggerId>,
     /// The request that caused it.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub request_id: RequestId,

@@ -78,6 +78,14 @@ uuid_id!(
     ExecutionId
 );
 uuid_id!(
+    /// A trigger: (service, event, filter) → script.
+    TriggerId
+);
+uuid_id!(
+    /// A dead letter: an event whose delivery failed for good.
+    DeadLetterId
+);
+uuid_id!(
     /// A person who logs in (a principal).
     UserId
 );

@@ -9,27 +9,43 @@
 pub mod access;
 pub mod config;
 pub mod envelope;
+pub mod events;
 pub mod execution;
 pub mod ids;
+pub mod kv;
 pub mod names;
+pub mod outbox;
 pub mod sandbox;
 pub mod script;
 pub mod seams;
+pub mod services;
+pub mod triggers;
 
 pub use access::{
     AccessDenied, AppRole, AuthError, Authenticator, Capability, CredentialKind, Principal, Scope,
-    UnknownScope, role_satisfies,
+    UnknownScope, bearer_token, role_satisfies,
 };
 pub use envelope::ErrorEnvelope;
+pub use events::{EventSubject, KvOp, ServiceEvent};
 pub use execution::{
     ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
-    HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse,
+    HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse, TriggeredBy,
 };
-pub use ids::{AppId, ExecutionId, RequestId, ScriptId, TokenId, UserId};
+pub use ids::{AppId, DeadLetterId, ExecutionId, RequestId, ScriptId, TokenId, TriggerId, UserId};
+pub use kv::{
+    CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvNameError, KvPage, KvService,
+    MAX_KV_VALUE_BYTES,
+};
 pub use names::{AppSlug, NameError, ScriptName, Username};
+pub use outbox::{OutboxError, OutboxItem, OutboxResult, OutboxStore, OutboxWaker};
 pub use sandbox::{LimitsError, SandboxCeiling, SandboxLimits, ScriptLimits};
 pub use script::Script;
 pub use seams::{
     CompileError, ExecutionRecorder, ExecutorClient, ResolveError, ScriptChangeObserver,
     ScriptResolver, ScriptValidator,
+};
+pub use services::{ServiceContext, ServiceError};
+pub use triggers::{
+    CollectionGlob, GlobError, RetryPolicy, RetryPolicyError, TriggerConfig, TriggerKind,
+    UnknownTriggerKind, collection_matches,
 };

@@ -64,6 +64,9 @@ pub fn request(script: Script, http: Option<HttpRequestData>) -> ExecutionReques
         invocation_type: InvocationType::Http,
         request_id: RequestId::generate(),
         http,
+        trigger: None,
+        depth: 0,
+        run_as: None,
     }
 }
 

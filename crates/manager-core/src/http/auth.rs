@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, CredentialKind, ErrorEnvelope, Principal, Scope,
-    TokenId, UserId, Username,
+    TokenId, UserId, Username, bearer_token,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -60,16 +60,12 @@ pub(super) async fn require_principal(
 }
 
 async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let token = bearer_token(headers).ok_or_else(ApiError::unauthorized)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or_else(ApiError::unauthorized)?;
     Ok(state.authenticator.authenticate(token).await?)
-}
-
-/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The authenticated principal of a request. Every permission check goes through
@@ -439,22 +435,6 @@ mod tests {
             );
         }
         map
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_from_the_authorization_header() {
-        let h = headers(&[("authorization", "Bearer pc_abc")]);
-        assert_eq!(bearer_token(&h), Some("pc_abc"));
-        let h = headers(&[("authorization", "bearer  pc_abc ")]);
-        assert_eq!(bearer_token(&h), Some("pc_abc"));
-        for bad in ["Basic YWRhOnB3", "Bearer", "Bearer ", "pc_abc"] {
-            assert_eq!(
-                bearer_token(&headers(&[("authorization", bad)])),
-                None,
-                "{bad}"
-            );
-        }
-        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use picloud_shared::{
-    AccessDenied, AuthError, CompileError, ErrorEnvelope, LimitsError, NameError,
+    AccessDenied, AuthError, CompileError, ErrorEnvelope, LimitsError, NameError, ServiceError,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -243,6 +243,34 @@ impl From<RepoError> for ApiError {
                     "internal error",
                 )
             }
+        }
+    }
+}
+
+/// A service call's failure (KV and the other script services, called on an admin's
+/// behalf). Internal faults were logged by the service that hit them.
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::InvalidArgument(message) => {
+                Self::unprocessable("invalid_argument", message)
+            }
+            ServiceError::TooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                err.to_string(),
+            ),
+            ServiceError::Forbidden(_) => Self::forbidden(err.to_string()),
+            ServiceError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable, try again later",
+            ),
+            ServiceError::Internal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
         }
     }
 }

@@ -6,14 +6,17 @@
 
 mod apps;
 mod auth;
+mod dead_letters;
 mod error;
 mod executions;
 mod extract;
+mod kv;
 mod members;
 mod openapi;
 mod rate_limit;
 mod scripts;
 mod tokens;
+mod triggers;
 mod users;
 
 use std::fmt;
@@ -23,15 +26,19 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use picloud_shared::{AppId, Authenticator, ScriptChangeObserver, ScriptId, ScriptValidator};
+use picloud_shared::{
+    AppId, Authenticator, KvService, RetryPolicy, ScriptChangeObserver, ScriptId, ScriptValidator,
+};
 
 pub use apps::{
     AppPage, AppView, CreateAppRequest, DeleteAppQuery, ListAppsQuery, MAX_APP_NAME_CHARS,
     UpdateAppRequest,
 };
 pub use auth::{AppRoleView, LoginRequest, LoginResponse, MeView, SessionUser};
+pub use dead_letters::{DeadLetterCount, DeadLetterPage, DeadLetterView, ListDeadLettersQuery};
 pub use error::{ValidationErrorBody, ValidationErrorEnvelope};
 pub use executions::{ExecutionPage, ListExecutionsQuery};
+pub use kv::{CollectionList, ListKvQuery};
 pub use members::{MemberList, MemberView, SetMemberRequest};
 pub use openapi::ApiDoc;
 pub use rate_limit::LoginRateLimiter;
@@ -43,13 +50,17 @@ pub use tokens::{
     CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenList,
     TokenView,
 };
+pub use triggers::{
+    CreateDeadLetterTriggerRequest, CreateKvTriggerRequest, ListTriggersQuery, RetryRequest,
+    TriggerPage, TriggerView,
+};
 pub use users::{CreateUserRequest, ListUsersQuery, SetPasswordRequest, UserPage, UserView};
 
 use self::error::ApiError;
 use crate::config::ManagerConfig;
 use crate::repo::{
-    AppRepository, ExecutionLogRepository, MembershipRepository, ScriptRepository, TokenRepository,
-    UserRepository,
+    AppRepository, DeadLetterRepository, ExecutionLogRepository, MembershipRepository,
+    ScriptRepository, TokenRepository, TriggerRepository, UserRepository,
 };
 
 /// What the admin handlers work with.
@@ -67,6 +78,14 @@ pub struct AdminState {
     pub tokens: Arc<dyn TokenRepository>,
     /// Who belongs to which app.
     pub memberships: Arc<dyn MembershipRepository>,
+    /// Apps' KV entries (the KV browser reads and changes them as the caller).
+    pub kv: Arc<dyn KvService>,
+    /// Triggers.
+    pub triggers: Arc<dyn TriggerRepository>,
+    /// Dead letters.
+    pub dead_letters: Arc<dyn DeadLetterRepository>,
+    /// The retry policy of triggers created without one (`TriggerConfig::retry`).
+    pub trigger_defaults: RetryPolicy,
     /// Turns the bearer token of every protected request into its principal.
     pub authenticator: Arc<dyn Authenticator>,
     /// Counts failed logins per username and client address.
@@ -139,6 +158,9 @@ pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Route
         .merge(executions::routes())
         .merge(apps::routes())
         .merge(members::routes())
+        .merge(kv::routes())
+        .merge(triggers::routes())
+        .merge(dead_letters::routes())
         .merge(users::routes())
         .merge(tokens::routes())
         .merge(auth::routes())

@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilde
 use utoipa::{Modify, OpenApi};
 
 use super::AdminState;
-use super::{apps, auth, executions, members, scripts, tokens, users};
+use super::{apps, auth, dead_letters, executions, kv, members, scripts, tokens, triggers, users};
 
 /// The admin API's OpenAPI document.
 #[derive(Debug, OpenApi)]
@@ -35,6 +35,22 @@ use super::{apps, auth, executions, members, scripts, tokens, users};
         members::list_members,
         members::set_member,
         members::remove_member,
+        kv::list_collections,
+        kv::list_entries,
+        kv::get_entry,
+        kv::put_entry,
+        kv::delete_entry,
+        triggers::create_kv_trigger,
+        triggers::create_dead_letter_trigger,
+        triggers::list_triggers,
+        triggers::get_trigger,
+        triggers::enable_trigger,
+        triggers::disable_trigger,
+        triggers::delete_trigger,
+        dead_letters::list_dead_letters,
+        dead_letters::count_dead_letters,
+        dead_letters::replay_dead_letter,
+        dead_letters::ignore_dead_letter,
         scripts::create_script,
         scripts::list_scripts,
         scripts::get_script,
@@ -56,6 +72,9 @@ use super::{apps, auth, executions, members, scripts, tokens, users};
         (name = "auth", description = "Logging in and out; who am I"),
         (name = "apps", description = "Apps: the unit that groups scripts and their data"),
         (name = "members", description = "Who belongs to an app, in which role"),
+        (name = "kv", description = "Apps' KV entries: browse, read, put, delete"),
+        (name = "triggers", description = "Triggers: run a script when an event happens"),
+        (name = "dead-letters", description = "Events whose delivery failed for good: replay or ignore them"),
         (name = "scripts", description = "Scripts: source, limits and versions"),
         (name = "executions", description = "Records of script runs"),
         (name = "users", description = "People who log in (instance admins)"),

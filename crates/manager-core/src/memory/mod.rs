@@ -7,21 +7,29 @@
 //! memberships, tokens) share one [`InMemoryStore`], so a cascade in one is seen by all.
 
 mod apps;
+mod dead_letters;
 mod executions;
+mod kv;
 mod memberships;
 mod scripts;
 mod store;
 mod tokens;
+mod triggers;
 mod users;
 
 use std::sync::Arc;
 
 pub use apps::InMemoryAppRepository;
+pub use dead_letters::{
+    EnqueuedReplay, InMemoryAbandonedExecutionRepository, InMemoryDeadLetterRepository,
+};
 pub use executions::InMemoryExecutionLogRepository;
+pub use kv::InMemoryKvService;
 pub use memberships::InMemoryMembershipRepository;
 pub use scripts::InMemoryScriptRepository;
 pub use store::InMemoryStore;
 pub use tokens::InMemoryTokenRepository;
+pub use triggers::InMemoryTriggerRepository;
 pub use users::InMemoryUserRepository;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -43,6 +51,10 @@ pub struct InMemoryRepositories {
     pub tokens: Arc<InMemoryTokenRepository>,
     /// App memberships.
     pub memberships: Arc<InMemoryMembershipRepository>,
+    /// Triggers.
+    pub triggers: Arc<InMemoryTriggerRepository>,
+    /// Dead letters.
+    pub dead_letters: Arc<InMemoryDeadLetterRepository>,
 }
 
 impl Default for InMemoryRepositories {
@@ -56,6 +68,7 @@ impl InMemoryRepositories {
     pub fn new() -> Self {
         let store = InMemoryStore::new();
         let apps = Arc::new(InMemoryAppRepository::over(store.clone()));
+        let triggers = Arc::new(InMemoryTriggerRepository::new(store.clone()));
         Self {
             scripts: Arc::new(InMemoryScriptRepository::new(apps.clone())),
             apps,
@@ -63,6 +76,11 @@ impl InMemoryRepositories {
             users: Arc::new(InMemoryUserRepository::new(store.clone())),
             tokens: Arc::new(InMemoryTokenRepository::new(store.clone())),
             memberships: Arc::new(InMemoryMembershipRepository::new(store.clone())),
+            dead_letters: Arc::new(InMemoryDeadLetterRepository::new(
+                store.clone(),
+                triggers.clone(),
+            )),
+            triggers,
             store,
         }
     }

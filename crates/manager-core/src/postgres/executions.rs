@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, ExecutionId, ExecutionRecord, ExecutionStatus, InvocationType, LogEntry, RequestId,
-    ScriptId,
+    ScriptId, TriggerId,
 };
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -30,7 +30,7 @@ impl PgExecutionLogRepository {
 macro_rules! columns {
     () => {
         "id, script_id, app_id, script_version, invocation_type, request_id, status, \
-         http_status, duration_ms, logs, error, started_at"
+         http_status, duration_ms, logs, error, started_at, trigger_id"
     };
 }
 
@@ -48,6 +48,7 @@ struct ExecutionRow {
     logs: Json<Vec<LogEntry>>,
     error: Option<String>,
     started_at: DateTime<Utc>,
+    trigger_id: Option<Uuid>,
 }
 
 impl TryFrom<ExecutionRow> for ExecutionRecord {
@@ -62,6 +63,7 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
         };
         let invocation_type = match row.invocation_type.as_str() {
             "http" => InvocationType::Http,
+            "trigger" => InvocationType::Trigger,
             other => return Err(bad("invocation_type", other)),
         };
         let status =
@@ -75,6 +77,7 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
             // Records without a version are not written today; 0 is never a real version.
             script_version: row.script_version.unwrap_or(0),
             invocation_type,
+            trigger_id: row.trigger_id.map(TriggerId::from_uuid),
             request_id,
             status,
             http_status: row.http_status.and_then(|s| u16::try_from(s).ok()),
@@ -87,7 +90,7 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
 }
 
 /// A batch turned into one array per column, so any number of records is one `UNNEST`
-/// insert with twelve parameters rather than twelve per record.
+/// insert with one parameter per column rather than one per column and record.
 #[derive(Default)]
 struct Columns {
     ids: Vec<Uuid>,
@@ -102,6 +105,7 @@ struct Columns {
     logs: Vec<Json<Vec<LogEntry>>>,
     errors: Vec<Option<String>>,
     started_ats: Vec<DateTime<Utc>>,
+    trigger_ids: Vec<Option<Uuid>>,
 }
 
 impl Columns {
@@ -121,6 +125,7 @@ impl Columns {
             c.logs.push(Json(r.logs.clone()));
             c.errors.push(r.error.clone());
             c.started_ats.push(r.started_at);
+            c.trigger_ids.push(r.trigger_id.map(|t| t.as_uuid()));
         }
         c
     }
@@ -139,7 +144,7 @@ impl ExecutionLogRepository for PgExecutionLogRepository {
             columns!(),
             ") SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::text[], ",
             "$6::text[], $7::text[], $8::int4[], $9::int8[], $10::jsonb[], $11::text[], ",
-            "$12::timestamptz[]) ON CONFLICT (id) DO NOTHING"
+            "$12::timestamptz[], $13::uuid[]) ON CONFLICT (id) DO NOTHING"
         ))
         .bind(&c.ids)
         .bind(&c.script_ids)
@@ -153,6 +158,7 @@ impl ExecutionLogRepository for PgExecutionLogRepository {
         .bind(&c.logs)
         .bind(&c.errors)
         .bind(&c.started_ats)
+        .bind(&c.trigger_ids)
         .execute(&self.pool)
         .await
         .map_err(db_error)?;

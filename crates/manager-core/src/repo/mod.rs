@@ -3,17 +3,24 @@
 //! `crate::memory` behind the `testsuite` feature.
 
 mod apps;
+mod dead_letters;
 mod executions;
 mod memberships;
 mod scripts;
 mod tokens;
+mod triggers;
 mod users;
 
 pub use apps::{App, AppRepository, AppUpdate, ListApps};
+pub use dead_letters::{
+    AbandonedExecutionRepository, DeadLetter, DeadLetterActionError, DeadLetterCursor,
+    DeadLetterRepository, ListDeadLetters, NewDeadLetter, Resolution,
+};
 pub use executions::{ExecutionCursor, ExecutionLogRepository};
 pub use memberships::{Member, MembershipRepository};
 pub use scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate};
 pub use tokens::{NewToken, Token, TokenRepository};
+pub use triggers::{ListTriggers, NewTrigger, Trigger, TriggerDetails, TriggerRepository};
 pub use users::{NewUser, User, UserRepository};
 
 /// What a repository call can come to besides success.

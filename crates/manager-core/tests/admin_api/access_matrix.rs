@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use picloud_manager_core::ExecutionLogRepository;
+use picloud_manager_core::postgres::PgDeadLetterRepository;
 use picloud_manager_core::postgres::PgExecutionLogRepository;
+use picloud_manager_core::repo::{DeadLetterRepository, NewDeadLetter};
 use picloud_manager_core::secrets::generate_token;
 use picloud_shared::{AppId, AppRole, CredentialKind, ExecutionId, Scope, ScriptId, TokenId};
+use picloud_shared::{DeadLetterId, TriggerKind};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -152,6 +155,77 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             expect(None, S::NO_CONTENT, S::BAD_REQUEST),
         ),
         (("get", "/api/admin/auth/me"), expect(None, S::OK, S::OK)),
+        // KV: reading needs `data:read`, which the limited token has; changing needs
+        // `data:write`.
+        (
+            ("get", "/api/admin/apps/{id}/kv"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/kv/{collection}"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/kv/{collection}/{key}"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("put", "/api/admin/apps/{id}/kv/{collection}/{key}"),
+            hidden_or_forbidden(Some(json!({ "changed": true }))),
+        ),
+        (
+            ("delete", "/api/admin/apps/{id}/kv/{collection}/{key}"),
+            hidden_or_forbidden(None),
+        ),
+        // Triggers need `triggers:manage`; the list shows the outsider its own apps' (none).
+        (
+            ("get", "/api/admin/triggers"),
+            expect(None, S::OK, S::FORBIDDEN),
+        ),
+        (
+            ("post", "/api/admin/triggers/kv"),
+            hidden_or_forbidden(Some(
+                json!({ "app": "beta", "script": "secret-sauce", "collection": "*" }),
+            )),
+        ),
+        (
+            ("post", "/api/admin/triggers/dead-letter"),
+            hidden_or_forbidden(Some(json!({ "app": "beta", "script": "secret-sauce" }))),
+        ),
+        (
+            ("get", "/api/admin/triggers/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("delete", "/api/admin/triggers/{id}"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("post", "/api/admin/triggers/{id}/enable"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("post", "/api/admin/triggers/{id}/disable"),
+            hidden_or_forbidden(None),
+        ),
+        // Dead letters: reading needs `script:read` (the app itself), acting on one needs
+        // `triggers:manage`.
+        (
+            ("get", "/api/admin/apps/{id}/dead-letters"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/dead-letters/count"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("post", "/api/admin/dead-letters/{id}/replay"),
+            hidden_or_forbidden(None),
+        ),
+        (
+            ("post", "/api/admin/dead-letters/{id}/ignore"),
+            hidden_or_forbidden(None),
+        ),
     ])
 }
 
@@ -166,6 +240,8 @@ struct Fixture {
     developer: TestUser,
     developer_token: TokenId,
     outsider: TestUser,
+    trigger: String,
+    dead_letter: DeadLetterId,
 }
 
 async fn fixture(pool: PgPool) -> Fixture {
@@ -174,10 +250,18 @@ async fn fixture(pool: PgPool) -> Fixture {
     let beta = app.add_app("beta").await;
     let script = script_id(&app.create_in("beta", "secret-sauce", "1").await);
     let run = record(script, beta, now());
-    PgExecutionLogRepository::new(pool)
+    PgExecutionLogRepository::new(pool.clone())
         .insert_batch(std::slice::from_ref(&run))
         .await
         .unwrap();
+    let put = app
+        .json(
+            Method::PUT,
+            &format!("/api/admin/apps/{beta}/kv/notes/first"),
+            &json!({ "kept": true }),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.body);
     let owner = app.user_with_role("owner", beta, AppRole::Owner).await;
     let developer = app.user_with_role("dev", beta, AppRole::Developer).await;
     let (_, developer_token) = app
@@ -192,6 +276,29 @@ async fn fixture(pool: PgPool) -> Fixture {
     let outsider = app
         .user_with_role("outsider", alpha, AppRole::Developer)
         .await;
+    let trigger = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers/kv",
+            &json!({ "app": "beta", "script": "secret-sauce", "collection": "notes" }),
+        )
+        .await;
+    assert_eq!(trigger.status, StatusCode::CREATED, "{}", trigger.body);
+    let trigger = trigger.body["id"].as_str().unwrap().to_owned();
+    let dead_letter = PgDeadLetterRepository::new(pool.clone())
+        .record(NewDeadLetter {
+            app_id: beta,
+            trigger_id: Some(trigger.parse().unwrap()),
+            trigger_kind: TriggerKind::Kv,
+            script_id: Some(script),
+            event: json!({ "kind": "kv", "collection": "notes", "key": "first" }),
+            depth: 1,
+            attempts: 5,
+            last_error: "boom".to_owned(),
+        })
+        .await
+        .unwrap()
+        .id;
     Fixture {
         app,
         beta,
@@ -201,18 +308,22 @@ async fn fixture(pool: PgPool) -> Fixture {
         developer,
         developer_token,
         outsider,
+        trigger,
+        dead_letter,
     }
 }
 
 impl Fixture {
     /// The path with its parameters filled with real ids of app `beta`'s resources.
     fn concrete(&self, path: &str) -> String {
-        let families: [(&str, String); 5] = [
+        let families: [(&str, String); 7] = [
             ("/api/admin/apps/", self.beta.to_string()),
             ("/api/admin/scripts/", self.script.to_string()),
             ("/api/admin/executions/", self.execution.to_string()),
             ("/api/admin/users/", self.developer.id.to_string()),
             ("/api/admin/tokens/", self.developer_token.to_string()),
+            ("/api/admin/triggers/", self.trigger.clone()),
+            ("/api/admin/dead-letters/", self.dead_letter.to_string()),
         ];
         let id = families
             .iter()
@@ -223,7 +334,9 @@ impl Fixture {
         }
         let filled = path
             .replace("{id}", &id.unwrap_or_default())
-            .replace("{user_id}", &self.developer.id.to_string());
+            .replace("{user_id}", &self.developer.id.to_string())
+            .replace("{collection}", "notes")
+            .replace("{key}", "first");
         assert!(!filled.contains('{'), "the matrix cannot fill {path}");
         filled
     }
@@ -367,7 +480,24 @@ async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(p
     // Nothing was changed by the refused requests.
     let script = f.app.get(&format!("/api/admin/scripts/{}", f.script)).await;
     assert_eq!(script.body["version"], 1, "{}", script.body);
+    let trigger = f
+        .app
+        .get(&format!("/api/admin/triggers/{}", f.trigger))
+        .await;
+    assert_eq!(trigger.body["enabled"], true, "{}", trigger.body);
+    let triggers = f.app.get("/api/admin/triggers").await;
+    assert_eq!(triggers.body["total"], 1, "{}", triggers.body);
+    let badge = f
+        .app
+        .get(&format!("/api/admin/apps/{}/dead-letters/count", f.beta))
+        .await;
+    assert_eq!(badge.body, json!({ "unresolved": 1 }));
     let beta = f.app.get(&format!("/api/admin/apps/{}", f.beta)).await;
+    let note = f
+        .app
+        .get(&format!("/api/admin/apps/{}/kv/notes/first", f.beta))
+        .await;
+    assert_eq!(note.body, json!({ "kept": true }));
     assert_eq!(beta.body["name"], "App beta");
     let members = f
         .app

@@ -15,14 +15,17 @@ mod common;
 mod access_matrix;
 mod apps;
 mod auth;
+mod dead_letters;
 mod errors;
 mod executions;
 mod isolation;
+mod kv;
 mod members;
 mod openapi;
 mod roles;
 mod scripts;
 mod tokens;
+mod triggers;
 mod users;
 
 use std::net::SocketAddr;
@@ -36,10 +39,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode
 use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
 use picloud_manager_core::http::LoginRateLimiter;
+use picloud_manager_core::postgres::PgKvService;
 use picloud_manager_core::postgres::{
     PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
     PgTokenRepository, PgUserRepository,
 };
+use picloud_manager_core::postgres::{PgDeadLetterRepository, PgTriggerRepository};
 use picloud_manager_core::repo::{
     MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
 };
@@ -47,6 +52,7 @@ use picloud_manager_core::secrets::{generate_token, hash_password};
 use picloud_manager_core::{
     AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
 };
+use picloud_shared::RetryPolicy;
 use picloud_shared::{
     AppId, AppRole, AppSlug, CompileError, CredentialKind, SandboxCeiling, SandboxLimits, Scope,
     ScriptChangeObserver, ScriptId, ScriptValidator, TokenId, UserId, Username,
@@ -122,6 +128,8 @@ struct TestApp {
     users: Arc<PgUserRepository>,
     tokens: Arc<PgTokenRepository>,
     memberships: Arc<PgMembershipRepository>,
+    /// Every event the KV service emitted.
+    kv_events: Arc<kv::RecordingEmitter>,
     apps: Arc<PgAppRepository>,
     admin: TestUser,
     admin_token: String,
@@ -187,6 +195,7 @@ impl TestApp {
             Arc::new(RecordingObserver::default()),
             Arc::new(RecordingObserver::default()),
         ];
+        let kv_events = Arc::new(kv::RecordingEmitter::default());
         let state = AdminState {
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
             apps: apps.clone(),
@@ -194,6 +203,10 @@ impl TestApp {
             users: users.clone(),
             tokens: tokens.clone(),
             memberships: memberships.clone(),
+            kv: Arc::new(PgKvService::new(pool.clone(), kv_events.clone())),
+            triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
+            dead_letters: Arc::new(PgDeadLetterRepository::new(pool.clone())),
+            trigger_defaults: RetryPolicy::default(),
             authenticator: Arc::new(TokenAuthenticator::new(
                 tokens.clone(),
                 users.clone(),
@@ -213,6 +226,7 @@ impl TestApp {
             users,
             tokens,
             memberships,
+            kv_events,
             apps,
             admin: TestUser { id: admin.id },
             admin_token: String::new(),

@@ -36,6 +36,22 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         ("/api/admin/users/{id}/password", &["put"][..]),
         ("/api/admin/tokens", &["get", "post"][..]),
         ("/api/admin/tokens/{id}", &["delete"][..]),
+        ("/api/admin/apps/{id}/kv", &["get"][..]),
+        ("/api/admin/apps/{id}/kv/{collection}", &["get"][..]),
+        (
+            "/api/admin/apps/{id}/kv/{collection}/{key}",
+            &["get", "put", "delete"][..],
+        ),
+        ("/api/admin/triggers", &["get"][..]),
+        ("/api/admin/triggers/kv", &["post"][..]),
+        ("/api/admin/triggers/dead-letter", &["post"][..]),
+        ("/api/admin/triggers/{id}", &["get", "delete"][..]),
+        ("/api/admin/triggers/{id}/enable", &["post"][..]),
+        ("/api/admin/triggers/{id}/disable", &["post"][..]),
+        ("/api/admin/apps/{id}/dead-letters", &["get"][..]),
+        ("/api/admin/apps/{id}/dead-letters/count", &["get"][..]),
+        ("/api/admin/dead-letters/{id}/replay", &["post"][..]),
+        ("/api/admin/dead-letters/{id}/ignore", &["post"][..]),
         ("/api/admin/openapi.json", &["get"][..]),
     ];
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
@@ -86,6 +102,16 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "TokenList",
         "Scope",
         "AppRole",
+        "CollectionList",
+        "KvPage",
+        "CreateKvTriggerRequest",
+        "CreateDeadLetterTriggerRequest",
+        "TriggerView",
+        "TriggerPage",
+        "RetryPolicy",
+        "DeadLetterView",
+        "DeadLetterPage",
+        "DeadLetterCount",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

@@ -21,6 +21,7 @@ pub fn record(script: ScriptId, app: AppId, started_at: DateTime<Utc>) -> Execut
         app_id: app,
         script_version: 2,
         invocation_type: InvocationType::Http,
+        trigger_id: None,
         request_id: RequestId::parse("req-1").unwrap(),
         status: ExecutionStatus::Success,
         http_status: Some(200),

@@ -1,0 +1,288 @@
+//! The report: ratios against the baselines, the goals of issue 4 checked against the
+//! figures, the machine the run was on, and the markdown table printed at the end.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde_json::{Map, Value, json};
+
+use crate::ServerResult;
+use crate::load::round2;
+
+/// The baselines every PiCloud figure is divided by.
+const BASELINES: [&str; 2] = ["baseline_axum", "baseline_spawn-blocking"];
+
+/// What the run was on.
+pub fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or_else(String::new, |(_, model)| model.trim().to_owned());
+    let memory_mib = read("/proc/meminfo")
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024);
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| text.trim().to_owned());
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get),
+        "cpu_model": model,
+        "memory_mib": memory_mib,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "load_average_at_start": load_average(),
+        "commit": commit,
+    })
+}
+
+/// The 1, 5 and 15 minute load averages: anything else running shows up in every figure.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ratio(numerator: f64, denominator: f64) -> Value {
+    if denominator > 0.0 {
+        json!(round2(numerator / denominator))
+    } else {
+        Value::Null
+    }
+}
+
+fn compare(server: &ServerResult, base: &ServerResult) -> Value {
+    json!({
+        "rps_concurrent": ratio(server.concurrent.rps, base.concurrent.rps),
+        "p50_c1": ratio(server.single.latency.p50_us, base.single.latency.p50_us),
+        "p99_c1": ratio(server.single.latency.p99_us, base.single.latency.p99_us),
+        "p50_concurrent": ratio(server.concurrent.latency.p50_us, base.concurrent.latency.p50_us),
+        "p99_concurrent": ratio(server.concurrent.latency.p99_us, base.concurrent.latency.p99_us),
+        "cpu_per_request": ratio(server.concurrent.total_cpu_us_per_request(), base.concurrent.total_cpu_us_per_request()),
+    })
+}
+
+/// Every server against each baseline (a baseline is not compared with itself).
+pub fn ratios(servers: &[ServerResult]) -> Value {
+    let mut all = Map::new();
+    for server in servers {
+        let mut against = Map::new();
+        for base_name in BASELINES {
+            if server.name == base_name {
+                continue;
+            }
+            if let Some(base) = servers.iter().find(|s| s.name == base_name) {
+                against.insert(format!("vs_{base_name}"), compare(server, base));
+            }
+        }
+        if !against.is_empty() {
+            all.insert(server.name.clone(), Value::Object(against));
+        }
+    }
+    Value::Object(all)
+}
+
+fn goal(value: &Value, target: &str, met: Option<bool>, what: &str) -> Value {
+    json!({ "what": what, "value": value, "target": target, "met": met })
+}
+
+/// The goals of issue 4, each with the figure it is judged on.
+pub fn goals(document: &Value) -> Value {
+    let hello = &document["ratios"]["picloud_hello"]["vs_baseline_axum"];
+    let at_most = |value: &Value, limit: f64| value.as_f64().map(|v| v <= limit);
+    let at_least = |value: &Value, limit: f64| value.as_f64().map(|v| v >= limit);
+    let idle = &document["idle"];
+    let startup = &document["startup"];
+    json!({
+        "hello_rps": goal(&hello["rps_concurrent"], ">= 0.6", at_least(&hello["rps_concurrent"], 0.6),
+            "hello script requests/s at the concurrent load, / bare axum"),
+        "hello_p99": goal(&hello["p99_concurrent"], "<= 2.0", at_most(&hello["p99_concurrent"], 2.0),
+            "hello script p99 latency at the concurrent load, / bare axum"),
+        "idle_cpu_after_startup": goal(&idle["after_startup"]["picloud_cpu_s"], "0.00 s",
+            at_most(&idle["after_startup"]["picloud_cpu_s"], 0.0),
+            "CPU seconds picloud used in the idle window after start-up"),
+        "idle_cpu_after_load": goal(&idle["after_load"]["picloud_cpu_s"], "0.00 s",
+            at_most(&idle["after_load"]["picloud_cpu_s"], 0.0),
+            "CPU seconds picloud used in the idle window after the load"),
+        "idle_rss": goal(&idle["after_startup"]["picloud_rss_mib"], "<= 24 MiB",
+            at_most(&idle["after_startup"]["picloud_rss_mib"], 24.0),
+            "picloud's RSS at the end of the idle window after start-up"),
+        "startup_postgres_running": goal(&startup["postgres_running_ms"], "<= 300 ms",
+            at_most(&startup["postgres_running_ms"], 300.0),
+            "exec to /readyz 200, PostgreSQL initialised and running"),
+        "startup_own_postgres": goal(&startup["own_postgres_ms"], "<= 300 ms",
+            at_most(&startup["own_postgres_ms"], 300.0),
+            "exec to /readyz 200, PostgreSQL initialised but stopped (picloud starts it)"),
+        "first_request": goal(&document["first_request"]["first_vs_steady_p50"], "<= 1.5",
+            at_most(&document["first_request"]["first_vs_steady_p50"], 1.5),
+            "median first call of a fresh upload / median steady-state call"),
+    })
+}
+
+fn num(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn whole(value: f64) -> String {
+    format!("{value:.0}")
+}
+
+/// The tables `docs/performance.md` holds.
+pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
+    let connections = &document["settings"]["connections"];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| server | req/s @{connections} | p50 @1 (µs) | p99 @1 (µs) | p50 @{connections} (µs) | p99 @{connections} (µs) | server CPU µs/req @{connections} | PostgreSQL CPU µs/req @{connections} | errors |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for server in servers {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            server.name,
+            whole(server.concurrent.rps),
+            whole(server.single.latency.p50_us),
+            whole(server.single.latency.p99_us),
+            whole(server.concurrent.latency.p50_us),
+            whole(server.concurrent.latency.p99_us),
+            whole(server.concurrent.cpu_us_per_request()),
+            whole(server.concurrent.database_cpu_us_per_request()),
+            server.single.errors + server.concurrent.errors,
+        );
+    }
+    if let Some(skipped) = document["skipped"].as_object() {
+        for (name, reason) in skipped {
+            let _ = writeln!(
+                out,
+                "| {name} | skipped: {} ||||||||",
+                reason.as_str().unwrap_or("")
+            );
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n| ratio | req/s @{connections} | p50 @1 | p99 @1 | p50 @{connections} | p99 @{connections} | CPU/req |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    if let Some(ratios) = document["ratios"].as_object() {
+        for (server, against) in ratios {
+            let Some(against) = against.as_object() else {
+                continue;
+            };
+            for (base, r) in against {
+                let base = base.trim_start_matches("vs_");
+                let _ = writeln!(
+                    out,
+                    "| {server} / {base} | {} | {} | {} | {} | {} | {} |",
+                    num(&r["rps_concurrent"]),
+                    num(&r["p50_c1"]),
+                    num(&r["p99_c1"]),
+                    num(&r["p50_concurrent"]),
+                    num(&r["p99_concurrent"]),
+                    num(&r["cpu_per_request"]),
+                );
+            }
+        }
+    }
+
+    let idle = &document["idle"];
+    let startup = &document["startup"];
+    let first = &document["first_request"];
+    let _ = writeln!(out, "\n| figure | value |\n|---|---:|");
+    let rows = [
+        (
+            "idle CPU after start-up, picloud (s)",
+            &idle["after_startup"]["picloud_cpu_s"],
+        ),
+        (
+            "idle CPU after load, picloud (s)",
+            &idle["after_load"]["picloud_cpu_s"],
+        ),
+        (
+            "RSS idle after start-up, picloud (MiB)",
+            &idle["after_startup"]["picloud_rss_mib"],
+        ),
+        (
+            "RSS right after load, picloud (MiB)",
+            &idle["picloud_rss_mib_right_after_load"],
+        ),
+        (
+            "RSS idle after load, picloud (MiB)",
+            &idle["after_load"]["picloud_rss_mib"],
+        ),
+        (
+            "idle CPU after start-up, PostgreSQL (s)",
+            &idle["after_startup"]["postgres_cpu_s"],
+        ),
+        (
+            "idle CPU after load, PostgreSQL (s)",
+            &idle["after_load"]["postgres_cpu_s"],
+        ),
+        (
+            "PSS idle after load, PostgreSQL (MiB)",
+            &idle["after_load"]["postgres_pss_mib"],
+        ),
+        (
+            "start-up, PostgreSQL running (ms, median)",
+            &startup["postgres_running_ms"],
+        ),
+        (
+            "start-up, PostgreSQL stopped (ms, median)",
+            &startup["own_postgres_ms"],
+        ),
+        (
+            "first start incl. initdb (ms)",
+            &startup["first_start_with_initdb_ms"],
+        ),
+        (
+            "first call after upload, p50 (µs)",
+            &first["first_call"]["p50_us"],
+        ),
+        (
+            "steady-state call, p50 (µs)",
+            &first["steady_state"]["p50_us"],
+        ),
+        ("first / steady (p50)", &first["first_vs_steady_p50"]),
+        (
+            "unknown script id, a 404 after one database lookup, p50 (µs)",
+            &first["unknown_script_404"]["p50_us"],
+        ),
+    ];
+    for (label, value) in rows {
+        let _ = writeln!(out, "| {label} | {} |", num(value));
+    }
+
+    let _ = writeln!(out, "\n| goal | target | value | met |\n|---|---|---:|---|");
+    if let Some(goals) = document["goals"].as_object() {
+        for (name, goal) in goals {
+            let met = match goal["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "n/a",
+            };
+            let _ = writeln!(
+                out,
+                "| {name}: {} | {} | {} | {met} |",
+                goal["what"].as_str().unwrap_or(""),
+                goal["target"].as_str().unwrap_or(""),
+                num(&goal["value"]),
+            );
+        }
+    }
+    out
+}

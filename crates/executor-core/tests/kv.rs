@@ -1,0 +1,366 @@
+//! The `kv` SDK module, over a small in-test `KvService` (the real ones live in the
+//! manager, which the executor must not depend on): the script's view of get, set,
+//! delete and list, its thrown errors, and the context every call carries.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::*;
+use picloud_executor_core::{ExecutorConfig, LocalExecutorClient, ScriptServices};
+use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value};
+use picloud_shared::{
+    AppId, AppRole, CollectionInfo, CollectionName, CredentialKind, ExecutionError, ExecutorClient,
+    KvEntry, KvKey, KvListOptions, KvPage, KvService, Principal, Scope, ScriptLimits,
+    ServiceContext, ServiceError, TokenId, UserId, Username,
+};
+use serde_json::{Value, json};
+
+/// Entries keyed by `(app, collection, key)`, with the same checks as the real services,
+/// remembering the context of every call.
+#[derive(Debug, Default)]
+struct FakeKv {
+    entries: Mutex<BTreeMap<(AppId, String, String), Value>>,
+    contexts: Mutex<Vec<ServiceContext>>,
+    /// How long each call takes.
+    delay: Duration,
+}
+
+impl FakeKv {
+    async fn enter(&self, ctx: &ServiceContext) {
+        self.contexts.lock().unwrap().push(ctx.clone());
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+fn id(ctx: &ServiceContext, c: &CollectionName, k: &str) -> (AppId, String, String) {
+    (ctx.app_id, c.to_string(), k.to_owned())
+}
+
+#[async_trait]
+impl KvService for FakeKv {
+    async fn get(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+    ) -> Result<Option<Value>, ServiceError> {
+        self.enter(ctx).await;
+        authorize_kv_read(ctx)?;
+        let entries = self.entries.lock().unwrap();
+        Ok(entries.get(&id(ctx, collection, key.as_str())).cloned())
+    }
+
+    async fn set(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+        value: Value,
+    ) -> Result<(), ServiceError> {
+        self.enter(ctx).await;
+        authorize_kv_write(ctx)?;
+        check_kv_value(key, &value)?;
+        let mut entries = self.entries.lock().unwrap();
+        entries.insert(id(ctx, collection, key.as_str()), value);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+    ) -> Result<bool, ServiceError> {
+        self.enter(ctx).await;
+        authorize_kv_write(ctx)?;
+        let mut entries = self.entries.lock().unwrap();
+        Ok(entries.remove(&id(ctx, collection, key.as_str())).is_some())
+    }
+
+    async fn list(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        options: KvListOptions,
+    ) -> Result<KvPage, ServiceError> {
+        self.enter(ctx).await;
+        authorize_kv_read(ctx)?;
+        let bounds = options.bounds()?;
+        let entries = self.entries.lock().unwrap();
+        let mut page: Vec<KvEntry> = entries
+            .iter()
+            .filter(|((app, c, k), _)| {
+                *app == ctx.app_id && c == collection.as_str() && bounds.contains(k)
+            })
+            .take(bounds.limit as usize + 1)
+            .map(|((_, _, k), v)| KvEntry {
+                key: KvKey::parse(k).unwrap(),
+                value: v.clone(),
+                updated_at: chrono::Utc::now(),
+            })
+            .collect();
+        let more = page.len() > bounds.limit as usize;
+        page.truncate(bounds.limit as usize);
+        Ok(KvPage {
+            next_cursor: more.then(|| page.last().unwrap().key.to_string()),
+            entries: page,
+        })
+    }
+
+    async fn collections(&self, ctx: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {
+        self.enter(ctx).await;
+        Ok(Vec::new())
+    }
+}
+
+fn client_with(kv: Arc<FakeKv>) -> LocalExecutorClient {
+    LocalExecutorClient::with_services(
+        ExecutorConfig::default(),
+        ScriptServices {
+            kv: Some(kv),
+            runtime: tokio::runtime::Handle::current(),
+        },
+    )
+}
+
+fn principal(roles: &[(AppId, AppRole)]) -> Principal {
+    Principal {
+        user_id: UserId::new(),
+        username: Username::parse("ada").unwrap(),
+        instance_admin: false,
+        roles: roles.iter().copied().collect::<HashMap<_, _>>(),
+        credential: CredentialKind::Session,
+        token_id: TokenId::new(),
+        scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
+        app_restriction: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_set_and_delete_round_trip_json_values() {
+    let kv = Arc::new(FakeKv::default());
+    let client = client_with(kv.clone());
+    let source = r#"
+        let users = kv::collection("users");
+        let before = users.get("ada");
+        users.set("ada", #{ name: "Ada", langs: ["en", "fr"], born: 1815, ratio: 0.5, ok: true, none: () });
+        let after = users.get("ada");
+        let existed = users.delete("ada");
+        let again = users.delete("ada");
+        users.set("blob", blob(3, 255));
+        #{ before: before, after: after, existed: existed, again: again,
+           gone: users.get("ada"), blob: users.get("blob"), name: users.name,
+           shown: `${users}` }
+    "#;
+    let body = json(&ok(run(&client, source).await));
+    assert_eq!(
+        body,
+        json!({
+            "before": null,
+            "after": { "name": "Ada", "langs": ["en", "fr"], "born": 1815, "ratio": 0.5,
+                       "ok": true, "none": null },
+            "existed": true,
+            "again": false,
+            "gone": null,
+            "blob": "////",
+            "name": "users",
+            "shown": "kv collection 'users'",
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_pages_through_a_collection_by_prefix() {
+    let kv = Arc::new(FakeKv::default());
+    let client = client_with(kv);
+    let source = r#"
+        let c = kv::collection("things");
+        for k in ["u:carl", "u:ada", "x", "u:bob"] { c.set(k, k.len()); }
+        let first = c.list(#{ prefix: "u:", limit: 2 });
+        let second = c.list(#{ prefix: "u:", limit: 2, cursor: first.next_cursor });
+        #{ first: first, second: second, all: c.list().entries.len() }
+    "#;
+    let body = json(&ok(run(&client, source).await));
+    assert_eq!(
+        body,
+        json!({
+            "first": { "entries": [{ "key": "u:ada", "value": 5 }, { "key": "u:bob", "value": 5 }],
+                       "next_cursor": "u:bob" },
+            "second": { "entries": [{ "key": "u:carl", "value": 6 }], "next_cursor": null },
+            "all": 4,
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_throw_catchable_messages_naming_the_problem() {
+    let kv = Arc::new(FakeKv::default());
+    let client = client_with(kv.clone());
+    let source = r#"
+        let c = kv::collection("c");
+        let big = "x";
+        big.pad(65535, 'x');
+        let attempts = [
+            || kv::collection("bad name"),
+            || kv::collection(42),
+            || c.get(""),
+            || c.get(7),
+            || c.set("big", big),
+            || c.set("f", || 1),
+            || c.list(#{ limt: 5 }),
+            || c.list(#{ limit: 0 }),
+        ];
+        let messages = [];
+        for attempt in attempts {
+            try { attempt.call(); messages.push("no error"); } catch (e) { messages.push(e); }
+        }
+        messages
+    "#;
+    let body = json(&ok(run(&client, source).await));
+    assert_eq!(
+        body,
+        json!([
+            "collection name may contain only ASCII letters, digits, '_', '-', '.' and ':'",
+            "collection name must be a string, not i64",
+            "key must not be empty",
+            "key must be a string, not i64",
+            "value for key 'big' is 65537 bytes, over the limit of 65536 bytes",
+            "value for key 'f' cannot be stored: a value of type 'Fn' cannot be converted to JSON",
+            "unknown list option 'limt' (expected prefix, limit or cursor)",
+            "limit must be between 1 and 1000, not 0",
+        ])
+    );
+    assert!(kv.entries.lock().unwrap().is_empty(), "nothing was stored");
+
+    // Uncaught, the throw fails the run with the same message.
+    let (message, line, _) = script_error(
+        run(
+            &client,
+            "let c = kv::collection(\"c\");\nlet big = \"x\";\nbig.pad(70000, 'x');\nc.set(\"k\", big)",
+        )
+        .await,
+    );
+    assert!(
+        message.contains("value for key 'k' is 70002 bytes, over the limit of 65536 bytes"),
+        "{message}"
+    );
+    assert_eq!(line, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
+    let kv = Arc::new(FakeKv::default());
+    let client = client_with(kv.clone());
+    let alpha = script(
+        r#"kv::collection("users").set("ada", "alpha's"); kv::collection("users").get("ada")"#,
+    );
+    let mut beta = script(
+        r#"let before = kv::collection("users").get("ada"); kv::collection("users").set("ada", "beta's"); before"#,
+    );
+    beta.app_id = AppId::new();
+    let alpha_request = request(alpha.clone(), Some(get()));
+    let alpha_run = alpha_request.execution_id;
+    assert_eq!(text(&ok(client.execute(alpha_request).await)), "alpha's");
+    let mut beta_request = request(beta.clone(), Some(get()));
+    beta_request.depth = 3;
+    beta_request.run_as = Some(principal(&[(beta.app_id, AppRole::Developer)]));
+    let beta_run = beta_request.execution_id;
+    let reply = ok(client.execute(beta_request).await);
+    assert_eq!(
+        reply.body.len(),
+        0,
+        "beta's script saw no entry: alpha's is not its own"
+    );
+    let entries = kv.entries.lock().unwrap().clone();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        entries[&(alpha.app_id, "users".to_owned(), "ada".to_owned())],
+        "alpha's"
+    );
+    assert_eq!(
+        entries[&(beta.app_id, "users".to_owned(), "ada".to_owned())],
+        "beta's"
+    );
+
+    let contexts = kv.contexts.lock().unwrap().clone();
+    assert_eq!(contexts.len(), 4);
+    for ctx in &contexts[..2] {
+        assert_eq!(ctx.app_id, alpha.app_id);
+        assert_eq!(ctx.execution_id, Some(alpha_run));
+        assert_eq!((ctx.depth, &ctx.run_as), (0, &None));
+    }
+    for ctx in &contexts[2..] {
+        assert_eq!(ctx.app_id, beta.app_id);
+        assert_eq!(ctx.execution_id, Some(beta_run));
+        assert_eq!(ctx.depth, 3);
+        assert_eq!(ctx.run_as.as_ref().unwrap().username.as_str(), "ada");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_triggered_run_whose_principal_lacks_the_role_is_refused() {
+    let kv = Arc::new(FakeKv::default());
+    let client = client_with(kv.clone());
+    let script = script(
+        r#"let c = kv::collection("c");
+           let read = c.get("k");
+           let outcome = "written";
+           try { c.set("k", 1); } catch (e) { outcome = `${read}|${e}`; }
+           outcome"#,
+    );
+    let mut request = request(script.clone(), None);
+    request.run_as = Some(principal(&[(script.app_id, AppRole::Viewer)]));
+    let reply = ok(client.execute(request).await);
+    assert_eq!(
+        text(&reply),
+        "|permission denied: ada lacks data:write in this app"
+    );
+    assert!(kv.entries.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_services_kv_calls_throw_that_kv_is_not_available() {
+    let source = r#"
+        let c = kv::collection("users");
+        let outcome = "no error";
+        try { c.get("k"); } catch (e) { outcome = e; }
+        outcome
+    "#;
+    assert_eq!(
+        text(&ok(run(&client(), source).await)),
+        "kv is not available"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_call_counts_against_the_runs_deadline() {
+    let kv = Arc::new(FakeKv {
+        delay: Duration::from_secs(30),
+        ..FakeKv::default()
+    });
+    let client = client_with(kv);
+    let limits = ScriptLimits {
+        timeout_ms: Some(300),
+        ..ScriptLimits::default()
+    };
+    let started = Instant::now();
+    let report = run_limited(&client, r#"kv::collection("c").get("k")"#, limits).await;
+    assert_eq!(
+        failure(report),
+        ExecutionError::Timeout {
+            limit: Duration::from_millis(300)
+        }
+    );
+    assert!(started.elapsed() < QUICK, "{:?}", started.elapsed());
+}

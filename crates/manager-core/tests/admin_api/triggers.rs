@@ -1,0 +1,373 @@
+//! Triggers through the API: registering, listing, switching and deleting them.
+
+use axum::http::{Method, StatusCode, header};
+use picloud_manager_core::repo::MembershipRepository;
+use picloud_shared::{AppRole, Scope};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::{TestApp, script_id};
+
+/// Creates a KV trigger as the admin, asserting it worked.
+async fn kv_trigger(app: &TestApp, body: &Value) -> Value {
+    let reply = app.json(Method::POST, "/api/admin/triggers/kv", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.body
+}
+
+fn ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect()
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_kv_trigger_is_created_with_defaults_and_its_location(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let script = app.create("on-user", "1").await;
+    let reply = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers/kv",
+            &json!({ "script": "on-user", "collection": "users" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let trigger = &reply.body;
+    assert_eq!(trigger["kind"], "kv");
+    assert_eq!(trigger["script_id"], script["id"]);
+    assert_eq!(trigger["app_id"], script["app_id"]);
+    assert_eq!(trigger["collection"], "users");
+    assert_eq!(trigger["ops"], json!(["set", "delete"]));
+    assert_eq!(trigger["enabled"], true);
+    assert_eq!(trigger["registered_by"], app.admin.id.to_string());
+    assert_eq!(
+        trigger["retry"],
+        json!({ "max_attempts": 5, "base_delay_ms": 1000, "max_delay_ms": 300000 })
+    );
+    assert!(trigger.get("source_kinds").is_none(), "{trigger}");
+
+    let location = reply.headers[header::LOCATION].to_str().unwrap();
+    assert_eq!(
+        location,
+        format!("/api/admin/triggers/{}", trigger["id"].as_str().unwrap())
+    );
+    let fetched = app.get(location).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(&fetched.body, trigger);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    app.add_app("shop").await;
+    let shop_script = app.create_in("shop", "on-order", "1").await;
+    let default_script = app.create("elsewhere", "1").await;
+
+    let by_id = kv_trigger(
+        &app,
+        &json!({
+            "app": "shop", "script": shop_script["id"], "collection": "orders:*",
+            "ops": ["delete"], "enabled": false,
+            "retry": { "max_attempts": 2, "base_delay_ms": 10 },
+        }),
+    )
+    .await;
+    assert_eq!(by_id["script_id"], shop_script["id"]);
+    assert_eq!(by_id["ops"], json!(["delete"]));
+    assert_eq!(by_id["enabled"], false);
+    assert_eq!(
+        by_id["retry"],
+        json!({ "max_attempts": 2, "base_delay_ms": 10, "max_delay_ms": 300000 })
+    );
+
+    // Another app's script, by id or by name, is answered like a missing one.
+    for script in [
+        default_script["id"].clone(),
+        json!("elsewhere"),
+        json!("nobody"),
+    ] {
+        let reply = app
+            .json(
+                Method::POST,
+                "/api/admin/triggers/kv",
+                &json!({ "app": "shop", "script": script, "collection": "*" }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+        assert_eq!(reply.code(), "not_found");
+        let raw = script.as_str().unwrap();
+        assert_eq!(
+            reply.message(),
+            format!("script '{raw}' not found in app 'shop'")
+        );
+    }
+
+    let reply = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers/kv",
+            &json!({ "app": "nowhere", "script": "on-order", "collection": "*" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.message(), "app 'nowhere' not found");
+    let all = app.get("/api/admin/triggers").await;
+    assert_eq!(all.body["total"], 1, "{}", all.body);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn bad_globs_ops_and_retry_policies_are_refused_naming_the_problem(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    app.create("s", "1").await;
+    let cases = [
+        (
+            json!({ "script": "s", "collection": "or*ders" }),
+            "invalid_glob",
+            "collection glob 'or*ders' has a '*' before its end",
+        ),
+        (
+            json!({ "script": "s", "collection": "" }),
+            "invalid_glob",
+            "collection glob must not be empty",
+        ),
+        (
+            json!({ "script": "s", "collection": "has space" }),
+            "invalid_glob",
+            "may contain only ASCII letters",
+        ),
+        (
+            json!({ "script": "s", "collection": "*", "ops": [] }),
+            "invalid_ops",
+            "ops must name at least one of set, delete",
+        ),
+        (
+            json!({ "script": "s", "collection": "*", "ops": ["upsert"] }),
+            "invalid_body",
+            "unknown variant `upsert`",
+        ),
+        (
+            json!({ "script": "s", "collection": "*", "retry": { "max_attempts": 0 } }),
+            "invalid_retry",
+            "retry.max_attempts is 0, expected 1 to 100",
+        ),
+        (
+            json!({ "script": "s", "collection": "*",
+                    "retry": { "base_delay_ms": 5000, "max_delay_ms": 10 } }),
+            "invalid_retry",
+            "retry.max_delay_ms (10) must not be below retry.base_delay_ms (5000)",
+        ),
+        (
+            json!({ "script": "s", "collection": "*", "colour": "red" }),
+            "invalid_body",
+            "unknown field `colour`",
+        ),
+        (
+            json!({ "collection": "*" }),
+            "invalid_body",
+            "missing field `script`",
+        ),
+    ];
+    for (body, code, message) in cases {
+        let reply = app
+            .json(Method::POST, "/api/admin/triggers/kv", &body)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), code, "{body}");
+        assert!(
+            reply.message().contains(message),
+            "{body}: {}",
+            reply.message()
+        );
+    }
+    let all = app.get("/api/admin/triggers").await;
+    assert_eq!(all.body["total"], 0, "{}", all.body);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    app.create("on-failure", "1").await;
+    let reply = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers/dead-letter",
+            &json!({ "script": "on-failure" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["kind"], "dead_letter");
+    assert_eq!(reply.body["source_kinds"], json!(["kv"]));
+    assert!(reply.body.get("collection").is_none(), "{}", reply.body);
+
+    for (source_kinds, message) in [
+        (
+            json!([]),
+            "source_kinds must name at least one trigger kind",
+        ),
+        (
+            json!(["dead_letter"]),
+            "dead letters of dead_letter triggers are never handed to a dead-letter trigger",
+        ),
+    ] {
+        let reply = app
+            .json(
+                Method::POST,
+                "/api/admin/triggers/dead-letter",
+                &json!({ "script": "on-failure", "source_kinds": source_kinds }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.code(), "invalid_source_kinds");
+        assert_eq!(reply.message(), message);
+    }
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let shop = app.add_app("shop").await;
+    let blog = app.add_app("blog").await;
+    app.create_in("shop", "s", "1").await;
+    app.create_in("blog", "b", "1").await;
+    let shop_kv = kv_trigger(
+        &app,
+        &json!({ "app": "shop", "script": "s", "collection": "*" }),
+    )
+    .await;
+    let blog_kv = kv_trigger(
+        &app,
+        &json!({ "app": "blog", "script": "b", "collection": "*" }),
+    )
+    .await;
+    let shop_dl = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers/dead-letter",
+            &json!({ "app": "shop", "script": "s" }),
+        )
+        .await
+        .body;
+
+    let all = app.get("/api/admin/triggers").await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(all.body["total"], 3);
+    assert_eq!(
+        ids(&all.body),
+        vec![
+            shop_kv["id"].as_str().unwrap(),
+            blog_kv["id"].as_str().unwrap(),
+            shop_dl["id"].as_str().unwrap()
+        ]
+    );
+    let shop_only = app.get("/api/admin/triggers?app=shop").await;
+    assert_eq!(shop_only.body["total"], 2);
+    let shop_kv_only = app.get("/api/admin/triggers?app=shop&kind=kv").await;
+    assert_eq!(
+        ids(&shop_kv_only.body),
+        vec![shop_kv["id"].as_str().unwrap()]
+    );
+    let paged = app.get("/api/admin/triggers?limit=1&offset=1").await;
+    assert_eq!(paged.body["total"], 3);
+    assert_eq!(ids(&paged.body), vec![blog_kv["id"].as_str().unwrap()]);
+
+    let bad = app.get("/api/admin/triggers?kind=cron").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.code(), "invalid_query");
+
+    // A developer of the shop sees the shop's triggers only; a viewer may not manage any.
+    let dev = app.user_with_role("dev", shop, AppRole::Developer).await;
+    app.memberships
+        .set_role(blog, dev.id, AppRole::Viewer)
+        .await
+        .unwrap();
+    let dev_session = app.session(dev.id).await;
+    let seen = app.caller(&dev_session).get("/api/admin/triggers").await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(seen.body["total"], 2, "{}", seen.body);
+    let refused = app
+        .caller(&dev_session)
+        .get("/api/admin/triggers?app=blog")
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let no_scope = app.token(dev.id, &[Scope::ScriptRead], None).await;
+    let refused = app.caller(&no_scope).get("/api/admin/triggers").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.message().contains("triggers:manage"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn triggers_are_enabled_disabled_and_deleted(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let script = app.create("s", "1").await;
+    let trigger = kv_trigger(
+        &app,
+        &json!({ "script": script_id(&script).to_string(), "collection": "*" }),
+    )
+    .await;
+    let uri = format!("/api/admin/triggers/{}", trigger["id"].as_str().unwrap());
+
+    let disabled = app
+        .json(Method::POST, &format!("{uri}/disable"), &json!({}))
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
+    assert_eq!(disabled.body["enabled"], false);
+    assert_eq!(app.get(&uri).await.body["enabled"], false);
+    let enabled = app
+        .send(
+            axum::http::Request::post(format!("{uri}/enable"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+    assert_eq!(enabled.body["enabled"], true);
+
+    let deleted = app.delete(&uri).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    for reply in [
+        app.get(&uri).await,
+        app.delete(&uri).await,
+        app.json(Method::POST, &format!("{uri}/enable"), &json!({}))
+            .await,
+    ] {
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+        assert_eq!(
+            reply.message(),
+            format!("trigger {} not found", trigger["id"].as_str().unwrap())
+        );
+    }
+    let bad = app.get("/api/admin/triggers/not-a-uuid").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.code(), "invalid_id");
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn deleting_the_script_deletes_its_triggers(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let script = app.create("s", "1").await;
+    let trigger = kv_trigger(&app, &json!({ "script": "s", "collection": "*" })).await;
+    let reply = app
+        .delete(&format!("/api/admin/scripts/{}", script_id(&script)))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let gone = app
+        .get(&format!(
+            "/api/admin/triggers/{}",
+            trigger["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,311 @@
+//! The `TriggerRepository` suite.
+
+use picloud_manager_core::RepoError;
+use picloud_manager_core::repo::{ListTriggers, TriggerDetails};
+use picloud_shared::{AppId, KvOp, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
+
+use crate::{Repos, dead_letter_trigger, ids, kv_trigger};
+
+pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "on-order").await;
+    let user = repos.add_user("ada").await;
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay_ms: 10,
+        max_delay_ms: 40,
+    };
+    let mut new = kv_trigger(app, &script, user, "orders:*", &[KvOp::Delete, KvOp::Set]);
+    new.retry = retry;
+    new.enabled = false;
+    let created = repos.triggers.create(new).await.unwrap();
+    assert_eq!(created.app_id, app);
+    assert_eq!(created.script_id, script.id);
+    assert_eq!(created.registered_by, user);
+    assert!(!created.enabled);
+    assert_eq!(created.retry, retry);
+    assert_eq!(created.kind(), TriggerKind::Kv);
+    match &created.details {
+        TriggerDetails::Kv { collection, ops } => {
+            assert_eq!(collection.as_str(), "orders:*");
+            // Always handed back in the order set, delete.
+            assert_eq!(ops, &[KvOp::Set, KvOp::Delete]);
+        }
+        other => panic!("expected kv details, got {other:?}"),
+    }
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(created));
+    assert_eq!(repos.triggers.get(TriggerId::new()).await.unwrap(), None);
+}
+
+pub async fn a_dead_letter_trigger_reads_back_with_its_source_kinds(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "on-failure").await;
+    let user = repos.add_user("ada").await;
+    let created = repos
+        .triggers
+        .create(dead_letter_trigger(app, &script, user))
+        .await
+        .unwrap();
+    assert_eq!(created.kind(), TriggerKind::DeadLetter);
+    assert_eq!(
+        created.details,
+        TriggerDetails::DeadLetter {
+            source_kinds: vec![TriggerKind::Kv]
+        }
+    );
+    assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(created));
+}
+
+pub async fn a_script_of_another_app_or_none_is_not_found_and_nothing_is_stored(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let blog = repos.add_app("blog").await;
+    let blog_script = repos.add_script(blog, "post").await;
+    let user = repos.add_user("ada").await;
+
+    let err = repos
+        .triggers
+        .create(kv_trigger(shop, &blog_script, user, "*", &[KvOp::Set]))
+        .await
+        .unwrap_err();
+    match err {
+        RepoError::NotFound { what } => {
+            assert_eq!(what, format!("script {} in app {shop}", blog_script.id));
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    let mut missing = kv_trigger(shop, &blog_script, user, "*", &[KvOp::Set]);
+    missing.script_id = ScriptId::new();
+    let err = repos.triggers.create(missing).await.unwrap_err();
+    assert!(matches!(err, RepoError::NotFound { .. }), "{err:?}");
+
+    let all = repos.triggers.list(list(None, None)).await.unwrap();
+    assert_eq!(all.total, 0, "{:?}", all.items);
+}
+
+pub async fn a_missing_user_is_not_found(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "on-order").await;
+    let ghost = UserId::new();
+    let err = repos
+        .triggers
+        .create(kv_trigger(app, &script, ghost, "*", &[KvOp::Set]))
+        .await
+        .unwrap_err();
+    match err {
+        RepoError::NotFound { what } => assert_eq!(what, format!("user {ghost}")),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert_eq!(
+        repos.triggers.list(list(None, None)).await.unwrap().total,
+        0
+    );
+}
+
+fn list(apps: Option<Vec<AppId>>, kind: Option<TriggerKind>) -> ListTriggers {
+    ListTriggers {
+        apps,
+        kind,
+        limit: 100,
+        offset: 0,
+    }
+}
+
+pub async fn lists_are_filtered_by_app_and_kind_and_paged_oldest_first(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let blog = repos.add_app("blog").await;
+    let shop_script = repos.add_script(shop, "s").await;
+    let blog_script = repos.add_script(blog, "b").await;
+    let user = repos.add_user("ada").await;
+    let mut created = Vec::new();
+    for new in [
+        kv_trigger(shop, &shop_script, user, "a", &[KvOp::Set]),
+        dead_letter_trigger(shop, &shop_script, user),
+        kv_trigger(blog, &blog_script, user, "b", &[KvOp::Set]),
+        kv_trigger(shop, &shop_script, user, "c", &[KvOp::Set]),
+    ] {
+        created.push(repos.triggers.create(new).await.unwrap());
+    }
+
+    let all = repos.triggers.list(list(None, None)).await.unwrap();
+    assert_eq!(all.total, 4);
+    assert_eq!(ids(&all.items), ids(&created));
+
+    let shop_only = repos
+        .triggers
+        .list(list(Some(vec![shop]), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&shop_only.items),
+        vec![created[0].id, created[1].id, created[3].id]
+    );
+
+    let shop_kv = repos
+        .triggers
+        .list(list(Some(vec![shop]), Some(TriggerKind::Kv)))
+        .await
+        .unwrap();
+    assert_eq!(shop_kv.total, 2);
+    assert_eq!(ids(&shop_kv.items), vec![created[0].id, created[3].id]);
+
+    let dead_letter = repos
+        .triggers
+        .list(list(None, Some(TriggerKind::DeadLetter)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&dead_letter.items), vec![created[1].id]);
+
+    let page = repos
+        .triggers
+        .list(ListTriggers {
+            apps: None,
+            kind: None,
+            limit: 2,
+            offset: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 4);
+    assert_eq!(ids(&page.items), vec![created[1].id, created[2].id]);
+
+    let none = repos
+        .triggers
+        .list(list(Some(Vec::new()), None))
+        .await
+        .unwrap();
+    assert_eq!(none.total, 0);
+    assert!(none.items.is_empty());
+}
+
+pub async fn set_enabled_switches_a_trigger(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "s").await;
+    let user = repos.add_user("ada").await;
+    let created = repos
+        .triggers
+        .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let disabled = repos.triggers.set_enabled(created.id, false).await.unwrap();
+    assert!(!disabled.enabled);
+    assert!(disabled.updated_at >= created.updated_at);
+    assert_eq!(
+        repos.triggers.get(created.id).await.unwrap(),
+        Some(disabled.clone())
+    );
+    let enabled = repos.triggers.set_enabled(created.id, true).await.unwrap();
+    assert!(enabled.enabled);
+    assert_eq!(enabled.details, created.details);
+
+    let missing = TriggerId::new();
+    let err = repos.triggers.set_enabled(missing, true).await.unwrap_err();
+    match err {
+        RepoError::NotFound { what } => assert_eq!(what, format!("trigger {missing}")),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+pub async fn delete_removes_a_trigger(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "s").await;
+    let user = repos.add_user("ada").await;
+    let created = repos
+        .triggers
+        .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    repos.triggers.delete(created.id).await.unwrap();
+    assert_eq!(repos.triggers.get(created.id).await.unwrap(), None);
+    let err = repos.triggers.delete(created.id).await.unwrap_err();
+    assert!(matches!(err, RepoError::NotFound { .. }), "{err:?}");
+}
+
+pub async fn matching_kv_picks_this_apps_enabled_triggers_by_glob_and_op(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let blog = repos.add_app("blog").await;
+    let script = repos.add_script(shop, "s").await;
+    let blog_script = repos.add_script(blog, "b").await;
+    let user = repos.add_user("ada").await;
+    let create = |new| {
+        let triggers = repos.triggers.clone();
+        async move { triggers.create(new).await.unwrap() }
+    };
+    let all = create(kv_trigger(
+        shop,
+        &script,
+        user,
+        "*",
+        &[KvOp::Set, KvOp::Delete],
+    ))
+    .await;
+    let prefix = create(kv_trigger(shop, &script, user, "orders:*", &[KvOp::Set])).await;
+    let exact = create(kv_trigger(shop, &script, user, "orders:2024", &[KvOp::Set])).await;
+    let deletes = create(kv_trigger(shop, &script, user, "orders:*", &[KvOp::Delete])).await;
+    let other = create(kv_trigger(shop, &script, user, "users", &[KvOp::Set])).await;
+    let off = create(kv_trigger(shop, &script, user, "*", &[KvOp::Set])).await;
+    repos.triggers.set_enabled(off.id, false).await.unwrap();
+    let elsewhere = create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set])).await;
+    // Not a KV trigger at all.
+    create(dead_letter_trigger(shop, &script, user)).await;
+
+    let set = repos
+        .triggers
+        .matching_kv(shop, "orders:2024", KvOp::Set)
+        .await
+        .unwrap();
+    assert_eq!(ids(&set), vec![all.id, prefix.id, exact.id]);
+
+    let delete = repos
+        .triggers
+        .matching_kv(shop, "orders:2024", KvOp::Delete)
+        .await
+        .unwrap();
+    assert_eq!(ids(&delete), vec![all.id, deletes.id]);
+
+    let users = repos
+        .triggers
+        .matching_kv(shop, "users", KvOp::Set)
+        .await
+        .unwrap();
+    assert_eq!(ids(&users), vec![all.id, other.id]);
+
+    let blog_set = repos
+        .triggers
+        .matching_kv(blog, "orders:2024", KvOp::Set)
+        .await
+        .unwrap();
+    assert_eq!(ids(&blog_set), vec![elsewhere.id]);
+}
+
+pub async fn deleting_the_script_or_the_user_deletes_their_triggers(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let doomed = repos.add_script(app, "doomed").await;
+    let kept = repos.add_script(app, "kept").await;
+    let ada = repos.add_user("ada").await;
+    let bob = repos.add_user("bob").await;
+    let of_script = repos
+        .triggers
+        .create(kv_trigger(app, &doomed, ada, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let of_user = repos
+        .triggers
+        .create(kv_trigger(app, &kept, bob, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let survivor = repos
+        .triggers
+        .create(kv_trigger(app, &kept, ada, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+
+    repos.scripts.delete(doomed.id).await.unwrap();
+    repos.users.delete(bob).await.unwrap();
+
+    assert_eq!(repos.triggers.get(of_script.id).await.unwrap(), None);
+    assert_eq!(repos.triggers.get(of_user.id).await.unwrap(), None);
+    let left = repos.triggers.list(list(None, None)).await.unwrap();
+    assert_eq!(ids(&left.items), vec![survivor.id]);
+}

@@ -1,0 +1,177 @@
+//! The `KvService` suite, written once and run against both implementations: the
+//! in-memory one always, the PostgreSQL one against a fresh database per test (from
+//! `DATABASE_URL`; the tests fail when it is unset). PostgreSQL-only tests cover the
+//! transaction a write shares with its events.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions fail loudly on the first surprise too"
+)]
+
+mod postgres_only;
+mod suite;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use picloud_manager_core::RepoResult;
+use picloud_manager_core::events::ServiceEventEmitter;
+use picloud_manager_core::memory::InMemoryKvService;
+use picloud_manager_core::postgres::PgKvService;
+use picloud_shared::{
+    AppId, AppRole, CollectionName, CredentialKind, ExecutionId, KvKey, KvService, Principal,
+    Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,
+};
+use sqlx::{PgConnection, PgPool};
+
+/// Stands in for the outbox: remembers every event emitted, without writing anything.
+#[derive(Debug, Default)]
+pub struct RecordingEmitter {
+    events: Mutex<Vec<ServiceEvent>>,
+}
+
+#[async_trait]
+impl ServiceEventEmitter for RecordingEmitter {
+    async fn emit(&self, _tx: &mut PgConnection, event: &ServiceEvent) -> RepoResult<u64> {
+        self.events.lock().unwrap().push(event.clone());
+        Ok(0)
+    }
+}
+
+/// A service under test and what it emitted.
+#[expect(
+    missing_debug_implementations,
+    reason = "a test harness, never printed"
+)]
+pub struct Kv {
+    pub service: Arc<dyn KvService>,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(Arc<InMemoryKvService>),
+    Postgres {
+        pool: PgPool,
+        emitter: Arc<RecordingEmitter>,
+    },
+}
+
+impl Kv {
+    pub fn in_memory() -> Self {
+        let service = Arc::new(InMemoryKvService::new());
+        Self {
+            service: service.clone(),
+            backend: Backend::Memory(service),
+        }
+    }
+
+    pub fn postgres(pool: PgPool) -> Self {
+        let emitter = Arc::new(RecordingEmitter::default());
+        Self {
+            service: Arc::new(PgKvService::new(pool.clone(), emitter.clone())),
+            backend: Backend::Postgres { pool, emitter },
+        }
+    }
+
+    /// Every event emitted so far, oldest first.
+    pub fn events(&self) -> Vec<ServiceEvent> {
+        match &self.backend {
+            Backend::Memory(service) => service.events(),
+            Backend::Postgres { emitter, .. } => emitter.events.lock().unwrap().clone(),
+        }
+    }
+
+    /// An app to keep entries in (a row in `apps` for PostgreSQL).
+    pub async fn add_app(&self, slug: &str) -> AppId {
+        let id = AppId::new();
+        if let Backend::Postgres { pool, .. } = &self.backend {
+            sqlx::query("INSERT INTO apps (id, slug, name) VALUES ($1, $2, 'Test app')")
+                .bind(id.as_uuid())
+                .bind(slug)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        id
+    }
+}
+
+/// The context of an HTTP run of one of `app`'s scripts.
+pub fn script_ctx(app: AppId) -> ServiceContext {
+    ServiceContext {
+        app_id: app,
+        execution_id: Some(ExecutionId::new()),
+        depth: 0,
+        run_as: None,
+    }
+}
+
+/// The context of a triggered run acting as `principal`.
+pub fn run_as(app: AppId, principal: Principal) -> ServiceContext {
+    ServiceContext {
+        app_id: app,
+        execution_id: Some(ExecutionId::new()),
+        depth: 2,
+        run_as: Some(principal),
+    }
+}
+
+/// A user `ada` with `roles`, through a credential carrying `scopes`.
+pub fn principal(roles: &[(AppId, AppRole)], scopes: &[Scope]) -> Principal {
+    Principal {
+        user_id: UserId::new(),
+        username: Username::parse("ada").unwrap(),
+        instance_admin: false,
+        roles: roles.iter().copied().collect::<HashMap<_, _>>(),
+        credential: CredentialKind::ApiToken,
+        token_id: TokenId::new(),
+        scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
+        app_restriction: None,
+    }
+}
+
+pub fn coll(raw: &str) -> CollectionName {
+    CollectionName::parse(raw).unwrap()
+}
+
+pub fn key(raw: &str) -> KvKey {
+    KvKey::parse(raw).unwrap()
+}
+
+/// Generates, for each suite function, one test on the in-memory service and one on
+/// PostgreSQL.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    crate::suite::$test(crate::Kv::in_memory()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+                async fn $test(pool: sqlx::PgPool) {
+                    crate::suite::$test(crate::Kv::postgres(pool)).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    a_set_value_reads_back_and_a_set_replaces_it,
+    delete_says_whether_the_key_existed_and_only_a_real_delete_emits,
+    lists_are_in_byte_order_filtered_by_prefix_and_paged,
+    a_page_that_ends_the_collection_has_no_cursor,
+    collections_are_counted_per_app,
+    values_up_to_64_kib_are_accepted_and_one_byte_more_is_refused,
+    values_that_cannot_be_stored_and_bad_list_options_are_refused,
+    one_apps_context_never_reaches_another_apps_entries,
+    a_principal_needs_the_role_and_scope_for_each_call,
+    events_carry_the_runs_depth_plus_one_and_its_id,
+);
