@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::names::string_newtype_impls;
 use crate::{Capability, EventSubject, KvOp, ServiceContext, ServiceError, ServiceEvent};
 
 /// The largest value accepted, in bytes of its compact JSON form.
@@ -141,46 +142,8 @@ fn check_no_control(kind: &'static str, raw: &str) -> Result<(), KvNameError> {
     Ok(())
 }
 
-macro_rules! kv_name_impls {
-    ($name:ident) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = KvNameError;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = KvNameError;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> Self {
-                value.0
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-    };
-}
-
-kv_name_impls!(CollectionName);
-kv_name_impls!(KvKey);
+string_newtype_impls!(CollectionName, KvNameError);
+string_newtype_impls!(KvKey, KvNameError);
 
 /// Checks a value against the limits every implementation enforces: at most
 /// [`MAX_KV_VALUE_BYTES`] of compact JSON, at most [`MAX_KV_VALUE_DEPTH`] levels deep, and no

@@ -153,8 +153,10 @@ fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), NameErr
     Ok(())
 }
 
+/// `Display`, `FromStr`, `TryFrom<String>`, `From<_> for String` and `AsRef<str>` for a
+/// validated string newtype whose `parse` fails with `$error`.
 macro_rules! string_newtype_impls {
-    ($name:ident) => {
+    ($name:ident, $error:ty) => {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -162,7 +164,7 @@ macro_rules! string_newtype_impls {
         }
 
         impl FromStr for $name {
-            type Err = NameError;
+            type Err = $error;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::parse(s)
@@ -170,7 +172,7 @@ macro_rules! string_newtype_impls {
         }
 
         impl TryFrom<String> for $name {
-            type Error = NameError;
+            type Error = $error;
 
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 Self::parse(&value)
@@ -191,9 +193,11 @@ macro_rules! string_newtype_impls {
     };
 }
 
-string_newtype_impls!(ScriptName);
-string_newtype_impls!(AppSlug);
-string_newtype_impls!(Username);
+pub(crate) use string_newtype_impls;
+
+string_newtype_impls!(ScriptName, NameError);
+string_newtype_impls!(AppSlug, NameError);
+string_newtype_impls!(Username, NameError);
 
 #[cfg(test)]
 mod tests {
