@@ -16,9 +16,11 @@ use crate::repo::{RepoError, ScriptRepository};
 
 /// A [`ScriptResolver`] that caches scripts by id and by (app slug, name).
 ///
-/// Misses are not cached, so a freshly created script resolves at once. Updates and
-/// deletes reach the cache through [`ScriptChangeObserver`], which drops both keys of the
-/// script (or, when an app is renamed or deleted, every entry of that app). When the cache holds `capacity` entries it is cleared rather than evicted
+/// Misses are not cached, so a freshly created script resolves at once; a saved script is
+/// put in the cache by id as soon as its change commits, so its first call needs no
+/// lookup. Updates and deletes reach the cache through [`ScriptChangeObserver`], which
+/// drops both keys of the script (or, when an app is renamed or deleted, every entry of
+/// that app). When the cache holds `capacity` entries it is cleared rather than evicted
 /// piecemeal: refilling is one query per script and keeps the bookkeeping trivial.
 pub struct CachedScriptResolver {
     repo: Arc<dyn ScriptRepository>,
@@ -159,6 +161,25 @@ impl ScriptChangeObserver for CachedScriptResolver {
         cache.by_id.remove(&id);
         // A rename leaves the old name's key pointing at the script, so match by id.
         cache.by_name.retain(|_, script| script.id != id);
+    }
+
+    fn script_saved(&self, script: &Script) {
+        let mut cache = self.write();
+        // A slower save of an older version must not replace a newer one.
+        if cache
+            .by_id
+            .get(&script.id)
+            .is_some_and(|cached| cached.version > script.version)
+        {
+            return;
+        }
+        if cache.len() + 1 > self.capacity {
+            cache.by_id.clear();
+            cache.by_name.clear();
+        }
+        // By id only: the by-name key needs the app's slug, which the first by-name
+        // lookup fills in.
+        cache.by_id.insert(script.id, Arc::new(script.clone()));
     }
 
     fn app_changed(&self, id: AppId) {
@@ -325,6 +346,34 @@ mod tests {
             .unwrap();
         assert_eq!(*resolver.by_id(script.id).await.unwrap().unwrap(), script);
         assert_eq!(repo.reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_saved_script_is_served_without_a_lookup_and_older_saves_lose() {
+        let repo = Probe::new();
+        let script = repo.add("fresh").await;
+        let resolver = CachedScriptResolver::new(repo.clone());
+        resolver.script_saved(&script);
+        assert_eq!(*resolver.by_id(script.id).await.unwrap().unwrap(), script);
+        assert_eq!(
+            repo.reads(),
+            0,
+            "the first call after an upload needs no lookup"
+        );
+
+        let newer = Script {
+            version: script.version + 1,
+            source: "\"v2\"".to_owned(),
+            ..script.clone()
+        };
+        resolver.script_saved(&newer);
+        resolver.script_saved(&script);
+        let cached = resolver.by_id(script.id).await.unwrap().unwrap();
+        assert_eq!(
+            cached.version, newer.version,
+            "an older save never replaces a newer one"
+        );
+        assert_eq!(repo.reads(), 0);
     }
 
     #[tokio::test]

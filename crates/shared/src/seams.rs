@@ -72,6 +72,10 @@ pub trait ScriptChangeObserver: Send + Sync {
     /// The script was updated or deleted.
     fn script_changed(&self, id: ScriptId);
 
+    /// The script was created or updated and the change committed: a cache may take this
+    /// version now, so the first call after an upload does not wait for a lookup.
+    fn script_saved(&self, _script: &Script) {}
+
     /// The app was renamed or deleted: entries looked up through its slug are stale.
     /// Caches keyed by script id alone need not care.
     fn app_changed(&self, _id: AppId) {}

@@ -27,7 +27,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use picloud_shared::{
-    AppId, Authenticator, KvService, RetryPolicy, ScriptChangeObserver, ScriptId, ScriptValidator,
+    AppId, Authenticator, KvService, RetryPolicy, Script, ScriptChangeObserver, ScriptId,
+    ScriptValidator,
 };
 
 pub use apps::{
@@ -113,6 +114,14 @@ impl AdminState {
     fn notify(&self, id: ScriptId) {
         for observer in &self.observers {
             observer.script_changed(id);
+        }
+    }
+
+    /// Tells every observer that a script was created or updated; called only after the
+    /// change committed (after [`Self::notify`] for an update).
+    fn notify_saved(&self, script: &Script) {
+        for observer in &self.observers {
+            observer.script_saved(script);
         }
     }
 

@@ -269,6 +269,7 @@ pub(super) async fn create_script(
             RepoError::Conflict { .. } => name_taken(&name, &slug),
             other => other.into(),
         })?;
+    state.notify_saved(&created);
     tracing::info!(
         script_id = %created.id,
         app = %slug,
@@ -434,6 +435,7 @@ pub(super) async fn update_script(
         Err(other) => return Err(other.into()),
     };
     state.notify(id);
+    state.notify_saved(&updated);
     tracing::info!(
         script_id = %id,
         version = updated.version,
