@@ -46,6 +46,14 @@ impl Call {
         }
     }
 
+    /// A `PUT` of a JSON body to `path`.
+    pub fn put_json(path: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self {
+            method: Method::PUT,
+            ..Self::post_json(path, body)
+        }
+    }
+
     /// The same call with a bearer token.
     pub fn bearer(mut self, token: &str) -> Self {
         self.headers

@@ -1,9 +1,11 @@
 //! `picloud-bench`: measures PiCloud's execute path against bare axum baselines in one run
 //! on one machine: requests per second and latency percentiles under load, the ratios
-//! PiCloud / baseline, idle CPU and memory, start-up time, and the first call of a freshly
-//! uploaded script. Prints a table and writes JSON. See `docs/performance.md`.
+//! PiCloud / baseline, idle CPU and memory, start-up time, the first call of a freshly
+//! uploaded script, and the event core (KV write to trigger start, events per second).
+//! Prints a table and writes JSON. See `docs/performance.md`.
 
 mod baseline;
+mod events;
 mod http;
 mod load;
 mod picloud;
@@ -35,6 +37,8 @@ usage: picloud-bench [options]
   --idle SECS           each idle window (default: 30)
   --startup-runs N      start-ups timed per kind (default: 5)
   --upload-rounds N     freshly uploaded scripts timed (default: 20)
+  --events N M          KV events timed one at a time, and sent for throughput (default: 500 2000)
+  --events-only         only the event core: trigger start latency, events/s, raw queue
   --smoke               a few seconds in all: checks that the harness works, measures nothing
 
        picloud-bench load ADDR PATH [--connections N] [--duration SECS]
@@ -64,6 +68,14 @@ pub struct Options {
     pub upload_rounds: usize,
     /// Calls after each fresh upload that make up the steady state.
     pub steady_calls: usize,
+    /// KV events sent one at a time for the trigger start latency.
+    pub latency_events: usize,
+    /// KV events sent as fast as possible for the dispatch throughput.
+    pub throughput_events: usize,
+    /// Connections sending the throughput events.
+    pub event_connections: usize,
+    /// Only the event core section.
+    pub events_only: bool,
     /// A quick run that only checks the harness works.
     pub smoke: bool,
 }
@@ -81,6 +93,10 @@ impl Default for Options {
             startup_runs: 5,
             upload_rounds: 20,
             steady_calls: 50,
+            latency_events: 500,
+            throughput_events: 2_000,
+            event_connections: 16,
+            events_only: false,
             smoke: false,
         }
     }
@@ -118,6 +134,11 @@ impl Options {
                 "--idle" => options.idle = seconds(value()?)?,
                 "--startup-runs" => options.startup_runs = count(value()?)?,
                 "--upload-rounds" => options.upload_rounds = count(value()?)?,
+                "--events" => {
+                    options.latency_events = count(value()?)?;
+                    options.throughput_events = count(value()?)?;
+                }
+                "--events-only" => options.events_only = true,
                 "--smoke" => {
                     options.smoke = true;
                     options.duration = Duration::from_millis(300);
@@ -126,6 +147,8 @@ impl Options {
                     options.startup_runs = 1;
                     options.upload_rounds = 2;
                     options.steady_calls = 5;
+                    options.latency_events = 5;
+                    options.throughput_events = 20;
                 }
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
@@ -144,6 +167,10 @@ impl Options {
             "startup_runs": self.startup_runs,
             "upload_rounds": self.upload_rounds,
             "steady_calls": self.steady_calls,
+            "latency_events": self.latency_events,
+            "throughput_events": self.throughput_events,
+            "event_connections": self.event_connections,
+            "events_only": self.events_only,
             "smoke": self.smoke,
         })
     }
@@ -263,7 +290,43 @@ fn load_main(args: &[String]) -> ExitCode {
     }
 }
 
+/// Writes the JSON document to `--out`.
+fn write_json(options: &Options, document: &Value) -> Result<()> {
+    if let Some(dir) = options
+        .out
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(document)?;
+    std::fs::write(&options.out, text + "\n")
+        .with_context(|| format!("writing {}", options.out.display()))?;
+    eprintln!("picloud-bench: JSON written to {}", options.out.display());
+    Ok(())
+}
+
+/// `--events-only`: one picloud, the event core, nothing else.
+async fn run_events_only(options: &Options) -> Result<()> {
+    let mut machine = report::machine();
+    let events = suite::run_events_only(options).await?;
+    machine["load_average_at_end"] = Value::from(report::load_average());
+    let mut document = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": machine,
+        "settings": options.to_json(),
+        "events": events,
+    });
+    document["goals"] = report::event_goals(&document["events"]);
+    write_json(options, &document)?;
+    println!("{}", report::events_markdown(&document));
+    Ok(())
+}
+
 async fn run(options: &Options) -> Result<()> {
+    if options.events_only {
+        return run_events_only(options).await;
+    }
     let machine = report::machine();
     let mut servers = Vec::new();
     for kind in baseline::KINDS {
@@ -305,22 +368,14 @@ async fn run(options: &Options) -> Result<()> {
         "idle": picloud.idle,
         "startup": picloud.startup,
         "first_request": picloud.first_request,
+        "events": picloud.events,
     });
-    let goals = report::goals(&document);
+    let goals = report::all_goals(&document);
     let mut document = document;
     document["goals"] = goals;
 
-    if let Some(dir) = options
-        .out
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(&document)?;
-    std::fs::write(&options.out, text + "\n")
-        .with_context(|| format!("writing {}", options.out.display()))?;
+    write_json(options, &document)?;
     println!("{}", report::markdown(&document, &servers));
-    eprintln!("picloud-bench: JSON written to {}", options.out.display());
+    println!("{}", report::events_table(&document));
     Ok(())
 }

@@ -130,6 +130,17 @@ pub fn goals(document: &Value) -> Value {
     })
 }
 
+/// The goals of issue 4 and of the event core together.
+pub fn all_goals(document: &Value) -> Value {
+    let mut all = goals(document);
+    if let (Some(all), Value::Object(events)) =
+        (all.as_object_mut(), event_goals(&document["events"]))
+    {
+        all.extend(events);
+    }
+    all
+}
+
 fn num(value: &Value) -> String {
     value
         .as_f64()
@@ -283,6 +294,62 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
                 num(&goal["value"]),
             );
         }
+    }
+    out
+}
+
+/// The event core's targets, each with the figure it is judged on.
+pub fn event_goals(events: &Value) -> Value {
+    let p50 = &events["start_latency_ms"]["p50"];
+    let ratio = &events["events_vs_raw"];
+    json!({
+        "event_start_p50": goal(p50, "<= 5 ms", p50.as_f64().map(|v| v <= 5.0),
+            "KV write sent to trigger run started, median"),
+        "event_throughput": goal(ratio, ">= 0.5", ratio.as_f64().map(|v| v >= 0.5),
+            "events dispatched per second, / raw SQL queue rows per second"),
+    })
+}
+
+/// The event core's figures and its goals (for `--events-only`).
+pub fn events_markdown(document: &Value) -> String {
+    let mut out = events_table(document);
+    let _ = writeln!(out, "\n| goal | target | value | met |\n|---|---|---:|---|");
+    if let Some(goals) = event_goals(&document["events"]).as_object() {
+        for (name, goal) in goals {
+            let met = match goal["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "n/a",
+            };
+            let _ = writeln!(
+                out,
+                "| {name}: {} | {} | {} | {met} |",
+                goal["what"].as_str().unwrap_or(""),
+                goal["target"].as_str().unwrap_or(""),
+                num(&goal["value"]),
+            );
+        }
+    }
+    out
+}
+
+/// The event core's figures.
+pub fn events_table(document: &Value) -> String {
+    let events = &document["events"];
+    let mut out = String::new();
+    let _ = writeln!(out, "| event core | value |\n|---|---:|");
+    let latency = &events["start_latency_ms"];
+    let rows = [
+        ("KV write → trigger start, p50 (ms)", &latency["p50"]),
+        ("KV write → trigger start, p90 (ms)", &latency["p90"]),
+        ("KV write → trigger start, p99 (ms)", &latency["p99"]),
+        ("KV write → trigger start, max (ms)", &latency["max"]),
+        ("events dispatched per second", &events["events_per_s"]),
+        ("raw SQL queue, rows per second", &events["raw_rows_per_s"]),
+        ("events/s / raw rows/s", &events["events_vs_raw"]),
+    ];
+    for (label, value) in rows {
+        let _ = writeln!(out, "| {label} | {} |", num(value));
     }
     out
 }

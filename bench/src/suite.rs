@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::http::{Call, Connection};
 use crate::load::{self, Latency, round2};
 use crate::picloud::{self, Launcher, Picloud};
-use crate::{Options, ServerResult, measure_server, procfs};
+use crate::{Options, ServerResult, events, measure_server, procfs};
 
 /// Pause between readiness and the idle window after start-up.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
@@ -34,6 +34,8 @@ pub struct PicloudReport {
     pub startup: Value,
     /// First call after upload vs steady state.
     pub first_request: Value,
+    /// The event core.
+    pub events: Value,
 }
 
 /// A 1 KiB JSON document for the echo script.
@@ -86,8 +88,47 @@ fn all_ms(samples: &[Duration]) -> Vec<f64> {
         .collect()
 }
 
+/// The event core's measurements for `options`.
+fn event_spec(options: &Options) -> events::EventSpec {
+    events::EventSpec {
+        latency_events: options.latency_events,
+        throughput_events: options.throughput_events,
+        connections: options.event_connections,
+    }
+}
+
+/// Only the event core, on one freshly initialised picloud.
+pub async fn run_events_only(options: &Options) -> Result<Value> {
+    in_scratch(options, async |launcher: &Launcher| {
+        eprintln!("picloud-bench: first start of picloud (initialises its PostgreSQL)");
+        let (mut server, _) = launcher.start_ready().await?;
+        let token = picloud::login(server.addr).await?;
+        let measured = events::run(
+            server.addr,
+            &token,
+            &launcher.cluster_dir(),
+            event_spec(options),
+        )
+        .await;
+        server.stop()?;
+        measured
+    })
+    .await
+}
+
 /// Runs the whole PiCloud side.
 pub async fn run(options: &Options) -> Result<PicloudReport> {
+    in_scratch(options, async |launcher: &Launcher| {
+        run_with(options, launcher).await
+    })
+    .await
+}
+
+/// Runs `body` with a launcher whose data directory is a fresh scratch directory.
+async fn in_scratch<T>(
+    options: &Options,
+    body: impl AsyncFnOnce(&Launcher) -> Result<T>,
+) -> Result<T> {
     let binary = picloud::locate_binary(options.picloud.as_deref())?;
     // Under /tmp with a short name: the cluster's socket path must stay under 108 bytes,
     // and the `postgres` user (when running as root) must be able to reach it.
@@ -99,7 +140,7 @@ pub async fn run(options: &Options) -> Result<PicloudReport> {
         binary,
         data_dir: scratch.path().join("data"),
     };
-    let result = run_with(options, &launcher).await;
+    let result = body(&launcher).await;
     if result.is_err() {
         // Keep the logs of a failed run for a look; the directory is otherwise removed.
         let kept = scratch.keep();
@@ -241,6 +282,9 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
     let rss_right_after_load = round2(procfs::rss_bytes(pid)? as f64 / MIB);
     eprintln!("picloud-bench: idle window after load");
     let idle_after_load = idle_window(pid, &cluster_dir, options.idle).await?;
+
+    // Last, after the idle windows: the event core leaves a trigger behind.
+    let events = events::run(addr, &token, &cluster_dir, event_spec(options)).await?;
     server.stop()?;
 
     Ok(PicloudReport {
@@ -260,6 +304,7 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
             "postgres_running_runs_ms": all_ms(&running_postgres),
         }),
         first_request,
+        events,
     })
 }
 

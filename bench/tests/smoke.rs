@@ -64,6 +64,7 @@ fn a_smoke_run_writes_every_section_of_the_report() {
         "idle",
         "startup",
         "first_request",
+        "events",
         "goals",
     ] {
         assert!(report.get(section).is_some(), "no {section} in {report:#}");
@@ -92,4 +93,9 @@ fn a_smoke_run_writes_every_section_of_the_report() {
     assert!(report["startup"]["postgres_running_ms"].is_number());
     assert!(report["first_request"]["first_vs_steady_p50"].is_number());
     assert!(report["goals"]["hello_rps"]["met"].is_boolean());
+    assert_eq!(report["events"]["latency_events"], 5);
+    assert!(report["events"]["start_latency_ms"]["p50"].is_number());
+    assert!(report["events"]["events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["events"]["raw_rows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["goals"]["event_start_p50"]["met"].is_boolean());
 }
