@@ -16,4 +16,8 @@ pub trait ServiceEventEmitter: Send + Sync {
     /// trigger matches, which is a silent success). An event past the depth limit writes
     /// no rows and is recorded where an operator sees it.
     async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> RepoResult<u64>;
+
+    /// Called once the transaction in which `emit` wrote rows has committed: wakes the
+    /// dispatchers. Never called for a transaction that rolled back or wrote no rows.
+    fn rows_committed(&self);
 }

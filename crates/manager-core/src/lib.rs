@@ -28,7 +28,7 @@ pub use authenticator::TokenAuthenticator;
 pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};
 pub use config::ManagerConfig;
 pub use http::{AdminState, router, router_with_body_limit};
-pub use outbox_waker::PgOutboxWaker;
+pub use outbox_waker::{OutboxSignal, PgOutboxWaker};
 pub use recorder::{BatchingExecutionRecorder, RecorderHandle, RecorderOptions};
 pub use repo::{
     App, AppRepository, ExecutionCursor, ExecutionLogRepository, ListScripts, NewScript, Page,

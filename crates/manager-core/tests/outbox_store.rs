@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use picloud_manager_core::postgres::PgOutboxStore;
-use picloud_manager_core::{DEFAULT_APP_ID, PgOutboxWaker};
+use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, CredentialKind, OutboxStore, OutboxWaker, Scope,
     TriggerKind,
@@ -407,9 +407,28 @@ async fn complete_removes_the_row(pool: PgPool) {
     let f = Fixture::new(pool).await;
     let id = f.row(json!({})).await;
     let item = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
-    f.store.complete(&item).await.unwrap();
+    f.store.complete(std::slice::from_ref(&item)).await.unwrap();
     assert_eq!(f.outbox(id).await, None);
     assert_eq!(f.store.next_due_in().await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn complete_removes_every_row_it_is_given_and_no_other(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    for n in 0..4 {
+        f.row(json!({ "n": n })).await;
+    }
+    let mut items = f.store.claim_due("w", 4, LEASE).await.unwrap();
+    assert_eq!(items.len(), 4);
+    let kept = items.pop().unwrap();
+    f.store.complete(&items).await.unwrap();
+    for item in &items {
+        assert_eq!(f.outbox(item.id).await, None);
+    }
+    assert_eq!(f.outbox_rows().await, 1, "only the row left out remains");
+    assert!(f.outbox(kept.id).await.is_some());
+    f.store.complete(&[]).await.unwrap();
+    assert_eq!(f.outbox_rows().await, 1, "an empty call deletes nothing");
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -455,7 +474,10 @@ async fn giving_up_makes_a_dead_letter_and_hands_it_to_dead_letter_triggers(pool
     assert_eq!(delivery.event["last_error"], "boom");
 
     // The handler succeeds: the dead letter is resolved.
-    f.store.complete(delivery).await.unwrap();
+    f.store
+        .complete(std::slice::from_ref(delivery))
+        .await
+        .unwrap();
     assert_eq!(
         f.dead_letters().await[0].resolution.as_deref(),
         Some("handled_by_script")
@@ -515,7 +537,7 @@ async fn next_due_in_reports_the_earliest_claimable_row(pool: PgPool) {
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_notification_wakes_the_waker_and_the_deadline_ends_the_wait(pool: PgPool) {
-    let waker = PgOutboxWaker::spawn(pool.clone());
+    let waker = PgOutboxWaker::spawn(pool.clone(), &OutboxSignal::spawn(pool.clone()));
     // The first connection counts as a wake-up; once it has come, LISTEN is in place.
     tokio::time::timeout(Duration::from_secs(10), waker.wait_until(None))
         .await
@@ -579,4 +601,79 @@ async fn a_notification_wakes_the_waker_and_the_deadline_ends_the_wait(pool: PgP
         .wait_until(Some(Instant::now() + Duration::from_secs(60)))
         .await;
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_signal_wakes_its_own_process_at_once_and_other_nodes_by_notify(pool: PgPool) {
+    let here = OutboxSignal::spawn(pool.clone());
+    let waker = Arc::new(PgOutboxWaker::spawn(pool.clone(), &here));
+    tokio::time::timeout(Duration::from_secs(10), waker.wait_until(None))
+        .await
+        .unwrap();
+    waker.wait_until(Some(Instant::now())).await;
+
+    let sleeper = |waker: Arc<PgOutboxWaker>| {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            waker
+                .wait_until(Some(Instant::now() + Duration::from_secs(60)))
+                .await;
+            started.elapsed()
+        })
+    };
+
+    // This process's own rows.
+    let asleep = sleeper(Arc::clone(&waker));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    here.rows_committed();
+    let waited = tokio::time::timeout(Duration::from_secs(10), asleep)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken in memory: {waited:?}"
+    );
+    // Its own notification, arriving later, may or may not wake it once more (spurious
+    // returns are allowed); let it arrive and be taken.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    waker.wait_until(Some(Instant::now())).await;
+
+    // Another node's rows: a signal of its own, reaching this one only through NOTIFY.
+    let there = OutboxSignal::spawn(pool.clone());
+    let asleep = sleeper(Arc::clone(&waker));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    there.rows_committed();
+    let waited = tokio::time::timeout(Duration::from_secs(10), asleep)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by NOTIFY: {waited:?}"
+    );
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_burst_of_announcements_sends_few_notifications(pool: PgPool) {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("picloud_outbox").await.unwrap();
+    let signal = OutboxSignal::spawn(pool.clone());
+    for _ in 0..1000 {
+        signal.rows_committed();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the burst was announced")
+        .unwrap();
+    assert!(!first.payload().is_empty(), "names the announcing process");
+    let mut more = 0;
+    while let Ok(next) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        next.unwrap();
+        more += 1;
+    }
+    // One in flight when the burst began, at most one more for everything after it.
+    assert!(more <= 1, "{more} further notifications for one burst");
 }

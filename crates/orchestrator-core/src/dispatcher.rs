@@ -10,8 +10,12 @@
 //! one cheap query every few minutes, the only timer it has.
 //!
 //! At most `batch` runs are in flight per dispatcher; the executor's `ExecutionGate` bounds
-//! every run of the process together (HTTP and triggered).
+//! every run of the process together (HTTP and triggered). A busy dispatcher claims rows
+//! ahead of its free slots (see [`DispatcherConfig::claim_ahead`]) so that one statement
+//! claims many rows, and it deletes the rows of the runs that succeeded together, when it
+//! next claims or goes idle; the other outcomes are rare and each run settles its own.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,19 +47,46 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// executor unavailable is tried again (with jitter); such a wait costs no attempt.
 const DEFER_DELAY: Duration = Duration::from_secs(5);
 
+/// How many rounds of `batch` runs a dispatcher holds claimed at most: the one running
+/// and this many less one waiting. Claiming ahead is what lets a busy dispatcher take
+/// rows by the dozen in one statement rather than one per finished run.
+const CLAIM_ROUNDS: u32 = 8;
+
 /// How a dispatcher claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatcherConfig {
     /// Names this dispatcher's claims; unique per process (see [`Self::worker_id`]).
     pub worker_id: String,
-    /// Most rows claimed at once, and most runs in flight.
+    /// Most runs in flight at once.
     pub batch: u32,
     /// How long a claim lasts. Longer than the sandbox's timeout, or a run still going
     /// could be started a second time by another dispatcher.
     pub lease: Duration,
+    /// The longest one run can take once started, its wait for an execution slot
+    /// included: the sandbox timeout plus the gate's queue timeout. Rows are claimed
+    /// ahead of the free slots only while a row can wait its turn and still finish within
+    /// its lease; one that waited longer is handed back unrun.
+    pub max_run: Duration,
 }
 
 impl DispatcherConfig {
+    /// How long a row claimed ahead may wait for a slot and still be run.
+    pub fn queue_allowance(&self) -> Duration {
+        self.lease.saturating_sub(self.max_run)
+    }
+
+    /// How many rows a dispatcher claims beyond its free slots: none when a waiting row
+    /// could not be run within its lease.
+    pub fn claim_ahead(&self) -> u32 {
+        if self.queue_allowance().is_zero() {
+            0
+        } else {
+            self.batch
+                .max(1)
+                .saturating_mul(CLAIM_ROUNDS.saturating_sub(1))
+        }
+    }
+
     /// A worker id unique to this process: `host:pid:random`, so claims in the outbox say
     /// which node and process holds them, and a restarted process never mistakes an old
     /// claim for its own.
@@ -143,46 +174,75 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         recorder,
         config,
     } = deps;
-    let batch = config.batch.max(1);
+    let batch = usize::try_from(config.batch.max(1)).unwrap_or(usize::MAX);
+    let claim_ahead = usize::try_from(config.claim_ahead()).unwrap_or(usize::MAX);
     let runner = Arc::new(Runner {
         store: Arc::clone(&store),
         resolver,
         executor,
         recorder,
     });
-    let mut in_flight: JoinSet<()> = JoinSet::new();
+    // Claimed rows waiting for a free slot, oldest claim first.
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut in_flight: JoinSet<Option<OutboxItem>> = JoinSet::new();
+    let mut succeeded: Vec<OutboxItem> = Vec::new();
     let mut store_failures = 0_u32;
-    tracing::info!(worker = %config.worker_id, batch, "outbox dispatcher started");
+    // The last claim found fewer rows than it asked for: none is due until something
+    // wakes the loop (the waker, or the deadline it computed).
+    let mut drained = false;
+    tracing::info!(
+        worker = %config.worker_id,
+        batch,
+        claim_ahead,
+        "outbox dispatcher started"
+    );
 
     loop {
         if stop_requested(&stopping) {
             break;
         }
-        reap(&mut in_flight);
-        let free = batch.saturating_sub(u32::try_from(in_flight.len()).unwrap_or(u32::MAX));
-        if free == 0 {
-            tokio::select! {
-                done = in_flight.join_next() => {
-                    if let Some(done) = done {
-                        report_join(done);
-                    }
-                }
-                _ = stopping.wait_for(|stop| *stop) => break,
-            }
-            continue;
+        reap(&mut in_flight, &mut succeeded);
+        if start_queued(&runner, &config, &mut queue, &mut in_flight, batch).await {
+            // Rows handed back are due again now.
+            drained = false;
         }
 
-        let wait = match claim(store.as_ref(), &config, free).await {
-            Ok(items) => {
-                store_failures = 0;
-                let claimed = items.len();
-                for item in items {
-                    in_flight.spawn(Arc::clone(&runner).deliver(item));
+        let mut failed_wait = None;
+        // Claim when less than one round of runs is queued, and only what the free slots
+        // and the allowance to claim ahead can take.
+        let limit =
+            (batch.saturating_sub(in_flight.len()) + claim_ahead).saturating_sub(queue.len());
+        if !drained && queue.len() < batch && limit > 0 {
+            // Settling first costs nothing extra: the claim waits for the database anyway.
+            complete(store.as_ref(), &mut succeeded).await;
+            match claim(store.as_ref(), &config, limit).await {
+                Ok(items) => {
+                    store_failures = 0;
+                    drained = items.len() < limit;
+                    let claimed_at = Instant::now();
+                    let claimed = items.len();
+                    let mut items = items.into_iter();
+                    let free = batch.saturating_sub(in_flight.len());
+                    for item in items.by_ref().take(free) {
+                        in_flight.spawn(Arc::clone(&runner).deliver(item));
+                    }
+                    queue.extend(items.map(|item| Queued { item, claimed_at }));
+                    if claimed > 0 {
+                        continue;
+                    }
                 }
-                if u32::try_from(claimed).unwrap_or(u32::MAX) >= free {
-                    // A full batch: more may be due right now.
-                    continue;
+                Err(err) => {
+                    store_failures += 1;
+                    failed_wait = Some(store_retry_wait(store_failures, &err));
                 }
+            }
+        }
+
+        let wait = match failed_wait {
+            Some(wait) => wait,
+            None if in_flight.is_empty() && queue.is_empty() => {
+                // Idle from here on: nothing delivered may wait to be settled.
+                complete(store.as_ref(), &mut succeeded).await;
                 match store.next_due_in().await {
                     Ok(next) => next.map_or(SAFETY_RECHECK, |next| {
                         next.clamp(MIN_IDLE_WAIT, SAFETY_RECHECK)
@@ -193,9 +253,14 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
                     }
                 }
             }
-            Err(err) => {
-                store_failures += 1;
-                store_retry_wait(store_failures, &err)
+            None => {
+                // Busy: the rows are deleted with the next claim, unless that is far off.
+                if succeeded.len() >= batch + claim_ahead {
+                    complete(store.as_ref(), &mut succeeded).await;
+                }
+                // Each run in flight wakes the loop when it ends, and the loop looks
+                // again then: asking for the next due time now would be a wasted query.
+                SAFETY_RECHECK
             }
         };
 
@@ -204,14 +269,18 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         let deadline = Instant::now() + wait;
         let healthy = store_failures == 0;
         tokio::select! {
-            () = waker.wait_until(Some(deadline.into_std())), if healthy => {}
-            () = tokio::time::sleep_until(deadline), if !healthy => {}
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => report_join(done),
+            () = waker.wait_until(Some(deadline.into_std())), if healthy => drained = false,
+            () = tokio::time::sleep_until(deadline), if !healthy => drained = false,
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                report_join(done, &mut succeeded);
+            }
             _ = stopping.wait_for(|stop| *stop) => break,
         }
     }
 
-    drain(&mut in_flight, config.lease).await;
+    drain(&mut in_flight, &mut succeeded, config.lease).await;
+    complete(store.as_ref(), &mut succeeded).await;
+    // The queued rows' claims are released with the rest.
     match store.release(&config.worker_id).await {
         Ok(0) => {}
         Ok(released) => {
@@ -226,6 +295,53 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
     tracing::info!(worker = %config.worker_id, "outbox dispatcher stopped");
 }
 
+/// A row claimed ahead, waiting for a free slot.
+struct Queued {
+    item: OutboxItem,
+    claimed_at: Instant,
+}
+
+/// Starts queued rows while slots are free. A row that has waited so long that its run
+/// might outlast its lease is handed back unrun (its attempt uncounted), to be claimed
+/// afresh; returns whether any was.
+async fn start_queued(
+    runner: &Arc<Runner>,
+    config: &DispatcherConfig,
+    queue: &mut VecDeque<Queued>,
+    in_flight: &mut JoinSet<Option<OutboxItem>>,
+    batch: usize,
+) -> bool {
+    let allowance = config.queue_allowance();
+    let mut handed_back = false;
+    while in_flight.len() < batch {
+        let Some(Queued { item, claimed_at }) = queue.pop_front() else {
+            break;
+        };
+        if claimed_at.elapsed() <= allowance {
+            in_flight.spawn(Arc::clone(runner).deliver(item));
+            continue;
+        }
+        tracing::info!(
+            outbox_id = %item.id,
+            waited_ms = u64::try_from(claimed_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "claimed outbox row waited too long for a free slot; handing it back"
+        );
+        handed_back = true;
+        if let Err(err) = runner
+            .store
+            .defer(&item, Duration::ZERO, "waited too long for a free slot")
+            .await
+        {
+            tracing::error!(
+                outbox_id = %item.id,
+                error = %err,
+                "could not hand an outbox claim back; the row comes back after its lease"
+            );
+        }
+    }
+    handed_back
+}
+
 fn stop_requested(stopping: &watch::Receiver<bool>) -> bool {
     // A dropped handle also means stop: nobody could ask any more.
     *stopping.borrow() || stopping.has_changed().is_err()
@@ -234,10 +350,11 @@ fn stop_requested(stopping: &watch::Receiver<bool>) -> bool {
 async fn claim(
     store: &dyn OutboxStore,
     config: &DispatcherConfig,
-    free: u32,
+    limit: usize,
 ) -> Result<Vec<OutboxItem>, picloud_shared::OutboxError> {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
     let items = store
-        .claim_due(&config.worker_id, free, config.lease)
+        .claim_due(&config.worker_id, limit, config.lease)
         .await?;
     if !items.is_empty() {
         tracing::debug!(worker = %config.worker_id, claimed = items.len(), "claimed outbox rows");
@@ -258,27 +375,52 @@ fn store_retry_wait(failures: u32, err: &picloud_shared::OutboxError) -> Duratio
     wait
 }
 
-/// Collects finished runs without waiting, reporting any that panicked.
-fn reap(in_flight: &mut JoinSet<()>) {
+/// Collects finished runs without waiting: the successful ones into `succeeded`, and
+/// any that panicked reported.
+fn reap(in_flight: &mut JoinSet<Option<OutboxItem>>, succeeded: &mut Vec<OutboxItem>) {
     while let Some(done) = in_flight.try_join_next() {
-        report_join(done);
+        report_join(done, succeeded);
     }
 }
 
-fn report_join(done: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = done
-        && err.is_panic()
-    {
-        tracing::error!(
+fn report_join(
+    done: Result<Option<OutboxItem>, tokio::task::JoinError>,
+    succeeded: &mut Vec<OutboxItem>,
+) {
+    match done {
+        Ok(Some(item)) => succeeded.push(item),
+        Ok(None) => {}
+        Err(err) if err.is_panic() => tracing::error!(
             error = %err,
             "an outbox delivery panicked; its row comes back after its lease"
+        ),
+        // Cancelled: only at shutdown, past the lease, and reported there.
+        Err(_) => {}
+    }
+}
+
+/// Deletes the rows of the runs that succeeded, emptying `succeeded`.
+async fn complete(store: &dyn OutboxStore, succeeded: &mut Vec<OutboxItem>) {
+    if succeeded.is_empty() {
+        return;
+    }
+    if let Err(err) = store.complete(succeeded).await {
+        tracing::error!(
+            rows = succeeded.len(),
+            error = %err,
+            "could not complete delivered outbox rows; they come back after their lease"
         );
     }
+    succeeded.clear();
 }
 
 /// Waits for the runs in flight, at most `limit`; runs still going then are abandoned
 /// (their rows come back after the lease, or at once through the release that follows).
-async fn drain(in_flight: &mut JoinSet<()>, limit: Duration) {
+async fn drain(
+    in_flight: &mut JoinSet<Option<OutboxItem>>,
+    succeeded: &mut Vec<OutboxItem>,
+    limit: Duration,
+) {
     if in_flight.is_empty() {
         return;
     }
@@ -288,7 +430,7 @@ async fn drain(in_flight: &mut JoinSet<()>, limit: Duration) {
     );
     let all = async {
         while let Some(done) = in_flight.join_next().await {
-            report_join(done);
+            report_join(done, succeeded);
         }
     };
     if tokio::time::timeout(limit, all).await.is_err() {
@@ -315,10 +457,12 @@ enum Delivery {
 }
 
 impl Runner {
-    async fn deliver(self: Arc<Self>, item: OutboxItem) {
+    /// Runs `item` and settles its claim, except after a success: the item is returned
+    /// for the loop to complete together with the others.
+    async fn deliver(self: Arc<Self>, item: OutboxItem) -> Option<OutboxItem> {
         let delivery = self.attempt(&item).await;
         let settled = match &delivery {
-            Delivery::Succeeded => self.store.complete(&item).await,
+            Delivery::Succeeded => return Some(item),
             Delivery::Failed(error) if item.can_retry() => {
                 let delay = item.retry_delay(rand::random::<f64>());
                 tracing::warn!(
@@ -360,6 +504,7 @@ impl Runner {
                 "could not settle an outbox claim; the row comes back after its lease"
             );
         }
+        None
     }
 
     async fn attempt(&self, item: &OutboxItem) -> Delivery {

@@ -64,6 +64,7 @@ struct FakeStore {
     rows: Mutex<Vec<Row>>,
     settled: Mutex<Vec<(usize, Settled)>>,
     claims: AtomicUsize,
+    completions: AtomicUsize,
     next_due_asks: AtomicUsize,
     released: Mutex<Vec<String>>,
     changed: Notify,
@@ -167,14 +168,18 @@ impl OutboxStore for FakeStore {
         Ok(claimed)
     }
 
-    async fn complete(&self, item: &OutboxItem) -> OutboxResult<()> {
-        self.remove(item);
-        self.settle(
-            item,
-            Settled::Complete {
-                attempt: item.attempt(),
-            },
-        );
+    async fn complete(&self, items: &[OutboxItem]) -> OutboxResult<()> {
+        assert!(!items.is_empty(), "completing nothing is a wasted call");
+        self.completions.fetch_add(1, Ordering::SeqCst);
+        for item in items {
+            self.remove(item);
+            self.settle(
+                item,
+                Settled::Complete {
+                    attempt: item.attempt(),
+                },
+            );
+        }
         Ok(())
     }
 
@@ -421,6 +426,25 @@ fn start(
     executor: FakeExecutor,
     batch: u32,
 ) -> Harness {
+    start_with(
+        store,
+        scripts,
+        executor,
+        DispatcherConfig {
+            worker_id: "test-worker".to_owned(),
+            batch,
+            lease: Duration::from_secs(60),
+            max_run: Duration::from_secs(35),
+        },
+    )
+}
+
+fn start_with(
+    store: Arc<FakeStore>,
+    scripts: &[Arc<Script>],
+    executor: FakeExecutor,
+    config: DispatcherConfig,
+) -> Harness {
     let waker = Arc::new(FakeWaker::default());
     let executor = Arc::new(executor);
     let records = Arc::new(Records::default());
@@ -432,11 +456,7 @@ fn start(
         )),
         executor: executor.clone(),
         recorder: records.clone(),
-        config: DispatcherConfig {
-            worker_id: "test-worker".to_owned(),
-            batch,
-            lease: Duration::from_secs(60),
-        },
+        config,
     });
     Harness {
         store,
@@ -716,8 +736,9 @@ async fn it_sleeps_until_the_next_due_row_and_then_runs_it() {
     );
     assert_eq!(
         h.store.claims.load(Ordering::SeqCst),
-        3,
-        "one look at the start, one at the due time, one when the run finished"
+        2,
+        "one look at the start and one at the due time; the run finishing with nothing \
+         else due costs no claim"
     );
     h.handle.shutdown().await;
 }
@@ -764,4 +785,89 @@ fn worker_ids_name_the_host_and_process_and_never_repeat() {
         "{a}"
     );
     assert_ne!(a, b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_dispatcher_claims_ahead_and_completes_many_rows_per_call() {
+    let store = Arc::new(FakeStore::default());
+    let script = script(AppId::new());
+    for _ in 0..12 {
+        store.push(item(&script, 5), Duration::ZERO);
+    }
+    let mut executor = FakeExecutor::new(|_| ok());
+    executor.takes = Duration::from_millis(10);
+    let h = start(store, &[script], executor, 2);
+
+    h.store.until(|s| s.len() == 12).await;
+    assert!(
+        h.store
+            .settled()
+            .iter()
+            .all(|(_, how)| *how == Settled::Complete { attempt: 1 })
+    );
+    assert_eq!(h.executor.most_running.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        h.store.claims.load(Ordering::SeqCst),
+        1,
+        "twelve rows fit in one claim of two slots and fourteen ahead"
+    );
+    let completions = h.store.completions.load(Ordering::SeqCst);
+    assert!(
+        completions <= 6,
+        "{completions} calls to complete twelve rows run two at a time"
+    );
+    h.handle.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_row_that_waited_too_long_for_a_slot_is_handed_back_and_run_afresh() {
+    let store = Arc::new(FakeStore::default());
+    let script = script(AppId::new());
+    for _ in 0..3 {
+        store.push(item(&script, 5), Duration::ZERO);
+    }
+    let mut executor = FakeExecutor::new(|_| ok());
+    executor.takes = Duration::from_secs(2);
+    // A row may wait one second for its slot; each run takes two.
+    let h = start_with(
+        store,
+        &[script],
+        executor,
+        DispatcherConfig {
+            worker_id: "test-worker".to_owned(),
+            batch: 1,
+            lease: Duration::from_secs(10),
+            max_run: Duration::from_secs(9),
+        },
+    );
+
+    h.store
+        .until(|s| {
+            s.iter()
+                .filter(|(_, how)| matches!(how, Settled::Complete { .. }))
+                .count()
+                == 3
+        })
+        .await;
+    let settled = h.store.settled();
+    let handed_back: Vec<usize> = settled
+        .iter()
+        .filter(|(_, how)| {
+            *how == Settled::Defer {
+                attempt: 1,
+                delay: Duration::ZERO,
+            }
+        })
+        .map(|(row, _)| *row)
+        .collect();
+    assert!(
+        handed_back.contains(&1) && handed_back.contains(&2),
+        "the rows queued behind the first were handed back: {settled:?}"
+    );
+    assert!(
+        settled.contains(&(0, Settled::Complete { attempt: 1 })),
+        "{settled:?}"
+    );
+    assert_eq!(h.executor.most_running.load(Ordering::SeqCst), 1);
+    h.handle.shutdown().await;
 }

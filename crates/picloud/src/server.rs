@@ -20,8 +20,8 @@ use picloud_manager_core::postgres::{
 };
 use picloud_manager_core::{
     AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, EventRetention,
-    PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator, ensure_instance_admin,
-    spawn_event_retention_pruner, spawn_retention_pruner,
+    OutboxSignal, PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator,
+    ensure_instance_admin, spawn_event_retention_pruner, spawn_retention_pruner,
 };
 use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
@@ -75,8 +75,13 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     ));
     let resolver = Arc::new(CachedScriptResolver::new(scripts.clone()));
     // KV changes write their trigger rows through the outbox emitter, in the change's own
-    // transaction.
-    let emitter = Arc::new(OutboxEmitter::new(config.triggers.max_trigger_depth));
+    // transaction, and announce them after the commit: this process's dispatcher in
+    // memory, other nodes by a coalesced NOTIFY.
+    let signal = OutboxSignal::spawn(pool.clone());
+    let emitter = Arc::new(OutboxEmitter::new(
+        config.triggers.max_trigger_depth,
+        signal.clone(),
+    ));
     let kv = Arc::new(PgKvService::new(pool.clone(), emitter));
     // Scripts reach the services through the executor, which drives their async calls on
     // this runtime from each run's own thread.
@@ -125,7 +130,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     let dispatcher = Dispatcher::spawn(DispatcherDeps {
         store: Arc::new(PgOutboxStore::new(pool.clone())),
         // Holds one pooled connection for LISTEN for as long as the dispatcher runs.
-        waker: Arc::new(PgOutboxWaker::spawn(pool.clone())),
+        waker: Arc::new(PgOutboxWaker::spawn(pool.clone(), &signal)),
         resolver: resolver.clone(),
         executor: executor.clone(),
         recorder: recorder.clone(),
@@ -133,6 +138,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             worker_id: DispatcherConfig::worker_id(&host_name()),
             batch: dispatcher_batch(config.executor.gate.max_concurrent),
             lease: config.triggers.outbox_lease,
+            max_run: config.executor.ceiling.limits().timeout + config.executor.gate.max_wait,
         },
     });
     let data_plane = picloud_orchestrator_core::router(OrchestratorState {

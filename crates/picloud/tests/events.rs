@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use picloud::database;
 use picloud_manager_core::postgres::{PgOutboxStore, PgScriptRepository};
-use picloud_manager_core::{CachedScriptResolver, DEFAULT_APP_ID, PgOutboxWaker};
+use picloud_manager_core::{CachedScriptResolver, DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_orchestrator_core::{Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle};
 use picloud_shared::{
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutorClient,
@@ -172,7 +172,10 @@ impl Outbox {
     fn dispatcher(&self, worker: &str, executor: Arc<CountingExecutor>) -> DispatcherHandle {
         Dispatcher::spawn(DispatcherDeps {
             store: Arc::new(PgOutboxStore::new(self.pool.clone())),
-            waker: Arc::new(PgOutboxWaker::spawn(self.pool.clone())),
+            waker: Arc::new(PgOutboxWaker::spawn(
+                self.pool.clone(),
+                &OutboxSignal::spawn(self.pool.clone()),
+            )),
             resolver: Arc::new(CachedScriptResolver::new(Arc::new(
                 PgScriptRepository::new(self.pool.clone()),
             ))),
@@ -182,6 +185,7 @@ impl Outbox {
                 worker_id: worker.to_owned(),
                 batch: 8,
                 lease: Duration::from_secs(60),
+                max_run: Duration::from_secs(35),
             },
         })
     }

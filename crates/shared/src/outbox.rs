@@ -126,9 +126,11 @@ pub trait OutboxStore: Send + Sync {
         lease: Duration,
     ) -> OutboxResult<Vec<OutboxItem>>;
 
-    /// The run succeeded: the row goes away. When it delivered a dead letter, that dead
-    /// letter is resolved as `handled_by_script`.
-    async fn complete(&self, item: &OutboxItem) -> OutboxResult<()>;
+    /// The runs succeeded: their rows go away, all together. Where a run delivered a dead
+    /// letter, that dead letter is resolved as `handled_by_script`. Dispatchers hand over
+    /// every run that finished since their last call, so a busy one deletes many rows per
+    /// statement and an idle one each row at once.
+    async fn complete(&self, items: &[OutboxItem]) -> OutboxResult<()>;
 
     /// The run failed with attempts left: the claim is released and the row is due again
     /// after `delay`, remembering `error`.

@@ -41,13 +41,27 @@ impl PgKvService {
     }
 
     /// Emits `event` in `tx`, the transaction that made the change; a failure fails the
-    /// call, and dropping the uncommitted transaction rolls the change back.
-    async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> Result<(), ServiceError> {
+    /// call, and dropping the uncommitted transaction rolls the change back. Returns the
+    /// outbox rows written, to be announced once `tx` commits.
+    async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> Result<u64, ServiceError> {
         self.emitter
             .emit(tx, event)
             .await
-            .map(|_rows| ())
             .map_err(|err| service_error(err, "emitting a kv event"))
+    }
+
+    /// Commits a change and wakes the dispatchers if it wrote outbox rows.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        rows: u64,
+        doing: &'static str,
+    ) -> Result<(), ServiceError> {
+        tx.commit().await.map_err(db(doing))?;
+        if rows > 0 {
+            self.emitter.rows_committed();
+        }
+        Ok(())
     }
 }
 
@@ -136,8 +150,8 @@ impl KvService for PgKvService {
             service_error(translate(err, violations), "writing a kv entry")
         })?;
         let event = kv_event(ctx, collection, key, KvOp::Set, Some(value));
-        self.emit(&mut tx, &event).await?;
-        tx.commit().await.map_err(db("committing a kv write"))
+        let rows = self.emit(&mut tx, &event).await?;
+        self.commit(tx, rows, "committing a kv write").await
     }
 
     #[tracing::instrument(skip_all, fields(app_id = %ctx.app_id, %collection))]
@@ -169,8 +183,8 @@ impl KvService for PgKvService {
             return Ok(false);
         }
         let event = kv_event(ctx, collection, key, KvOp::Delete, None);
-        self.emit(&mut tx, &event).await?;
-        tx.commit().await.map_err(db("committing a kv delete"))?;
+        let rows = self.emit(&mut tx, &event).await?;
+        self.commit(tx, rows, "committing a kv delete").await?;
         Ok(true)
     }
 

@@ -3,9 +3,10 @@
 //! own transaction, and [`fan_out_dead_letter`] does the same for a new dead letter and the
 //! app's `dead_letter` triggers.
 //!
-//! Rows are announced with `pg_notify` in the same transaction: PostgreSQL delivers the
-//! notification only if the transaction commits, so a dispatcher is never woken for rows
-//! that do not exist.
+//! A service's rows are announced after its commit through the [`OutboxSignal`]
+//! ([`ServiceEventEmitter::rows_committed`]), so a dispatcher is never woken for rows that
+//! do not exist, and the commit itself takes no notification lock. Dead-letter fan-out, a
+//! rare path inside the dispatcher's own transaction, notifies in that transaction.
 
 use async_trait::async_trait;
 use picloud_shared::{
@@ -20,19 +21,22 @@ use super::dead_letters::insert_dead_letter;
 use super::error::db_error;
 use super::outbox_store::OUTBOX_CHANNEL;
 use crate::events::ServiceEventEmitter;
+use crate::outbox_waker::OutboxSignal;
 use crate::repo::{NewDeadLetter, RepoResult};
 
-/// Writes the outbox rows of service events, in the caller's transaction, and refuses
-/// events past the trigger depth limit.
-#[derive(Debug, Clone, Copy)]
+/// Writes the outbox rows of service events, in the caller's transaction, refuses events
+/// past the trigger depth limit, and announces committed rows.
+#[derive(Debug, Clone)]
 pub struct OutboxEmitter {
     max_depth: u32,
+    signal: OutboxSignal,
 }
 
 impl OutboxEmitter {
-    /// An emitter refusing events deeper than `max_depth` (`PICLOUD_MAX_TRIGGER_DEPTH`).
-    pub fn new(max_depth: u32) -> Self {
-        Self { max_depth }
+    /// An emitter refusing events deeper than `max_depth` (`PICLOUD_MAX_TRIGGER_DEPTH`)
+    /// and announcing committed rows through `signal`.
+    pub fn new(max_depth: u32, signal: OutboxSignal) -> Self {
+        Self { max_depth, signal }
     }
 
     /// The depth limit.
@@ -109,6 +113,10 @@ impl ServiceEventEmitter for OutboxEmitter {
         tracing::debug!(app_id = %event.app_id, rows = written, "event written to the outbox");
         Ok(written)
     }
+
+    fn rows_committed(&self) {
+        self.signal.rows_committed();
+    }
 }
 
 fn watches(candidate: &KvCandidate, collection: &str, op: KvOp) -> bool {
@@ -121,8 +129,8 @@ fn depth_column(depth: u32) -> i32 {
     i32::try_from(depth.max(1)).unwrap_or(i32::MAX)
 }
 
-/// Inserts one due outbox row per `(trigger, script)` target, all carrying `event`, and
-/// wakes the dispatchers on commit; writes nothing for no targets.
+/// Inserts one due outbox row per `(trigger, script)` target, all carrying `event`; writes
+/// nothing for no targets.
 async fn insert_rows(
     conn: &mut PgConnection,
     app: AppId,
@@ -152,7 +160,6 @@ async fn insert_rows(
     .await
     .map_err(db_error)?
     .rows_affected();
-    notify(conn).await?;
     Ok(written)
 }
 
@@ -201,6 +208,7 @@ pub async fn fan_out_dead_letter(
     if written == 0 {
         return Ok(0);
     }
+    notify(conn).await?;
     tracing::info!(
         %dead_letter_id,
         app_id = %app,

@@ -248,24 +248,37 @@ impl OutboxStore for PgOutboxStore {
             .collect())
     }
 
-    #[tracing::instrument(skip_all, fields(outbox_id = %item.id))]
-    async fn complete(&self, item: &OutboxItem) -> OutboxResult<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_error)?;
-        let deleted = sqlx::query("DELETE FROM outbox WHERE id = $1")
-            .bind(item.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_error)?;
-        if let (Some(dead_letter), true) = (item.dead_letter_id, deleted.rows_affected() > 0) {
-            // One handler that succeeded outweighs another that failed.
-            resolve(
-                &mut tx,
-                dead_letter,
-                "handled_by_script",
-                &["handler_failed"],
-            )
-            .await?;
+    #[tracing::instrument(skip_all, fields(rows = items.len()))]
+    async fn complete(&self, items: &[OutboxItem]) -> OutboxResult<()> {
+        if items.is_empty() {
+            return Ok(());
         }
+        let ids: Vec<Uuid> = items.iter().map(|item| item.id).collect();
+        if !items.iter().any(|item| item.dead_letter_id.is_some()) {
+            // The common case needs no transaction: one statement is one.
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&self.pool)
+                .await
+                .map_err(sql_error)?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(sql_error)?;
+        let deleted: Vec<Uuid> =
+            sqlx::query_scalar("DELETE FROM outbox WHERE id = ANY($1) RETURNING id")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql_error)?;
+        // Only a row this call deleted resolves its dead letter: one completed meanwhile
+        // by another dispatcher has resolved it already.
+        let handled: Vec<Uuid> = items
+            .iter()
+            .filter(|item| deleted.contains(&item.id))
+            .filter_map(|item| item.dead_letter_id)
+            .collect();
+        // One handler that succeeded outweighs another that failed.
+        resolve(&mut tx, &handled, "handled_by_script", &["handler_failed"]).await?;
         tx.commit().await.map_err(sql_error)
     }
 
@@ -295,7 +308,7 @@ impl OutboxStore for PgOutboxStore {
             return Ok(());
         }
         match item.dead_letter_id {
-            Some(dead_letter) => resolve(&mut tx, dead_letter, "handler_failed", &[]).await?,
+            Some(dead_letter) => resolve(&mut tx, &[dead_letter], "handler_failed", &[]).await?,
             None => {
                 let dead_letter = insert_dead_letter(
                     &mut tx,
@@ -372,19 +385,22 @@ impl OutboxStore for PgOutboxStore {
     }
 }
 
-/// Resolves a dead letter that is unresolved or resolved as one of `overridable`; one
+/// Resolves the dead letters that are unresolved or resolved as one of `overridable`; one
 /// resolved otherwise meanwhile (replayed, ignored) keeps its resolution.
 async fn resolve(
     conn: &mut PgConnection,
-    dead_letter: Uuid,
+    dead_letters: &[Uuid],
     resolution: &str,
     overridable: &[&str],
 ) -> OutboxResult<()> {
+    if dead_letters.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE dead_letters SET resolution = $2, resolved_at = now()
-         WHERE id = $1 AND (resolution IS NULL OR resolution = ANY($3))",
+         WHERE id = ANY($1) AND (resolution IS NULL OR resolution = ANY($3))",
     )
-    .bind(dead_letter)
+    .bind(dead_letters)
     .bind(resolution)
     .bind(overridable)
     .execute(conn)

@@ -30,6 +30,10 @@ impl ServiceEventEmitter for RecordingEmitter {
         self.events.lock().unwrap().push(event.clone());
         Ok(0)
     }
+
+    fn rows_committed(&self) {
+        unreachable!("this emitter writes no rows, so there is nothing to announce");
+    }
 }
 
 fn kv(app: impl std::fmt::Display, rest: &str) -> String {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use picloud_manager_core::OutboxSignal;
 use picloud_manager_core::events::ServiceEventEmitter;
 use picloud_manager_core::postgres::{OutboxEmitter, dead_letter_payload, fan_out_dead_letter};
 use picloud_manager_core::repo::{ListDeadLetters, NewDeadLetter, Resolution};
@@ -112,7 +113,7 @@ async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(pool:
     let blog_all = create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set])).await;
     create(dead_letter_trigger(shop, &script, user)).await;
 
-    let emitter = OutboxEmitter::new(8);
+    let emitter = OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone()));
     let event = kv_event(shop, "orders:2024", KvOp::Set, 3);
     assert_eq!(emit(&pool, &emitter, &event).await, 3);
 
@@ -158,7 +159,7 @@ async fn an_event_no_trigger_matches_writes_nothing(pool: PgPool) {
         .create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set]))
         .await
         .unwrap();
-    let emitter = OutboxEmitter::new(8);
+    let emitter = OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone()));
     // App A's events never reach app B's triggers.
     assert_eq!(
         emit(&pool, &emitter, &kv_event(shop, "users", KvOp::Set, 1)).await,
@@ -178,7 +179,7 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
         .create(kv_trigger(shop, &script, user, "*", &[KvOp::Set]))
         .await
         .unwrap();
-    let emitter = OutboxEmitter::new(8);
+    let emitter = OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone()));
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
     listener.listen("picloud_outbox").await.unwrap();
 
@@ -199,6 +200,10 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     assert!(outbox(&pool).await.is_empty());
     tx.commit().await.unwrap();
     assert_eq!(outbox(&pool).await.len(), 1);
+    // The commit itself takes no notification lock: the service announces afterwards.
+    let woken = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(woken.is_err(), "the transaction notified by itself");
+    emitter.rows_committed();
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
     let notification = woken.expect("no notification after the commit").unwrap();
     assert_eq!(notification.channel(), "picloud_outbox");
@@ -217,7 +222,7 @@ async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(pool: 
             .await
             .unwrap();
     }
-    let emitter = OutboxEmitter::new(3);
+    let emitter = OutboxEmitter::new(3, OutboxSignal::spawn(pool.clone()));
 
     // At the limit: still delivered.
     assert_eq!(
@@ -273,7 +278,7 @@ async fn a_deep_event_nothing_watches_is_not_a_dead_letter(pool: PgPool) {
         .create(kv_trigger(shop, &script, user, "orders", &[KvOp::Set]))
         .await
         .unwrap();
-    let emitter = OutboxEmitter::new(3);
+    let emitter = OutboxEmitter::new(3, OutboxSignal::spawn(pool.clone()));
     assert_eq!(
         emit(&pool, &emitter, &kv_event(shop, "users", KvOp::Set, 9)).await,
         0

@@ -37,6 +37,10 @@ impl ServiceEventEmitter for RecordingEmitter {
         self.events.lock().unwrap().push(event.clone());
         Ok(0)
     }
+
+    fn rows_committed(&self) {
+        unreachable!("this emitter writes no rows, so there is nothing to announce");
+    }
 }
 
 /// A service under test and what it emitted.

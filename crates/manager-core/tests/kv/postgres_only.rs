@@ -28,6 +28,7 @@ struct TableEmitter {
     pool: PgPool,
     then: Then,
     seen: std::sync::Mutex<Vec<(Option<Value>, Option<Value>)>>,
+    announced: std::sync::atomic::AtomicUsize,
 }
 
 impl TableEmitter {
@@ -40,6 +41,7 @@ impl TableEmitter {
             pool: pool.clone(),
             then,
             seen: std::sync::Mutex::new(Vec::new()),
+            announced: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
@@ -77,6 +79,17 @@ impl ServiceEventEmitter for TableEmitter {
             Then::Fail => Err(RepoError::Internal("the outbox refused the event".into())),
             Then::FailUnavailable => Err(RepoError::Unavailable(sqlx::Error::PoolTimedOut)),
         }
+    }
+
+    fn rows_committed(&self) {
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl TableEmitter {
+    fn announcements(&self) -> usize {
+        self.announced.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -132,6 +145,7 @@ async fn the_events_are_written_in_the_writes_own_transaction(pool: PgPool) {
     assert_eq!(rows[0]["causation_id"], json!(ctx.execution_id));
     assert_eq!(rows[1]["op"], "delete");
     assert_eq!(rows[1]["value"], Value::Null);
+    assert_eq!(emitter.announcements(), 2, "each commit is announced");
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -150,6 +164,7 @@ async fn a_failure_after_the_write_leaves_neither_the_value_nor_event_rows(pool:
     assert_eq!(failing.seen.lock().unwrap()[0].0, Some(json!("new")));
     assert_eq!(stored(&pool, app, "ada").await, None);
     assert!(event_rows(&pool).await.is_empty());
+    assert_eq!(failing.announcements(), 0, "a rollback is never announced");
 
     // A failed delete keeps the value, and a failed overwrite the old one.
     let working = PgKvService::new(pool.clone(), Arc::new(RecordingEmitter::default()));
