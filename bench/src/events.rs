@@ -1,14 +1,17 @@
 //! The event core: how long a KV write takes to start the script its trigger names, how
-//! many such events PiCloud dispatches per second, and the same database's raw speed at
-//! the queue pattern underneath (insert, claim with `SKIP LOCKED`, delete) for scale.
+//! many events PiCloud dispatches per second against the same database's raw speed at the
+//! queue pattern underneath (insert, claim with `SKIP LOCKED`, delete), and how many KV
+//! writes per second make it all the way to their triggered run.
 //!
 //! Trigger runs are found in `execution_logs` through picloud's own PostgreSQL. The
-//! harness polls that table to know when the runs are there; picloud itself is not
-//! polled for anything.
+//! harness polls that table to know when a phase's runs are all there, and takes the
+//! phase's end from the runs themselves (the last one's start plus its duration), so the
+//! polling interval does not blur the figures; picloud itself is not polled for anything.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,6 +19,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::http::{Call, Connection};
@@ -28,6 +33,9 @@ const DEFAULT_APP: &str = "00000000-0000-0000-0000-000000000001";
 /// The collection the trigger watches.
 const COLLECTION: &str = "bench-events";
 
+/// The channel picloud's dispatchers listen on.
+const OUTBOX_CHANNEL: &str = "picloud_outbox";
+
 /// How often the harness counts the trigger runs recorded so far.
 const COUNT_POLL: Duration = Duration::from_millis(50);
 
@@ -37,15 +45,43 @@ const RUNS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Rows the raw baseline claims per `UPDATE`.
 const CLAIM_BATCH: i64 = 100;
 
+/// Rounds of the dispatch phase and the raw baseline, alternated.
+const ROUNDS: usize = 3;
+
+/// KV writes per call of the writing script.
+const KEYS_PER_CALL: usize = 10;
+
+/// The outbox row the emitter writes for a KV event, as the dispatch phase and the raw
+/// baseline both insert it (the baseline into a copy of the table).
+const INSERT_EVENT: &str = "(id, app_id, trigger_id, script_id, event, depth) \
+                            VALUES (gen_random_uuid(), $1::uuid, $2::uuid, $3::uuid, $4, 1)";
+
+/// The trigger script: logs the key, so a run can be matched to its write.
+const TRIGGER_SCRIPT: &str = "log::info(ctx.event.key); ()";
+
+/// The writing script: sets `count` keys from `first` on, one KV write (one transaction,
+/// one event) each.
+const WRITER_SCRIPT: &str = r#"let c = kv::collection("bench-events");
+let first = parse_int(ctx.request.query.first);
+let count = parse_int(ctx.request.query.count);
+for i in first..first + count { c.set(`sc-${i}`, #{ n: i }); }
+()"#;
+
 /// How big the event measurements are.
 #[derive(Debug, Clone, Copy)]
 pub struct EventSpec {
     /// Events sent one at a time for the latency.
     pub latency_events: usize,
-    /// Events sent as fast as possible for the throughput.
+    /// Events of each throughput phase.
     pub throughput_events: usize,
     /// Connections sending them.
     pub connections: usize,
+}
+
+/// The trigger the phases fire.
+struct Target {
+    trigger: String,
+    script: String,
 }
 
 /// picloud's zero-config database, reached over the cluster's unix socket.
@@ -54,14 +90,17 @@ async fn connect(cluster_dir: &Path) -> Result<PgPool> {
         "postgresql://picloud@localhost/picloud?host={}",
         cluster_dir.display()
     );
+    // No ping before each statement: the raw baseline is the database's own speed, and
+    // picloud's pool does not ping connections in steady use either.
     PgPoolOptions::new()
         .max_connections(20)
+        .test_before_acquire(false)
         .connect(&url)
         .await
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// Uploads the trigger script, registers its KV trigger, then measures all three figures.
+/// Uploads the scripts, registers the KV trigger, then measures every figure.
 pub async fn run(
     addr: SocketAddr,
     token: &str,
@@ -69,43 +108,67 @@ pub async fn run(
     spec: EventSpec,
 ) -> Result<Value> {
     let pool = connect(cluster_dir).await?;
-    let script = picloud::create_script(
-        addr,
-        token,
-        "bench-event-trigger",
-        "log::info(ctx.event.key); ()",
-    )
-    .await?;
+    let script = picloud::create_script(addr, token, "bench-event-trigger", TRIGGER_SCRIPT).await?;
+    let writer = picloud::create_script(addr, token, "bench-event-writer", WRITER_SCRIPT).await?;
     let body = json!({ "script": "bench-event-trigger", "collection": COLLECTION, "ops": ["set"] });
-    crate::http::json(
+    let trigger = crate::http::json(
         addr,
         &Call::post_json("/api/admin/triggers/kv", body.to_string()).bearer(token),
         hyper::StatusCode::CREATED,
     )
     .await
     .context("registering the KV trigger")?;
+    let target = Target {
+        trigger: trigger["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the trigger answer has no id: {trigger}"))?
+            .to_owned(),
+        script,
+    };
 
     eprintln!(
         "picloud-bench: event latency, {} events one at a time",
         spec.latency_events
     );
-    let latency = start_latency(addr, token, &pool, &script, spec.latency_events).await?;
+    let latency = start_latency(addr, token, &pool, &target.script, spec.latency_events).await?;
+    // The database's speed drifts within a run (checkpoints, autovacuum, a noisy
+    // neighbour): alternating the two phases and taking each one's median compares them
+    // under the same conditions.
+    let mut dispatched = Vec::new();
+    let mut raw = Vec::new();
+    for round in 1..=ROUNDS {
+        eprintln!(
+            "picloud-bench: dispatch throughput, {} outbox rows on {} connections ({round}/{ROUNDS})",
+            spec.throughput_events, spec.connections
+        );
+        dispatched.push(dispatch_throughput(&pool, &target, spec).await?);
+        eprintln!(
+            "picloud-bench: raw queue baseline, {} rows ({round}/{ROUNDS})",
+            spec.throughput_events
+        );
+        raw.push(raw_queue(&pool, &target, spec).await?);
+    }
+    let rounds = json!({
+        "events_per_s": dispatched.iter().copied().map(round2).collect::<Vec<_>>(),
+        "raw_rows_per_s": raw.iter().copied().map(round2).collect::<Vec<_>>(),
+    });
+    let (dispatched, raw) = (median(dispatched), median(raw));
     eprintln!(
-        "picloud-bench: event throughput, {} events on {} connections",
-        spec.throughput_events, spec.connections
-    );
-    let events_per_s = throughput(addr, token, &pool, &script, spec).await?;
-    eprintln!(
-        "picloud-bench: raw queue baseline, {} rows",
+        "picloud-bench: KV writes by scripts, {} events",
         spec.throughput_events
     );
-    let raw_rows_per_s = raw_queue(&pool, spec).await?;
+    let by_scripts =
+        kv_throughput(addr, &pool, &target.script, &Writes::Script(&writer), spec).await?;
+    eprintln!(
+        "picloud-bench: KV writes by the admin API, {} events",
+        spec.throughput_events
+    );
+    let by_puts =
+        kv_throughput(addr, &pool, &target.script, &Writes::AdminPut(token), spec).await?;
     pool.close().await;
 
-    let ratio = if raw_rows_per_s > 0.0 {
-        events_per_s / raw_rows_per_s
-    } else {
-        0.0
+    let vs_raw = |per_s: f64| {
+        if raw > 0.0 { round2(per_s / raw) } else { 0.0 }
     };
     let latency_ms = |us: f64| round2(us / 1e3);
     Ok(json!({
@@ -119,9 +182,14 @@ pub async fn run(
             "max": latency_ms(latency.max_us),
             "mean": latency_ms(latency.mean_us),
         },
-        "events_per_s": round2(events_per_s),
-        "raw_rows_per_s": round2(raw_rows_per_s),
-        "events_vs_raw": round2(ratio),
+        "events_per_s": round2(dispatched),
+        "raw_rows_per_s": round2(raw),
+        "events_vs_raw": vs_raw(dispatched),
+        "rounds": rounds,
+        "kv_script_events_per_s": round2(by_scripts),
+        "kv_script_vs_raw": vs_raw(by_scripts),
+        "kv_put_events_per_s": round2(by_puts),
+        "kv_put_vs_raw": vs_raw(by_puts),
     }))
 }
 
@@ -133,11 +201,12 @@ fn kv_put(token: &str, key: &str, value: &Value) -> Call {
     .bearer(token)
 }
 
-async fn put(connection: &mut Connection, call: &Call) -> Result<()> {
+/// Sends `call` and insists on a 2xx.
+async fn send_ok(connection: &mut Connection, call: &Call) -> Result<()> {
     let (status, body) = connection.send(call).await?;
     if !status.is_success() {
         bail!(
-            "PUT {} answered {status}: {}",
+            "{} answered {status}: {}",
             call.path,
             String::from_utf8_lossy(&body)
         );
@@ -145,31 +214,53 @@ async fn put(connection: &mut Connection, call: &Call) -> Result<()> {
     Ok(())
 }
 
-/// Trigger runs of `script` recorded so far.
-async fn trigger_runs(pool: &PgPool, script: &str) -> Result<i64> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM execution_logs
-         WHERE script_id = $1::uuid AND invocation_type = 'trigger'",
+/// Trigger runs of `script` recorded so far that started at or after `since`, and when
+/// the last of them ended (its start plus its duration).
+async fn runs_since(
+    pool: &PgPool,
+    script: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, Option<DateTime<Utc>>)> {
+    let runs = sqlx::query_as(
+        "SELECT count(*), max(started_at + duration_ms * interval '1 millisecond')
+         FROM execution_logs
+         WHERE script_id = $1::uuid AND invocation_type = 'trigger' AND started_at >= $2",
     )
     .bind(script)
+    .bind(since)
     .fetch_one(pool)
     .await?;
-    Ok(count)
+    Ok(runs)
 }
 
-/// Polls the count until it reaches `target`; the instant it was first seen there.
-async fn wait_for_runs(pool: &PgPool, script: &str, target: i64) -> Result<Instant> {
+/// Waits until `target` runs that started at or after `since` are recorded; when the last
+/// of them ended.
+async fn runs_done(
+    pool: &PgPool,
+    script: &str,
+    since: DateTime<Utc>,
+    target: usize,
+) -> Result<DateTime<Utc>> {
+    let target = i64::try_from(target)?;
     let deadline = Instant::now() + RUNS_TIMEOUT;
     loop {
-        let count = trigger_runs(pool, script).await?;
+        let (count, last_end) = runs_since(pool, script, since).await?;
         if count >= target {
-            return Ok(Instant::now());
+            return last_end.ok_or_else(|| anyhow!("{count} runs but no end time"));
         }
         if Instant::now() >= deadline {
             bail!("{count} of {target} trigger runs recorded after {RUNS_TIMEOUT:?}");
         }
         tokio::time::sleep(COUNT_POLL).await;
     }
+}
+
+/// `count` events over `since` → `end`.
+fn rate(count: usize, since: DateTime<Utc>, end: DateTime<Utc>) -> Result<f64> {
+    let elapsed = (end - since)
+        .to_std()
+        .map_err(|_| anyhow!("the last run ended before the phase began"))?;
+    Ok(per_second(count, elapsed))
 }
 
 /// KV write sent → trigger run started, per event, one event at a time.
@@ -180,7 +271,7 @@ async fn start_latency(
     script: &str,
     events: usize,
 ) -> Result<Latency> {
-    let before = trigger_runs(pool, script).await?;
+    let since = Utc::now();
     let mut connection = Connection::open(addr).await?;
     let mut sent: HashMap<String, DateTime<Utc>> = HashMap::new();
     for i in 0..events {
@@ -188,17 +279,17 @@ async fn start_latency(
         let key = format!("lat-{i:06}");
         let call = kv_put(token, &key, &json!({ "n": i }));
         let at = Utc::now();
-        put(&mut connection, &call).await?;
+        send_ok(&mut connection, &call).await?;
         sent.insert(key, at);
     }
-    let total = i64::try_from(events)?;
-    wait_for_runs(pool, script, before + total).await?;
+    runs_done(pool, script, since, events).await?;
 
     let rows: Vec<(Value, DateTime<Utc>)> = sqlx::query_as(
         "SELECT logs, started_at FROM execution_logs
-         WHERE script_id = $1::uuid AND invocation_type = 'trigger'",
+         WHERE script_id = $1::uuid AND invocation_type = 'trigger' AND started_at >= $2",
     )
     .bind(script)
+    .bind(since)
     .fetch_all(pool)
     .await?;
     let mut nanos = Vec::new();
@@ -225,30 +316,143 @@ async fn start_latency(
     Ok(Latency::from_nanos(nanos))
 }
 
-/// Events per second: from the first write sent until every run is recorded.
-async fn throughput(
+/// The event of KV write `key`, as the emitter writes it.
+fn kv_event(key: &str, n: usize) -> Value {
+    json!({
+        "kind": "kv",
+        "app_id": DEFAULT_APP,
+        "collection": COLLECTION,
+        "key": key,
+        "op": "set",
+        "value": { "n": n },
+        "depth": 1,
+        "causation_id": null,
+    })
+}
+
+/// Announces inserted rows the way picloud's own `OutboxSignal` does for another node:
+/// one `NOTIFY` in flight at a time, announcements made meanwhile folded into one more.
+struct Announcer {
+    pending: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Announcer {
+    fn spawn(pool: PgPool) -> Self {
+        let pending = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let pending = Arc::clone(&pending);
+            async move {
+                loop {
+                    pending.notified().await;
+                    let sent = sqlx::query("SELECT pg_notify($1, 'picloud-bench')")
+                        .bind(OUTBOX_CHANNEL)
+                        .execute(&pool)
+                        .await;
+                    if let Err(err) = sent {
+                        eprintln!("picloud-bench: NOTIFY failed: {err}");
+                    }
+                }
+            }
+        });
+        Self { pending, task }
+    }
+
+    fn rows_committed(&self) {
+        self.pending.notify_one();
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Outbox rows per second that picloud dispatches: `connections` writers insert the rows
+/// the emitter would write for as many KV events, one statement each, announcing them as
+/// picloud does, while picloud claims, runs, records and deletes them; from the first
+/// insert until the last run ends.
+async fn dispatch_throughput(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f64> {
+    let announcer = Arc::new(Announcer::spawn(pool.clone()));
+    let insert = format!("INSERT INTO outbox {INSERT_EVENT}");
+    let since = Utc::now();
+    let mut writers = Vec::new();
+    for lane in 0..spec.connections {
+        let (pool, announcer, insert) = (pool.clone(), Arc::clone(&announcer), insert.clone());
+        let (trigger, script) = (target.trigger.clone(), target.script.clone());
+        let rows: Vec<usize> = (lane..spec.throughput_events)
+            .step_by(spec.connections)
+            .collect();
+        writers.push(tokio::spawn(async move {
+            for i in rows {
+                sqlx::query(&insert)
+                    .bind(DEFAULT_APP)
+                    .bind(&trigger)
+                    .bind(&script)
+                    .bind(kv_event(&format!("dp-{i:06}"), i))
+                    .execute(&pool)
+                    .await?;
+                announcer.rows_committed();
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let end = runs_done(pool, &target.script, since, spec.throughput_events).await?;
+    rate(spec.throughput_events, since, end)
+}
+
+/// How the KV phases write.
+enum Writes<'a> {
+    /// `PUT /api/admin/apps/…/kv/…/{key}`, one authenticated request per event.
+    AdminPut(&'a str),
+    /// Calls of the writing script (this id), [`KEYS_PER_CALL`] events each.
+    Script(&'a str),
+}
+
+/// KV writes per second that reach their triggered run: `connections` connections write
+/// `throughput_events` keys through picloud; from the first request sent until the last
+/// run ends.
+async fn kv_throughput(
     addr: SocketAddr,
-    token: &str,
     pool: &PgPool,
     script: &str,
+    writes: &Writes<'_>,
     spec: EventSpec,
 ) -> Result<f64> {
-    let before = trigger_runs(pool, script).await?;
+    let calls: Vec<Call> = match writes {
+        Writes::AdminPut(token) => (0..spec.throughput_events)
+            .map(|i| kv_put(token, &format!("tp-{i:06}"), &json!({ "n": i })))
+            .collect(),
+        Writes::Script(writer) => (0..spec.throughput_events.div_ceil(KEYS_PER_CALL))
+            .map(|call| {
+                let first = call * KEYS_PER_CALL;
+                Call::get(format!(
+                    "/api/execute/{writer}?first={first}&count={KEYS_PER_CALL}"
+                ))
+            })
+            .collect(),
+    };
+    let events = match writes {
+        Writes::AdminPut(_) => calls.len(),
+        Writes::Script(_) => calls.len() * KEYS_PER_CALL,
+    };
+    let calls = Arc::new(calls);
     let mut connections = Vec::new();
     for _ in 0..spec.connections {
         connections.push(Connection::open(addr).await?);
     }
-    let started = Instant::now();
+    let since = Utc::now();
     let mut senders = Vec::new();
     for (lane, mut connection) in connections.into_iter().enumerate() {
-        let token = token.to_owned();
-        let keys: Vec<usize> = (lane..spec.throughput_events)
-            .step_by(spec.connections)
-            .collect();
+        let calls = Arc::clone(&calls);
+        let lanes = spec.connections;
         senders.push(tokio::spawn(async move {
-            for i in keys {
-                let call = kv_put(&token, &format!("tp-{i:06}"), &json!({ "n": i }));
-                put(&mut connection, &call).await?;
+            for call in calls.iter().skip(lane).step_by(lanes) {
+                send_ok(&mut connection, call).await?;
             }
             anyhow::Ok(())
         }));
@@ -256,13 +460,19 @@ async fn throughput(
     for sender in senders {
         sender.await??;
     }
-    let done = wait_for_runs(
-        pool,
-        script,
-        before + i64::try_from(spec.throughput_events)?,
-    )
-    .await?;
-    Ok(per_second(spec.throughput_events, done - started))
+    let end = runs_done(pool, script, since, events).await?;
+    rate(events, since, end)
+}
+
+/// The middle value (the mean of the middle two for an even count; 0 for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[middle],
+        _ => f64::midpoint(values[middle - 1], values[middle]),
+    }
 }
 
 #[expect(
@@ -274,32 +484,47 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
 }
 
 /// The queue pattern in plain SQL on the same database: `connections` writers insert the
-/// rows one statement each while one consumer claims them in batches with
-/// `FOR UPDATE SKIP LOCKED` and deletes them; rows per second until the last is deleted.
-async fn raw_queue(pool: &PgPool, spec: EventSpec) -> Result<f64> {
+/// same rows as the dispatch phase, one statement each, into a copy of the outbox table
+/// (its columns, defaults, checks, indexes and foreign keys), while one consumer claims
+/// them in batches with `FOR UPDATE SKIP LOCKED` and deletes them; rows per second until
+/// the last is deleted.
+async fn raw_queue(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f64> {
     sqlx::query("DROP TABLE IF EXISTS bench_raw_queue")
         .execute(pool)
         .await?;
-    sqlx::query(
-        "CREATE TABLE bench_raw_queue (
-             id bigserial PRIMARY KEY,
-             payload jsonb NOT NULL,
-             claimed_at timestamptz
-         )",
+    // The same table as the outbox: `LIKE` copies its columns, defaults, checks and
+    // indexes, and its foreign keys are added as the catalogue has them, so each insert
+    // checks the same parent rows.
+    let foreign_keys: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = 'outbox'::regclass AND contype = 'f' ORDER BY conname",
     )
+    .fetch_all(pool)
+    .await?;
+    let mut definition = vec!["LIKE outbox INCLUDING ALL".to_owned()];
+    definition.extend(foreign_keys);
+    sqlx::query(&format!(
+        "CREATE TABLE bench_raw_queue ({})",
+        definition.join(", ")
+    ))
     .execute(pool)
     .await?;
+    let insert = format!("INSERT INTO bench_raw_queue {INSERT_EVENT}");
 
     let total = spec.throughput_events;
     let started = Instant::now();
     let mut writers = Vec::new();
     for lane in 0..spec.connections {
-        let pool = pool.clone();
+        let (pool, insert) = (pool.clone(), insert.clone());
+        let (trigger, script) = (target.trigger.clone(), target.script.clone());
         let rows: Vec<usize> = (lane..total).step_by(spec.connections).collect();
         writers.push(tokio::spawn(async move {
             for i in rows {
-                sqlx::query("INSERT INTO bench_raw_queue (payload) VALUES ($1)")
-                    .bind(json!({ "n": i }))
+                sqlx::query(&insert)
+                    .bind(DEFAULT_APP)
+                    .bind(&trigger)
+                    .bind(&script)
+                    .bind(kv_event(&format!("raw-{i:06}"), i))
                     .execute(&pool)
                     .await?;
             }
@@ -312,10 +537,13 @@ async fn raw_queue(pool: &PgPool, spec: EventSpec) -> Result<f64> {
             let mut deleted = 0;
             let deadline = Instant::now() + RUNS_TIMEOUT;
             while deleted < total {
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "UPDATE bench_raw_queue SET claimed_at = now()
-                     WHERE id IN (SELECT id FROM bench_raw_queue WHERE claimed_at IS NULL
-                                  ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $1)
+                let ids: Vec<sqlx::types::Uuid> = sqlx::query_scalar(
+                    "UPDATE bench_raw_queue
+                     SET claimed_until = now() + interval '1 minute', claimed_by = 'raw',
+                         attempts = attempts + 1
+                     WHERE id IN (SELECT id FROM bench_raw_queue
+                                  WHERE due_at <= now() AND claimed_until IS NULL
+                                  ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING id",
                 )
                 .bind(CLAIM_BATCH)

@@ -37,7 +37,7 @@ usage: picloud-bench [options]
   --idle SECS           each idle window (default: 30)
   --startup-runs N      start-ups timed per kind (default: 5)
   --upload-rounds N     freshly uploaded scripts timed (default: 20)
-  --events N M          KV events timed one at a time, and sent for throughput (default: 500 2000)
+  --events N M          KV events timed one at a time, and per throughput phase (default: 500 4000)
   --events-only         only the event core: trigger start latency, events/s, raw queue
   --smoke               a few seconds in all: checks that the harness works, measures nothing
 
@@ -70,7 +70,8 @@ pub struct Options {
     pub steady_calls: usize,
     /// KV events sent one at a time for the trigger start latency.
     pub latency_events: usize,
-    /// KV events sent as fast as possible for the dispatch throughput.
+    /// Events of each throughput phase (dispatch, raw queue, KV writes by scripts and by
+    /// the admin API).
     pub throughput_events: usize,
     /// Connections sending the throughput events.
     pub event_connections: usize,
@@ -94,7 +95,7 @@ impl Default for Options {
             upload_rounds: 20,
             steady_calls: 50,
             latency_events: 500,
-            throughput_events: 2_000,
+            throughput_events: 4_000,
             event_connections: 16,
             events_only: false,
             smoke: false,

@@ -347,6 +347,16 @@ pub fn events_table(document: &Value) -> String {
         ("events dispatched per second", &events["events_per_s"]),
         ("raw SQL queue, rows per second", &events["raw_rows_per_s"]),
         ("events/s / raw rows/s", &events["events_vs_raw"]),
+        (
+            "end to end, KV writes by scripts, events per second",
+            &events["kv_script_events_per_s"],
+        ),
+        ("  / raw rows/s", &events["kv_script_vs_raw"]),
+        (
+            "end to end, KV writes by admin API PUTs, events per second",
+            &events["kv_put_events_per_s"],
+        ),
+        ("  / raw rows/s", &events["kv_put_vs_raw"]),
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "| {label} | {} |", num(value));

@@ -97,5 +97,7 @@ fn a_smoke_run_writes_every_section_of_the_report() {
     assert!(report["events"]["start_latency_ms"]["p50"].is_number());
     assert!(report["events"]["events_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["events"]["raw_rows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["events"]["kv_script_events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["events"]["kv_put_events_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["goals"]["event_start_p50"]["met"].is_boolean());
 }

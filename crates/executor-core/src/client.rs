@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use picloud_shared::config::{ConfigError, EnvLookup};
 use picloud_shared::{
     CompileError, ExecutionError, ExecutionReport, ExecutionRequest, ExecutorClient,
@@ -193,18 +194,12 @@ impl ExecutorClient for LocalExecutorClient {
         let execution_id = request.execution_id;
         let permit = match self.inner.gate.acquire().await {
             Ok(permit) => permit,
-            Err(err) => {
-                return ExecutionReport {
-                    execution_id,
-                    outcome: Err(err),
-                    logs: Vec::new(),
-                    duration: Duration::ZERO,
-                };
-            }
+            Err(err) => return refused(execution_id, err),
         };
 
         let limits = self.inner.engine.effective_limits(&request.script.limits);
         let script_id = request.script.id;
+        let started_at = Utc::now();
         let started = Instant::now();
         let inner = Arc::clone(&self.inner);
         let run = run_on_worker(&self.inner.workers, permit, limits.timeout, move || {
@@ -212,21 +207,224 @@ impl ExecutorClient for LocalExecutorClient {
         });
         let (outcome, logs) = match run.await {
             Ok(output) => (output.outcome, output.logs),
-            Err(Failure::Timeout) => {
-                tracing::warn!(%script_id, %execution_id, "script outran its deadline check; abandoning its thread");
-                let limit = limits.timeout;
-                (Err(ExecutionError::Timeout { limit }), Vec::new())
-            }
-            Err(Failure::Internal(message)) => {
-                tracing::error!(%script_id, %execution_id, %message, "script execution failed");
-                (Err(ExecutionError::Internal { message }), Vec::new())
-            }
+            Err(failure) => failed(script_id, execution_id, limits, failure),
         };
         ExecutionReport {
             execution_id,
             outcome,
             logs,
             duration: started.elapsed(),
+            started_at,
+        }
+    }
+
+    /// Runs the batch in one execution slot, as one job on one worker: one hand-over for
+    /// all of it. The backstop is the sum of the runs' timeouts plus [`TIMEOUT_GRACE`];
+    /// if it fires, the run in progress is reported as timed out and the rest are not
+    /// started.
+    async fn execute_batch(
+        &self,
+        requests: Vec<ExecutionRequest>,
+        start_by: Option<Instant>,
+    ) -> Vec<Option<ExecutionReport>> {
+        if requests.len() < 2 {
+            // Nothing to save: the single path, with its own backstop.
+            let mut reports = Vec::with_capacity(requests.len());
+            for request in requests {
+                if start_by.is_some_and(|by| Instant::now() > by) {
+                    reports.push(None);
+                } else {
+                    reports.push(Some(self.execute(request).await));
+                }
+            }
+            return reports;
+        }
+        let permit = match self.inner.gate.acquire().await {
+            Ok(permit) => permit,
+            Err(err) => {
+                return requests
+                    .iter()
+                    .map(|request| Some(refused(request.execution_id, err.clone())))
+                    .collect();
+            }
+        };
+        let runs: Vec<(ExecutionRequest, SandboxLimits)> = requests
+            .into_iter()
+            .map(|request| {
+                let limits = self.inner.engine.effective_limits(&request.script.limits);
+                (request, limits)
+            })
+            .collect();
+        let heads: Vec<(ScriptId, picloud_shared::ExecutionId, SandboxLimits)> = runs
+            .iter()
+            .map(|(request, limits)| (request.script.id, request.execution_id, *limits))
+            .collect();
+        let backstop = heads.iter().fold(TIMEOUT_GRACE, |sum, (_, _, limits)| {
+            sum.saturating_add(limits.timeout)
+        });
+
+        let progress = Arc::new(BatchProgress::default());
+        let (done, finished) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let worker_progress = Arc::clone(&progress);
+        let submitted = self.inner.workers.submit(Box::new(move || {
+            for (request, limits) in &runs {
+                let late = start_by.is_some_and(|by| Instant::now() > by);
+                if late || worker_progress.cancelled.load(Ordering::Acquire) {
+                    worker_progress.push(None);
+                    continue;
+                }
+                let started_at = Utc::now();
+                let started = Instant::now();
+                let output =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| inner.run(request, *limits)))
+                        .map_err(|panic| Failure::Internal(panic_message(panic.as_ref())));
+                worker_progress.push(Some(Finished {
+                    output,
+                    started_at,
+                    duration: started.elapsed(),
+                }));
+            }
+            Box::new(move || {
+                drop(permit);
+                let _ = done.send(());
+            })
+        }));
+        let timed_out = match submitted {
+            Err(err) => {
+                let message = err.to_string();
+                return heads
+                    .iter()
+                    .map(|(script_id, execution_id, limits)| {
+                        let (outcome, logs) = failed(
+                            *script_id,
+                            *execution_id,
+                            *limits,
+                            Failure::Internal(message.clone()),
+                        );
+                        Some(report(
+                            *execution_id,
+                            outcome,
+                            logs,
+                            Duration::ZERO,
+                            Utc::now(),
+                        ))
+                    })
+                    .collect();
+            }
+            Ok(()) => tokio::time::timeout(backstop, finished).await.is_err(),
+        };
+        if timed_out {
+            progress.cancelled.store(true, Ordering::Release);
+        }
+        let finished = progress.take();
+        let in_progress = finished.len();
+        let mut finished = finished.into_iter();
+        heads
+            .iter()
+            .enumerate()
+            .map(
+                |(index, (script_id, execution_id, limits))| match finished.next() {
+                    Some(Some(Finished {
+                        output,
+                        started_at,
+                        duration,
+                    })) => {
+                        let (outcome, logs) = match output {
+                            Ok(output) => (output.outcome, output.logs),
+                            Err(failure) => failed(*script_id, *execution_id, *limits, failure),
+                        };
+                        Some(report(*execution_id, outcome, logs, duration, started_at))
+                    }
+                    Some(None) => None,
+                    None if timed_out && index == in_progress => {
+                        let (outcome, logs) =
+                            failed(*script_id, *execution_id, *limits, Failure::Timeout);
+                        Some(report(*execution_id, outcome, logs, backstop, Utc::now()))
+                    }
+                    None => None,
+                },
+            )
+            .collect()
+    }
+}
+
+/// What a batch's worker has done so far, shared with the caller so that a backstop can
+/// tell the runs that finished from those that never started.
+#[derive(Default)]
+struct BatchProgress {
+    finished: Mutex<Vec<Option<Finished>>>,
+    /// The caller gave up: the worker starts no further run.
+    cancelled: AtomicBool,
+}
+
+impl BatchProgress {
+    // Pushes and takes are whole under the lock; one left by a panic is still usable.
+    fn push(&self, run: Option<Finished>) {
+        self.finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(run);
+    }
+
+    fn take(&self) -> Vec<Option<Finished>> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One run of a batch that ended.
+struct Finished {
+    output: Result<RunOutput, Failure>,
+    started_at: DateTime<Utc>,
+    duration: Duration,
+}
+
+fn report(
+    execution_id: picloud_shared::ExecutionId,
+    outcome: Result<picloud_shared::ScriptResponse, ExecutionError>,
+    logs: Vec<picloud_shared::LogEntry>,
+    duration: Duration,
+    started_at: DateTime<Utc>,
+) -> ExecutionReport {
+    ExecutionReport {
+        execution_id,
+        outcome,
+        logs,
+        duration,
+        started_at,
+    }
+}
+
+/// The report of a run the gate turned away.
+fn refused(execution_id: picloud_shared::ExecutionId, err: ExecutionError) -> ExecutionReport {
+    report(
+        execution_id,
+        Err(err),
+        Vec::new(),
+        Duration::ZERO,
+        Utc::now(),
+    )
+}
+
+/// The outcome of a run that produced no output, logged once here.
+fn failed(
+    script_id: ScriptId,
+    execution_id: picloud_shared::ExecutionId,
+    limits: SandboxLimits,
+    failure: Failure,
+) -> (
+    Result<picloud_shared::ScriptResponse, ExecutionError>,
+    Vec<picloud_shared::LogEntry>,
+) {
+    match failure {
+        Failure::Timeout => {
+            tracing::warn!(%script_id, %execution_id, "script outran its deadline check; abandoning its thread");
+            let limit = limits.timeout;
+            (Err(ExecutionError::Timeout { limit }), Vec::new())
+        }
+        Failure::Internal(message) => {
+            tracing::error!(%script_id, %execution_id, %message, "script execution failed");
+            (Err(ExecutionError::Internal { message }), Vec::new())
         }
     }
 }

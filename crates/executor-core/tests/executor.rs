@@ -237,3 +237,107 @@ async fn clones_share_one_cache_and_one_gate() {
     assert_eq!(other.compile_count(), 1);
     assert_eq!(client.gate().capacity(), other.gate().capacity());
 }
+
+#[tokio::test]
+async fn a_batch_runs_in_order_on_one_worker_and_reports_each_run() {
+    let client = client();
+    let requests = vec![
+        request(script("1"), None),
+        request(script(r#"throw "boom""#), None),
+        request(script(r#"log::info("third"); 3"#), None),
+    ];
+    let ids: Vec<_> = requests.iter().map(|r| r.execution_id).collect();
+    let reports: Vec<_> = client
+        .execute_batch(requests, None)
+        .await
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+
+    assert_eq!(
+        reports.iter().map(|r| r.execution_id).collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(text(&ok(reports[0].clone())), "1");
+    assert!(
+        matches!(failure(reports[1].clone()), ExecutionError::Script { ref message, .. } if message.contains("boom")),
+        "a failing run fails alone"
+    );
+    assert_eq!(text(&ok(reports[2].clone())), "3");
+    assert_eq!(reports[2].logs.len(), 1, "each run keeps its own logs");
+    assert!(reports[0].logs.is_empty());
+    assert!(reports[0].started_at <= reports[1].started_at);
+    assert!(reports[1].started_at <= reports[2].started_at);
+    assert_eq!(
+        client.worker_threads(),
+        1,
+        "one hand-over for the whole batch"
+    );
+    assert_eq!(client.gate().available(), client.gate().capacity());
+}
+
+#[tokio::test]
+async fn a_batch_starts_no_run_after_its_start_by() {
+    let client = client();
+    let past = std::time::Instant::now();
+    let reports = client
+        .execute_batch(
+            vec![request(script("1"), None), request(script("2"), None)],
+            Some(past),
+        )
+        .await;
+    assert!(reports.iter().all(Option::is_none), "{reports:?}");
+
+    let soon = std::time::Instant::now() + Duration::from_millis(100);
+    let reports = client
+        .execute_batch(
+            vec![
+                request(script("sleep(0.3); 1"), None),
+                request(script("2"), None),
+                request(script("3"), None),
+            ],
+            Some(soon),
+        )
+        .await;
+    assert_eq!(text(&ok(reports[0].clone().unwrap())), "1");
+    assert!(
+        reports[1].is_none() && reports[2].is_none(),
+        "the runs after the deadline were not started: {reports:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_gate_refuses_a_whole_batch() {
+    let client = LocalExecutorClient::new(ExecutorConfig {
+        ceiling: SandboxCeiling::default(),
+        gate: GateConfig {
+            max_concurrent: 1,
+            max_wait: Duration::from_millis(20),
+        },
+    });
+    let busy = tokio::spawn({
+        let client = client.clone();
+        async move { client.execute(request(script("sleep(0.5); 1"), None)).await }
+    });
+    tokio::time::timeout(QUICK, async {
+        while client.gate().available() > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let reports = client
+        .execute_batch(
+            vec![request(script("2"), None), request(script("3"), None)],
+            None,
+        )
+        .await;
+    for report in reports {
+        assert!(matches!(
+            failure(report.unwrap()),
+            ExecutionError::Overloaded { .. }
+        ));
+    }
+    assert_eq!(text(&ok(busy.await.unwrap())), "1");
+}

@@ -12,21 +12,23 @@
 //! At most `batch` runs are in flight per dispatcher; the executor's `ExecutionGate` bounds
 //! every run of the process together (HTTP and triggered). A busy dispatcher claims rows
 //! ahead of its free slots (see [`DispatcherConfig::claim_ahead`]) so that one statement
-//! claims many rows, and it deletes the rows of the runs that succeeded together, when it
-//! next claims or goes idle; the other outcomes are rare and each run settles its own.
+//! claims many rows; up to `batch` lanes run them one after another, so the next run
+//! starts without a round trip through the loop; and the rows of the runs that succeeded
+//! are deleted together, when the loop next claims or goes idle. The other outcomes are
+//! rare and each run settles its own.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
 use picloud_shared::{
     ExecutionError, ExecutionId, ExecutionRecord, ExecutionRecorder, ExecutionReport,
     ExecutionRequest, ExecutionStatus, ExecutorClient, InvocationType, OutboxItem, OutboxStore,
-    OutboxWaker, RequestId, ScriptResolver, TriggeredBy,
+    OutboxWaker, RequestId, Script, ScriptResolver, TriggeredBy,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -46,6 +48,10 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Wait before a run that could not start because the script store was unreachable or the
 /// executor unavailable is tried again (with jitter); such a wait costs no attempt.
 const DEFER_DELAY: Duration = Duration::from_secs(5);
+
+/// Most queued rows a lane hands the executor at once (see
+/// [`ExecutorClient::execute_batch`]): one hand-over to a script worker for all of them.
+const MAX_RUNS_PER_HAND_OVER: usize = 8;
 
 /// How many rounds of `batch` runs a dispatcher holds claimed at most: the one running
 /// and this many less one waiting. Claiming ahead is what lets a busy dispatcher take
@@ -182,10 +188,16 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         executor,
         recorder,
     });
-    // Claimed rows waiting for a free slot, oldest claim first.
-    let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut in_flight: JoinSet<Option<OutboxItem>> = JoinSet::new();
-    let mut succeeded: Vec<OutboxItem> = Vec::new();
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        succeeded: Mutex::new(Vec::new()),
+        running_low: Notify::new(),
+        handed_back: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        batch,
+        allowance: config.queue_allowance(),
+    });
+    let mut lanes: JoinSet<()> = JoinSet::new();
     let mut store_failures = 0_u32;
     // The last claim found fewer rows than it asked for: none is due until something
     // wakes the loop (the waker, or the deadline it computed).
@@ -201,33 +213,29 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         if stop_requested(&stopping) {
             break;
         }
-        reap(&mut in_flight, &mut succeeded);
-        if start_queued(&runner, &config, &mut queue, &mut in_flight, batch).await {
+        reap(&mut lanes);
+        if shared.handed_back.swap(false, Ordering::AcqRel) {
             // Rows handed back are due again now.
             drained = false;
         }
+        let queued = shared.queued();
+        while lanes.len() < batch.min(queued) {
+            lanes.spawn(lane(Arc::clone(&runner), Arc::clone(&shared)));
+        }
 
         let mut failed_wait = None;
-        // Claim when less than one round of runs is queued, and only what the free slots
-        // and the allowance to claim ahead can take.
-        let limit =
-            (batch.saturating_sub(in_flight.len()) + claim_ahead).saturating_sub(queue.len());
-        if !drained && queue.len() < batch && limit > 0 {
+        // Claim when less than one batch is queued, as many as the lanes and the
+        // allowance to claim ahead can take.
+        let limit = (batch + claim_ahead).saturating_sub(queued + lanes.len());
+        if !drained && (queued == 0 || lanes.len() < batch) && limit > 0 {
             // Settling first costs nothing extra: the claim waits for the database anyway.
-            complete(store.as_ref(), &mut succeeded).await;
+            complete(store.as_ref(), shared.take_succeeded()).await;
             match claim(store.as_ref(), &config, limit).await {
                 Ok(items) => {
                     store_failures = 0;
                     drained = items.len() < limit;
-                    let claimed_at = Instant::now();
-                    let claimed = items.len();
-                    let mut items = items.into_iter();
-                    let free = batch.saturating_sub(in_flight.len());
-                    for item in items.by_ref().take(free) {
-                        in_flight.spawn(Arc::clone(&runner).deliver(item));
-                    }
-                    queue.extend(items.map(|item| Queued { item, claimed_at }));
-                    if claimed > 0 {
+                    if !items.is_empty() {
+                        shared.enqueue(items);
                         continue;
                     }
                 }
@@ -240,9 +248,9 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
 
         let wait = match failed_wait {
             Some(wait) => wait,
-            None if in_flight.is_empty() && queue.is_empty() => {
+            None if lanes.is_empty() && queued == 0 => {
                 // Idle from here on: nothing delivered may wait to be settled.
-                complete(store.as_ref(), &mut succeeded).await;
+                complete(store.as_ref(), shared.take_succeeded()).await;
                 match store.next_due_in().await {
                     Ok(next) => next.map_or(SAFETY_RECHECK, |next| {
                         next.clamp(MIN_IDLE_WAIT, SAFETY_RECHECK)
@@ -255,11 +263,11 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
             }
             None => {
                 // Busy: the rows are deleted with the next claim, unless that is far off.
-                if succeeded.len() >= batch + claim_ahead {
-                    complete(store.as_ref(), &mut succeeded).await;
+                if shared.succeeded_count() >= batch + claim_ahead {
+                    complete(store.as_ref(), shared.take_succeeded()).await;
                 }
-                // Each run in flight wakes the loop when it ends, and the loop looks
-                // again then: asking for the next due time now would be a wasted query.
+                // The lanes wake the loop when the queue runs low or they run out of
+                // work: asking for the next due time now would be a wasted query.
                 SAFETY_RECHECK
             }
         };
@@ -271,16 +279,17 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         tokio::select! {
             () = waker.wait_until(Some(deadline.into_std())), if healthy => drained = false,
             () = tokio::time::sleep_until(deadline), if !healthy => drained = false,
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                report_join(done, &mut succeeded);
-            }
+            () = shared.running_low.notified(), if !lanes.is_empty() => {}
+            Some(done) = lanes.join_next(), if !lanes.is_empty() => report_join(done),
             _ = stopping.wait_for(|stop| *stop) => break,
         }
     }
 
-    drain(&mut in_flight, &mut succeeded, config.lease).await;
-    complete(store.as_ref(), &mut succeeded).await;
-    // The queued rows' claims are released with the rest.
+    // Lanes finish the row they are running and take no other.
+    shared.stopping.store(true, Ordering::Release);
+    drain(&mut lanes, config.lease).await;
+    complete(store.as_ref(), shared.take_succeeded()).await;
+    // The rows still queued are released with the rest of this worker's claims.
     match store.release(&config.worker_id).await {
         Ok(0) => {}
         Ok(released) => {
@@ -295,51 +304,134 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
     tracing::info!(worker = %config.worker_id, "outbox dispatcher stopped");
 }
 
-/// A row claimed ahead, waiting for a free slot.
+/// A claimed row waiting for a lane.
 struct Queued {
     item: OutboxItem,
     claimed_at: Instant,
 }
 
-/// Starts queued rows while slots are free. A row that has waited so long that its run
-/// might outlast its lease is handed back unrun (its attempt uncounted), to be claimed
-/// afresh; returns whether any was.
-async fn start_queued(
-    runner: &Arc<Runner>,
-    config: &DispatcherConfig,
-    queue: &mut VecDeque<Queued>,
-    in_flight: &mut JoinSet<Option<OutboxItem>>,
+/// What the loop and its lanes share. The loop claims rows into the queue; up to `batch`
+/// lanes each run one row after another from it, so a busy dispatcher starts the next run
+/// without a round trip through the loop.
+struct Shared {
+    /// Claimed rows, oldest claim first.
+    queue: Mutex<VecDeque<Queued>>,
+    /// Rows whose runs succeeded, for the loop to complete together.
+    succeeded: Mutex<Vec<OutboxItem>>,
+    /// Rung by a lane that leaves less than a batch queued: time to claim more.
+    running_low: Notify,
+    /// A lane handed a row back: rows are due that the last claim did not see.
+    handed_back: AtomicBool,
+    /// Shutting down: lanes take no further row.
+    stopping: AtomicBool,
     batch: usize,
-) -> bool {
-    let allowance = config.queue_allowance();
-    let mut handed_back = false;
-    while in_flight.len() < batch {
-        let Some(Queued { item, claimed_at }) = queue.pop_front() else {
-            break;
-        };
-        if claimed_at.elapsed() <= allowance {
-            in_flight.spawn(Arc::clone(runner).deliver(item));
-            continue;
+    /// How long a row may wait in the queue and still be run (zero: no limit, because
+    /// nothing is claimed ahead and every row has a lane waiting for it).
+    allowance: Duration,
+}
+
+impl Shared {
+    // The queue and the list are only pushed to and popped from under their locks; one
+    // left by a panicking lane is still consistent.
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_succeeded(&self) -> std::sync::MutexGuard<'_, Vec<OutboxItem>> {
+        self.succeeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queued(&self) -> usize {
+        self.lock_queue().len()
+    }
+
+    fn enqueue(&self, items: Vec<OutboxItem>) {
+        let claimed_at = Instant::now();
+        self.lock_queue()
+            .extend(items.into_iter().map(|item| Queued { item, claimed_at }));
+    }
+
+    /// The next rows for a lane: its share of the queue (split over `batch` lanes), at
+    /// least one and at most [`MAX_RUNS_PER_HAND_OVER`]; none when the queue is empty.
+    fn next_rows(&self) -> Vec<Queued> {
+        let mut queue = self.lock_queue();
+        let share = (queue.len() / self.batch)
+            .clamp(1, MAX_RUNS_PER_HAND_OVER)
+            .min(queue.len());
+        let rows: Vec<Queued> = queue.drain(..share).collect();
+        if queue.len() < self.batch {
+            self.running_low.notify_one();
         }
-        tracing::info!(
-            outbox_id = %item.id,
-            waited_ms = u64::try_from(claimed_at.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "claimed outbox row waited too long for a free slot; handing it back"
-        );
-        handed_back = true;
-        if let Err(err) = runner
-            .store
-            .defer(&item, Duration::ZERO, "waited too long for a free slot")
-            .await
-        {
-            tracing::error!(
-                outbox_id = %item.id,
-                error = %err,
-                "could not hand an outbox claim back; the row comes back after its lease"
-            );
+        rows
+    }
+
+    fn succeeded_count(&self) -> usize {
+        self.lock_succeeded().len()
+    }
+
+    fn take_succeeded(&self) -> Vec<OutboxItem> {
+        std::mem::take(&mut *self.lock_succeeded())
+    }
+}
+
+/// Runs queued rows until the queue is empty or the dispatcher stops, handing the
+/// executor its share of the queue at a time (one row when the queue is short, several
+/// when there is a backlog). A row that has waited so long that its run might outlast its
+/// lease is handed back unrun (its attempt uncounted), to be claimed afresh.
+async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
+    while !shared.stopping.load(Ordering::Acquire) {
+        let rows = shared.next_rows();
+        if rows.is_empty() {
+            return;
+        }
+        let mut fresh = Vec::with_capacity(rows.len());
+        let mut oldest_claim = None;
+        let mut handed_back = false;
+        for Queued { item, claimed_at } in rows {
+            let waited = claimed_at.elapsed();
+            if !shared.allowance.is_zero() && waited > shared.allowance {
+                hand_back(&runner, &item, waited).await;
+                handed_back = true;
+                continue;
+            }
+            oldest_claim = Some(oldest_claim.map_or(claimed_at, |at: Instant| at.min(claimed_at)));
+            fresh.push(item);
+        }
+        if !fresh.is_empty() {
+            // A zero allowance means no row waits: there is no start deadline to keep.
+            let start_by = oldest_claim
+                .filter(|_| !shared.allowance.is_zero())
+                .map(|at| (at + shared.allowance).into_std());
+            let delivered = runner.deliver(fresh, start_by).await;
+            shared.lock_succeeded().extend(delivered.succeeded);
+            handed_back |= delivered.not_started > 0;
+        }
+        if handed_back {
+            shared.handed_back.store(true, Ordering::Release);
+            shared.running_low.notify_one();
         }
     }
-    handed_back
+}
+
+async fn hand_back(runner: &Runner, item: &OutboxItem, waited: Duration) {
+    tracing::info!(
+        outbox_id = %item.id,
+        waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        "claimed outbox row waited too long for a free slot; handing it back"
+    );
+    if let Err(err) = runner
+        .store
+        .defer(item, Duration::ZERO, "waited too long for a free slot")
+        .await
+    {
+        tracing::error!(
+            outbox_id = %item.id,
+            error = %err,
+            "could not hand an outbox claim back; the row comes back after its lease"
+        );
+    }
 }
 
 fn stop_requested(stopping: &watch::Receiver<bool>) -> bool {
@@ -375,71 +467,57 @@ fn store_retry_wait(failures: u32, err: &picloud_shared::OutboxError) -> Duratio
     wait
 }
 
-/// Collects finished runs without waiting: the successful ones into `succeeded`, and
-/// any that panicked reported.
-fn reap(in_flight: &mut JoinSet<Option<OutboxItem>>, succeeded: &mut Vec<OutboxItem>) {
-    while let Some(done) = in_flight.try_join_next() {
-        report_join(done, succeeded);
+/// Collects finished lanes without waiting, reporting any that panicked.
+fn reap(lanes: &mut JoinSet<()>) {
+    while let Some(done) = lanes.try_join_next() {
+        report_join(done);
     }
 }
 
-fn report_join(
-    done: Result<Option<OutboxItem>, tokio::task::JoinError>,
-    succeeded: &mut Vec<OutboxItem>,
-) {
-    match done {
-        Ok(Some(item)) => succeeded.push(item),
-        Ok(None) => {}
-        Err(err) if err.is_panic() => tracing::error!(
+fn report_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = done
+        && err.is_panic()
+    {
+        tracing::error!(
             error = %err,
             "an outbox delivery panicked; its row comes back after its lease"
-        ),
-        // Cancelled: only at shutdown, past the lease, and reported there.
-        Err(_) => {}
+        );
     }
 }
 
-/// Deletes the rows of the runs that succeeded, emptying `succeeded`.
-async fn complete(store: &dyn OutboxStore, succeeded: &mut Vec<OutboxItem>) {
+/// Deletes the rows of the runs that succeeded.
+async fn complete(store: &dyn OutboxStore, succeeded: Vec<OutboxItem>) {
     if succeeded.is_empty() {
         return;
     }
-    if let Err(err) = store.complete(succeeded).await {
+    if let Err(err) = store.complete(&succeeded).await {
         tracing::error!(
             rows = succeeded.len(),
             error = %err,
             "could not complete delivered outbox rows; they come back after their lease"
         );
     }
-    succeeded.clear();
 }
 
-/// Waits for the runs in flight, at most `limit`; runs still going then are abandoned
-/// (their rows come back after the lease, or at once through the release that follows).
-async fn drain(
-    in_flight: &mut JoinSet<Option<OutboxItem>>,
-    succeeded: &mut Vec<OutboxItem>,
-    limit: Duration,
-) {
-    if in_flight.is_empty() {
+/// Waits for the lanes, at most `limit`; runs still going then are abandoned (their rows
+/// come back after the lease, or at once through the release that follows).
+async fn drain(lanes: &mut JoinSet<()>, limit: Duration) {
+    if lanes.is_empty() {
         return;
     }
-    tracing::info!(
-        in_flight = in_flight.len(),
-        "waiting for triggered runs to finish"
-    );
+    tracing::info!(lanes = lanes.len(), "waiting for triggered runs to finish");
     let all = async {
-        while let Some(done) = in_flight.join_next().await {
-            report_join(done, succeeded);
+        while let Some(done) = lanes.join_next().await {
+            report_join(done);
         }
     };
     if tokio::time::timeout(limit, all).await.is_err() {
         tracing::warn!(
-            abandoned = in_flight.len(),
+            abandoned = lanes.len(),
             "triggered runs still going at shutdown were abandoned"
         );
-        in_flight.abort_all();
-        while in_flight.join_next().await.is_some() {}
+        lanes.abort_all();
+        while lanes.join_next().await.is_some() {}
     }
 }
 
@@ -457,10 +535,68 @@ enum Delivery {
 }
 
 impl Runner {
-    /// Runs `item` and settles its claim, except after a success: the item is returned
-    /// for the loop to complete together with the others.
-    async fn deliver(self: Arc<Self>, item: OutboxItem) -> Option<OutboxItem> {
-        let delivery = self.attempt(&item).await;
+    /// Runs `items` as one batch (see [`ExecutorClient::execute_batch`]) and settles each
+    /// claim, except after a success: those items are returned for the loop to complete
+    /// together. Rows that could not start before `start_by` are handed back unrun.
+    async fn deliver(
+        &self,
+        items: Vec<OutboxItem>,
+        start_by: Option<std::time::Instant>,
+    ) -> Delivered {
+        let mut outcomes: Vec<Option<Delivery>> = Vec::with_capacity(items.len());
+        let mut requests = Vec::new();
+        let mut runs = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match self.prepare(item).await {
+                Ok((request, script)) => {
+                    runs.push((index, script, request.request_id.clone()));
+                    requests.push(request);
+                    outcomes.push(None);
+                }
+                Err(delivery) => outcomes.push(Some(delivery)),
+            }
+        }
+        let reports = if requests.is_empty() {
+            Vec::new()
+        } else {
+            self.executor.execute_batch(requests, start_by).await
+        };
+        let mut not_started = 0;
+        for ((index, script, request_id), report) in runs.into_iter().zip(reports) {
+            outcomes[index] = Some(match report {
+                Some(report) => {
+                    self.conclude(&items[index], &script, request_id, report)
+                        .await
+                }
+                None => {
+                    not_started += 1;
+                    Delivery::NotAttempted {
+                        reason: "waited too long for a free slot".to_owned(),
+                        delay: Duration::ZERO,
+                    }
+                }
+            });
+        }
+        let mut succeeded = Vec::new();
+        for (item, outcome) in items.into_iter().zip(outcomes) {
+            // Every run was prepared or refused, and every prepared one reported or not.
+            let delivery = outcome.unwrap_or_else(|| Delivery::NotAttempted {
+                reason: "the executor reported no run".to_owned(),
+                delay: DEFER_DELAY,
+            });
+            if let Some(item) = self.settle(item, delivery).await {
+                succeeded.push(item);
+            }
+        }
+        Delivered {
+            succeeded,
+            not_started,
+        }
+    }
+
+    /// Settles `item`'s claim by how its delivery went; a success is returned instead,
+    /// for the loop to complete with the others.
+    async fn settle(&self, item: OutboxItem, delivery: Delivery) -> Option<OutboxItem> {
         let settled = match &delivery {
             Delivery::Succeeded => return Some(item),
             Delivery::Failed(error) if item.can_retry() => {
@@ -507,54 +643,66 @@ impl Runner {
         None
     }
 
-    async fn attempt(&self, item: &OutboxItem) -> Delivery {
+    /// The request that runs `item`'s script, or why there is none.
+    async fn prepare(
+        &self,
+        item: &OutboxItem,
+    ) -> Result<(ExecutionRequest, Arc<Script>), Delivery> {
         let script = match self.resolver.by_id(item.script_id).await {
             Ok(Some(script)) if script.app_id == item.app_id => script,
             Ok(Some(_)) => {
-                return Delivery::Undeliverable(
+                return Err(Delivery::Undeliverable(
                     "the trigger's script belongs to another app".to_owned(),
-                );
+                ));
             }
-            Ok(None) => return Delivery::Undeliverable("script deleted".to_owned()),
+            Ok(None) => return Err(Delivery::Undeliverable("script deleted".to_owned())),
             Err(err) => {
-                return Delivery::NotAttempted {
+                return Err(Delivery::NotAttempted {
                     reason: err.to_string(),
                     delay: DEFER_DELAY,
-                };
+                });
             }
         };
-        let execution_id = ExecutionId::new();
         // Every attempt at one outbox row shares its request id, so their logs line up.
         let request_id = RequestId::parse(&item.id.to_string()).unwrap_or_else(RequestId::generate);
-        let started_at = Utc::now();
-        let report = self
-            .executor
-            .execute(ExecutionRequest {
-                execution_id,
-                script: Arc::clone(&script),
-                invocation_type: InvocationType::Trigger,
-                request_id: request_id.clone(),
-                http: None,
-                trigger: Some(TriggeredBy {
-                    trigger_id: item.trigger_id,
-                    event: item.event.clone(),
-                }),
-                depth: item.depth,
-                run_as: item.run_as.clone(),
-            })
-            .await;
+        let request = ExecutionRequest {
+            execution_id: ExecutionId::new(),
+            script: Arc::clone(&script),
+            invocation_type: InvocationType::Trigger,
+            request_id,
+            http: None,
+            trigger: Some(TriggeredBy {
+                trigger_id: item.trigger_id,
+                event: item.event.clone(),
+            }),
+            depth: item.depth,
+            run_as: item.run_as.clone(),
+        };
+        Ok((request, script))
+    }
+
+    /// Logs and records a run that happened, and says what it means for the row.
+    async fn conclude(
+        &self,
+        item: &OutboxItem,
+        script: &Script,
+        request_id: RequestId,
+        report: ExecutionReport,
+    ) -> Delivery {
         let ExecutionReport {
+            execution_id,
             outcome,
             logs,
             duration,
-            ..
+            started_at,
         } = report;
         let (status, error) = match &outcome {
             Ok(_) => (ExecutionStatus::Success, None),
             Err(err) => (err.status(), Some(err.to_string())),
         };
         let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(
+        log_finished_run!(
+            status,
             script_id = %script.id,
             execution_id = %execution_id,
             trigger_id = %item.trigger_id,
@@ -596,4 +744,12 @@ impl Runner {
             Err(err) => Delivery::Failed(err.to_string()),
         }
     }
+}
+
+/// What one batch came to.
+struct Delivered {
+    /// Rows whose runs succeeded, to be completed.
+    succeeded: Vec<OutboxItem>,
+    /// Rows handed back because they could not start in time.
+    not_started: usize,
 }

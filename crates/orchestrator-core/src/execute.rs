@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
 use bytes::Bytes;
-use chrono::Utc;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use picloud_shared::{
     AppSlug, AuthError, Authenticator, Capability, ExecutionId, ExecutionRecord, ExecutionRecorder,
@@ -175,7 +174,6 @@ async fn run(
         body,
     };
     let execution_id = ExecutionId::new();
-    let started_at = Utc::now();
     let report = state
         .executor
         .execute(ExecutionRequest {
@@ -194,6 +192,7 @@ async fn run(
         outcome,
         logs,
         duration,
+        started_at,
         ..
     } = report;
     let result = outcome.map_err(ApiError::from).and_then(into_http_response);
@@ -210,7 +209,8 @@ async fn run(
             Some(other.to_string()),
         ),
     };
-    tracing::info!(
+    log_finished_run!(
+        status,
         script_id = %script.id,
         execution_id = %execution_id,
         status = status.as_str(),

@@ -298,6 +298,8 @@ struct FakeExecutor {
     running: AtomicUsize,
     most_running: AtomicUsize,
     gate: Option<Arc<Notify>>,
+    /// The size of every batch handed over.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl FakeExecutor {
@@ -314,6 +316,7 @@ impl FakeExecutor {
             running: AtomicUsize::new(0),
             most_running: AtomicUsize::new(0),
             gate: None,
+            batches: Mutex::new(Vec::new()),
         }
     }
 }
@@ -335,7 +338,27 @@ impl ExecutorClient for FakeExecutor {
             outcome,
             logs: Vec::new(),
             duration: Duration::from_millis(3),
+            started_at: chrono::Utc::now(),
         }
+    }
+
+    /// The default, on tokio's paused clock rather than the wall clock.
+    async fn execute_batch(
+        &self,
+        requests: Vec<ExecutionRequest>,
+        start_by: Option<std::time::Instant>,
+    ) -> Vec<Option<ExecutionReport>> {
+        self.batches.lock().unwrap().push(requests.len());
+        let start_by = start_by.map(Instant::from_std);
+        let mut reports = Vec::new();
+        for request in requests {
+            if start_by.is_some_and(|by| Instant::now() > by) {
+                reports.push(None);
+            } else {
+                reports.push(Some(self.execute(request).await));
+            }
+        }
+        reports
     }
 }
 
@@ -815,6 +838,12 @@ async fn a_busy_dispatcher_claims_ahead_and_completes_many_rows_per_call() {
     assert!(
         completions <= 6,
         "{completions} calls to complete twelve rows run two at a time"
+    );
+    let batches = h.executor.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 12, "{batches:?}");
+    assert!(
+        batches.iter().any(|&size| size > 1),
+        "a backlog is handed over several rows at a time: {batches:?}"
     );
     h.handle.shutdown().await;
 }

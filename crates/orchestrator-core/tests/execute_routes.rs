@@ -119,6 +119,7 @@ impl ExecutorClient for FakeExecutor {
             outcome,
             logs: vec![],
             duration: Duration::from_millis(3),
+            started_at: chrono::Utc::now(),
         }
     }
 }

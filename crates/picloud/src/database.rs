@@ -6,6 +6,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+/// A pooled connection idle for at least this long is pinged before it is handed out, so
+/// one the server dropped meanwhile (a restart, an idle timeout) is replaced rather than
+/// failing a request. A connection in steady use is not: a ping is a round trip, and
+/// pinging before every statement made it the most frequent message PiCloud sent.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+
 /// Connects to the database `url` names, creating it first if the server does not have it.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
@@ -14,6 +20,15 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("could not connect to the database: {e}"))?;

@@ -89,6 +89,7 @@ impl ExecutorClient for CountingExecutor {
             }),
             logs: Vec::new(),
             duration: Duration::from_millis(1),
+            started_at: chrono::Utc::now(),
         }
     }
 }

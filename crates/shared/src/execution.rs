@@ -209,6 +209,8 @@ pub struct ExecutionReport {
     pub logs: Vec<LogEntry>,
     /// Time spent running (not waiting for a slot).
     pub duration: Duration,
+    /// When the run began, or was refused when it never began.
+    pub started_at: DateTime<Utc>,
 }
 
 /// How a run ended, as recorded in `execution_logs.status`.

@@ -2,6 +2,7 @@
 //! held as `Arc<dyn …>` by whoever uses it; only the binaries choose implementations.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -37,6 +38,28 @@ pub trait ScriptValidator: Send + Sync {
 pub trait ExecutorClient: Send + Sync {
     /// Runs one script to completion (or to its limits) and reports how it went.
     async fn execute(&self, request: ExecutionRequest) -> ExecutionReport;
+
+    /// Runs `requests` one after another, each under its own limits, and reports each in
+    /// order. A request that has not started by `start_by` is not run at all: its report
+    /// is `None`. An executor may run a whole batch in one execution slot on one thread,
+    /// handing over once for all of them (the in-process one does), which is what lets a
+    /// dispatcher work off a queue of triggered events without a thread hand-over per
+    /// event; this default runs each through [`Self::execute`].
+    async fn execute_batch(
+        &self,
+        requests: Vec<ExecutionRequest>,
+        start_by: Option<Instant>,
+    ) -> Vec<Option<ExecutionReport>> {
+        let mut reports = Vec::with_capacity(requests.len());
+        for request in requests {
+            if start_by.is_some_and(|by| Instant::now() > by) {
+                reports.push(None);
+            } else {
+                reports.push(Some(self.execute(request).await));
+            }
+        }
+        reports
+    }
 }
 
 /// The script store could not be asked.
