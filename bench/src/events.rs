@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
+use picloud_manager_core::OutboxSignal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::http::{Call, Connection};
@@ -32,9 +31,6 @@ const DEFAULT_APP: &str = "00000000-0000-0000-0000-000000000001";
 
 /// The collection the trigger watches.
 const COLLECTION: &str = "bench-events";
-
-/// The channel picloud's dispatchers listen on.
-const OUTBOX_CHANNEL: &str = "picloud_outbox";
 
 /// How often the harness counts the trigger runs recorded so far.
 const COUNT_POLL: Duration = Duration::from_millis(50);
@@ -330,56 +326,18 @@ fn kv_event(key: &str, n: usize) -> Value {
     })
 }
 
-/// Announces inserted rows the way picloud's own `OutboxSignal` does for another node:
-/// one `NOTIFY` in flight at a time, announcements made meanwhile folded into one more.
-struct Announcer {
-    pending: Arc<Notify>,
-    task: JoinHandle<()>,
-}
-
-impl Announcer {
-    fn spawn(pool: PgPool) -> Self {
-        let pending = Arc::new(Notify::new());
-        let task = tokio::spawn({
-            let pending = Arc::clone(&pending);
-            async move {
-                loop {
-                    pending.notified().await;
-                    let sent = sqlx::query("SELECT pg_notify($1, 'picloud-bench')")
-                        .bind(OUTBOX_CHANNEL)
-                        .execute(&pool)
-                        .await;
-                    if let Err(err) = sent {
-                        eprintln!("picloud-bench: NOTIFY failed: {err}");
-                    }
-                }
-            }
-        });
-        Self { pending, task }
-    }
-
-    fn rows_committed(&self) {
-        self.pending.notify_one();
-    }
-}
-
-impl Drop for Announcer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Outbox rows per second that picloud dispatches: `connections` writers insert the rows
-/// the emitter would write for as many KV events, one statement each, announcing them as
-/// picloud does, while picloud claims, runs, records and deletes them; from the first
-/// insert until the last run ends.
+/// the emitter would write for as many KV events, one statement each, announcing them
+/// with picloud's own [`OutboxSignal`] as another node would, while picloud claims, runs,
+/// records and deletes them; from the first insert until the last run ends.
 async fn dispatch_throughput(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f64> {
-    let announcer = Arc::new(Announcer::spawn(pool.clone()));
+    // The writers are another node: they announce their rows with picloud's own signal.
+    let announcer = OutboxSignal::spawn(pool.clone());
     let insert = format!("INSERT INTO outbox {INSERT_EVENT}");
     let since = Utc::now();
     let mut writers = Vec::new();
     for lane in 0..spec.connections {
-        let (pool, announcer, insert) = (pool.clone(), Arc::clone(&announcer), insert.clone());
+        let (pool, announcer, insert) = (pool.clone(), announcer.clone(), insert.clone());
         let (trigger, script) = (target.trigger.clone(), target.script.clone());
         let rows: Vec<usize> = (lane..spec.throughput_events)
             .step_by(spec.connections)

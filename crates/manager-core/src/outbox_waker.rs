@@ -2,8 +2,8 @@
 //!
 //! A service that committed outbox rows tells its own process's dispatcher at once, in
 //! memory, through an [`OutboxSignal`]; the signal also tells the other nodes on the same
-//! database with `NOTIFY picloud_outbox`, coalesced so that a burst of writes sends a
-//! handful of notifications rather than one each. PostgreSQL serialises the commits of
+//! database with `NOTIFY picloud_outbox`, at most one per [`NOTIFY_SPACING`], so that a
+//! burst of writes sends a handful of notifications rather than one each. PostgreSQL serialises the commits of
 //! notifying transactions on one lock, so a `NOTIFY` inside every KV write would halve
 //! how many writes per second the database takes (`docs/performance.md`).
 //!
@@ -27,6 +27,11 @@ use uuid::Uuid;
 
 use crate::postgres::OUTBOX_CHANNEL;
 
+/// The shortest time between two notifications of one process: other nodes hear of a
+/// burst's rows at most this much later than the writing node's own dispatcher, which is
+/// woken in memory at once.
+pub const NOTIFY_SPACING: Duration = Duration::from_millis(10);
+
 /// First wait before reconnecting a lost listener; doubled on each failure.
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// Longest wait between two reconnection attempts.
@@ -34,8 +39,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// Announces committed outbox rows: wakes this process's waker at once and has a
 /// background task send `NOTIFY picloud_outbox` for the other nodes. At most one
-/// notification is in flight at a time; announcements made meanwhile are folded into one
-/// more, sent when it returns. Cheap to clone; every clone is the same signal, and the task
+/// notification is sent per [`NOTIFY_SPACING`]; announcements made meanwhile are folded
+/// into one more, sent when the spacing is over. Cheap to clone; every clone is the same signal, and the task
 /// stops when the last clone is dropped.
 ///
 /// Announce only after the commit: a dispatcher woken earlier would not see the rows.
@@ -112,6 +117,10 @@ async fn notify_other_nodes(pool: PgPool, origin: String, remote: Arc<Notify>) {
             // node's dispatcher has been woken already.
             Err(err) => tracing::warn!(error = %err, "could not notify other nodes of outbox rows"),
         }
+        // Under a burst, at most one notification per spacing: each costs the database a
+        // commit on its notification lock and every listener a wake-up. This only runs
+        // after a notification was sent, so an idle process never wakes for it.
+        tokio::time::sleep(NOTIFY_SPACING).await;
     }
 }
 
