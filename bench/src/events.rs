@@ -333,34 +333,51 @@ fn kv_event(key: &str, n: usize) -> Value {
 async fn dispatch_throughput(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f64> {
     // The writers are another node: they announce their rows with picloud's own signal.
     let announcer = OutboxSignal::spawn(pool.clone());
-    let insert = format!("INSERT INTO outbox {INSERT_EVENT}");
     let since = Utc::now();
-    let mut writers = Vec::new();
-    for lane in 0..spec.connections {
-        let (pool, announcer, insert) = (pool.clone(), announcer.clone(), insert.clone());
-        let (trigger, script) = (target.trigger.clone(), target.script.clone());
-        let rows: Vec<usize> = (lane..spec.throughput_events)
-            .step_by(spec.connections)
-            .collect();
-        writers.push(tokio::spawn(async move {
-            for i in rows {
-                sqlx::query(&insert)
-                    .bind(DEFAULT_APP)
-                    .bind(&trigger)
-                    .bind(&script)
-                    .bind(kv_event(&format!("dp-{i:06}"), i))
-                    .execute(&pool)
-                    .await?;
-                announcer.rows_committed();
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let writers = spawn_writers(pool, "outbox", target, spec, "dp", Some(announcer));
     for writer in writers {
         writer.await??;
     }
     let end = runs_done(pool, &target.script, since, spec.throughput_events).await?;
     rate(spec.throughput_events, since, end)
+}
+
+/// Starts `connections` writers that insert `throughput_events` event rows into `table`
+/// between them, one statement each, keys named `<prefix>-<n>`; each announces its rows
+/// through `announcer` when there is one.
+fn spawn_writers(
+    pool: &PgPool,
+    table: &str,
+    target: &Target,
+    spec: EventSpec,
+    prefix: &'static str,
+    announcer: Option<OutboxSignal>,
+) -> Vec<tokio::task::JoinHandle<Result<()>>> {
+    let insert = format!("INSERT INTO {table} {INSERT_EVENT}");
+    (0..spec.connections)
+        .map(|lane| {
+            let (pool, announcer, insert) = (pool.clone(), announcer.clone(), insert.clone());
+            let (trigger, script) = (target.trigger.clone(), target.script.clone());
+            let rows: Vec<usize> = (lane..spec.throughput_events)
+                .step_by(spec.connections)
+                .collect();
+            tokio::spawn(async move {
+                for i in rows {
+                    sqlx::query(&insert)
+                        .bind(DEFAULT_APP)
+                        .bind(&trigger)
+                        .bind(&script)
+                        .bind(kv_event(&format!("{prefix}-{i:06}"), i))
+                        .execute(&pool)
+                        .await?;
+                    if let Some(announcer) = &announcer {
+                        announcer.rows_committed();
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect()
 }
 
 /// How the KV phases write.
@@ -467,28 +484,9 @@ async fn raw_queue(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f6
     ))
     .execute(pool)
     .await?;
-    let insert = format!("INSERT INTO bench_raw_queue {INSERT_EVENT}");
-
     let total = spec.throughput_events;
     let started = Instant::now();
-    let mut writers = Vec::new();
-    for lane in 0..spec.connections {
-        let (pool, insert) = (pool.clone(), insert.clone());
-        let (trigger, script) = (target.trigger.clone(), target.script.clone());
-        let rows: Vec<usize> = (lane..total).step_by(spec.connections).collect();
-        writers.push(tokio::spawn(async move {
-            for i in rows {
-                sqlx::query(&insert)
-                    .bind(DEFAULT_APP)
-                    .bind(&trigger)
-                    .bind(&script)
-                    .bind(kv_event(&format!("raw-{i:06}"), i))
-                    .execute(&pool)
-                    .await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let writers = spawn_writers(pool, "bench_raw_queue", target, spec, "raw", None);
     let consumer = {
         let pool = pool.clone();
         tokio::spawn(async move {

@@ -229,15 +229,7 @@ impl ExecutorClient for LocalExecutorClient {
     ) -> Vec<Option<ExecutionReport>> {
         if requests.len() < 2 {
             // Nothing to save: the single path, with its own backstop.
-            let mut reports = Vec::with_capacity(requests.len());
-            for request in requests {
-                if start_by.is_some_and(|by| Instant::now() > by) {
-                    reports.push(None);
-                } else {
-                    reports.push(Some(self.execute(request).await));
-                }
-            }
-            return reports;
+            return picloud_shared::seams::execute_each(self, requests, start_by).await;
         }
         let permit = match self.inner.gate.acquire().await {
             Ok(permit) => permit,

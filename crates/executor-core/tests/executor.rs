@@ -65,8 +65,12 @@ async fn a_stale_version_does_not_replace_newer_code() {
     assert_eq!(client.compile_count(), 2, "the newer version stayed cached");
 }
 
-#[tokio::test]
-async fn a_full_gate_refuses_with_retry_after() {
+/// A client with one slot, taken by a run of half a second (its handle answers "1"),
+/// and a wait of 20 ms for a slot.
+async fn client_with_a_busy_gate() -> (
+    LocalExecutorClient,
+    tokio::task::JoinHandle<picloud_shared::ExecutionReport>,
+) {
     let client = LocalExecutorClient::new(ExecutorConfig {
         ceiling: SandboxCeiling::default(),
         gate: GateConfig {
@@ -84,7 +88,13 @@ async fn a_full_gate_refuses_with_retry_after() {
         }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|_| panic!("the busy run never took the slot"));
+    (client, busy)
+}
+
+#[tokio::test]
+async fn a_full_gate_refuses_with_retry_after() {
+    let (client, busy) = client_with_a_busy_gate().await;
 
     let refused = client.execute(request(script("2"), None)).await;
     assert_eq!(
@@ -308,24 +318,7 @@ async fn a_batch_starts_no_run_after_its_start_by() {
 
 #[tokio::test]
 async fn a_full_gate_refuses_a_whole_batch() {
-    let client = LocalExecutorClient::new(ExecutorConfig {
-        ceiling: SandboxCeiling::default(),
-        gate: GateConfig {
-            max_concurrent: 1,
-            max_wait: Duration::from_millis(20),
-        },
-    });
-    let busy = tokio::spawn({
-        let client = client.clone();
-        async move { client.execute(request(script("sleep(0.5); 1"), None)).await }
-    });
-    tokio::time::timeout(QUICK, async {
-        while client.gate().available() > 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let (client, busy) = client_with_a_busy_gate().await;
 
     let reports = client
         .execute_batch(

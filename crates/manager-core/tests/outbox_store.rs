@@ -557,25 +557,13 @@ async fn a_notification_wakes_the_waker_and_the_deadline_ends_the_wait(pool: PgP
     );
 
     let waker = Arc::new(waker);
-    let sleeper = {
-        let waker = Arc::clone(&waker);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            waker
-                .wait_until(Some(Instant::now() + Duration::from_secs(60)))
-                .await;
-            started.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    sqlx::query("SELECT pg_notify('picloud_outbox', '')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(10), sleeper)
-        .await
-        .unwrap()
-        .unwrap();
+    let waited = woken_by(&waker, async {
+        sqlx::query("SELECT pg_notify('picloud_outbox', '')")
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
     assert!(
         waited < Duration::from_secs(10),
         "woken by NOTIFY: {waited:?}"
@@ -612,24 +600,8 @@ async fn a_signal_wakes_its_own_process_at_once_and_other_nodes_by_notify(pool: 
         .unwrap();
     waker.wait_until(Some(Instant::now())).await;
 
-    let sleeper = |waker: Arc<PgOutboxWaker>| {
-        tokio::spawn(async move {
-            let started = Instant::now();
-            waker
-                .wait_until(Some(Instant::now() + Duration::from_secs(60)))
-                .await;
-            started.elapsed()
-        })
-    };
-
     // This process's own rows.
-    let asleep = sleeper(Arc::clone(&waker));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    here.rows_committed();
-    let waited = tokio::time::timeout(Duration::from_secs(10), asleep)
-        .await
-        .unwrap()
-        .unwrap();
+    let waited = woken_by(&waker, async { here.rows_committed() }).await;
     assert!(
         waited < Duration::from_secs(10),
         "woken in memory: {waited:?}"
@@ -641,17 +613,32 @@ async fn a_signal_wakes_its_own_process_at_once_and_other_nodes_by_notify(pool: 
 
     // Another node's rows: a signal of its own, reaching this one only through NOTIFY.
     let there = OutboxSignal::spawn(pool.clone());
-    let asleep = sleeper(Arc::clone(&waker));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    there.rows_committed();
-    let waited = tokio::time::timeout(Duration::from_secs(10), asleep)
-        .await
-        .unwrap()
-        .unwrap();
+    let waited = woken_by(&waker, async { there.rows_committed() }).await;
     assert!(
         waited < Duration::from_secs(10),
         "woken by NOTIFY: {waited:?}"
     );
+}
+
+/// How long a waiter asleep for a minute takes to wake after `wake` (run once the waiter
+/// is asleep); fails the test after ten seconds.
+async fn woken_by(waker: &Arc<PgOutboxWaker>, wake: impl Future<Output = ()>) -> Duration {
+    let asleep = tokio::spawn({
+        let waker = Arc::clone(waker);
+        async move {
+            let started = Instant::now();
+            waker
+                .wait_until(Some(Instant::now() + Duration::from_secs(60)))
+                .await;
+            started.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wake.await;
+    tokio::time::timeout(Duration::from_secs(10), asleep)
+        .await
+        .unwrap_or_else(|_| panic!("still asleep after ten seconds"))
+        .unwrap()
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]

@@ -50,16 +50,27 @@ pub trait ExecutorClient: Send + Sync {
         requests: Vec<ExecutionRequest>,
         start_by: Option<Instant>,
     ) -> Vec<Option<ExecutionReport>> {
-        let mut reports = Vec::with_capacity(requests.len());
-        for request in requests {
-            if start_by.is_some_and(|by| Instant::now() > by) {
-                reports.push(None);
-            } else {
-                reports.push(Some(self.execute(request).await));
-            }
-        }
-        reports
+        execute_each(self, requests, start_by).await
     }
+}
+
+/// Runs `requests` one at a time through [`ExecutorClient::execute`], skipping those not
+/// started by `start_by`: the default [`ExecutorClient::execute_batch`], for executors that
+/// gain nothing from running a batch together.
+pub async fn execute_each<E: ExecutorClient + ?Sized>(
+    executor: &E,
+    requests: Vec<ExecutionRequest>,
+    start_by: Option<Instant>,
+) -> Vec<Option<ExecutionReport>> {
+    let mut reports = Vec::with_capacity(requests.len());
+    for request in requests {
+        if start_by.is_some_and(|by| Instant::now() > by) {
+            reports.push(None);
+        } else {
+            reports.push(Some(executor.execute(request).await));
+        }
+    }
+    reports
 }
 
 /// The script store could not be asked.
