@@ -224,8 +224,9 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         }
 
         let mut failed_wait = None;
-        // Claim when less than one batch is queued, as many as the lanes and the
-        // allowance to claim ahead can take.
+        // Claim when a lane is free, or when the queue is empty (a lane soon will be): as
+        // many rows as the lanes and the allowance to claim ahead can take. Claiming only
+        // then lets rows that trickle in gather into fewer, larger claims.
         let limit = (batch + claim_ahead).saturating_sub(queued + lanes.len());
         if !drained && (queued == 0 || lanes.len() < batch) && limit > 0 {
             // Settling first costs nothing extra: the claim waits for the database anyway.
@@ -285,7 +286,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         }
     }
 
-    // Lanes finish the row they are running and take no other.
+    // Lanes finish the batch they are running and take no other.
     shared.stopping.store(true, Ordering::Release);
     drain(&mut lanes, config.lease).await;
     complete(store.as_ref(), shared.take_succeeded()).await;
@@ -311,8 +312,8 @@ struct Queued {
 }
 
 /// What the loop and its lanes share. The loop claims rows into the queue; up to `batch`
-/// lanes each run one row after another from it, so a busy dispatcher starts the next run
-/// without a round trip through the loop.
+/// lanes take their share of it, one batch after another, so a busy dispatcher starts the
+/// next run without a round trip through the loop.
 struct Shared {
     /// Claimed rows, oldest claim first.
     queue: Mutex<VecDeque<Queued>>,
@@ -322,7 +323,7 @@ struct Shared {
     running_low: Notify,
     /// A lane handed a row back: rows are due that the last claim did not see.
     handed_back: AtomicBool,
-    /// Shutting down: lanes take no further row.
+    /// Shutting down: lanes take no further batch.
     stopping: AtomicBool,
     batch: usize,
     /// How long a row may wait in the queue and still be run (zero: no limit, because
