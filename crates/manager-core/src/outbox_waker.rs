@@ -3,9 +3,10 @@
 //! A service that committed outbox rows tells its own process's dispatcher at once, in
 //! memory, through an [`OutboxSignal`]; the signal also tells the other nodes on the same
 //! database with `NOTIFY picloud_outbox`, at most one per [`NOTIFY_SPACING`], so that a
-//! burst of writes sends a handful of notifications rather than one each. PostgreSQL serialises the commits of
-//! notifying transactions on one lock, so a `NOTIFY` inside every KV write would halve
-//! how many writes per second the database takes (`docs/performance.md`).
+//! burst of writes sends a handful of notifications rather than one each. PostgreSQL
+//! serialises the commits of notifying transactions on one lock, so a `NOTIFY` inside
+//! every KV write would halve how many writes per second the database takes
+//! (`docs/performance.md`).
 //!
 //! A [`PgOutboxWaker`] listens on that channel and wakes its dispatcher on every
 //! notification except its own process's. Notifications are not durable: any sent while
@@ -40,8 +41,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Announces committed outbox rows: wakes this process's waker at once and has a
 /// background task send `NOTIFY picloud_outbox` for the other nodes. At most one
 /// notification is sent per [`NOTIFY_SPACING`]; announcements made meanwhile are folded
-/// into one more, sent when the spacing is over. Cheap to clone; every clone is the same signal, and the task
-/// stops when the last clone is dropped.
+/// into one more, sent when the spacing is over. Cheap to clone; every clone is the same
+/// signal, and the task stops when the last clone is dropped.
 ///
 /// Announce only after the commit: a dispatcher woken earlier would not see the rows.
 #[derive(Clone)]
