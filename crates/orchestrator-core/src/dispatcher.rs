@@ -379,59 +379,25 @@ impl Shared {
 
 /// Runs queued rows until the queue is empty or the dispatcher stops, handing the
 /// executor its share of the queue at a time (one row when the queue is short, several
-/// when there is a backlog). A row that has waited so long that its run might outlast its
-/// lease is handed back unrun (its attempt uncounted), to be claimed afresh.
+/// when there is a backlog). The batch must start by its oldest claim plus the allowance:
+/// a row not started by then might outlast its lease, so it is handed back unrun (its
+/// attempt uncounted), to be claimed afresh.
 async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
     while !shared.stopping.load(Ordering::Acquire) {
         let rows = shared.next_rows();
-        if rows.is_empty() {
+        let Some(oldest_claim) = rows.iter().map(|row| row.claimed_at).min() else {
             return;
-        }
-        let mut fresh = Vec::with_capacity(rows.len());
-        let mut oldest_claim = None;
-        let mut handed_back = false;
-        for Queued { item, claimed_at } in rows {
-            let waited = claimed_at.elapsed();
-            if !shared.allowance.is_zero() && waited > shared.allowance {
-                hand_back(&runner, &item, waited).await;
-                handed_back = true;
-                continue;
-            }
-            oldest_claim = Some(oldest_claim.map_or(claimed_at, |at: Instant| at.min(claimed_at)));
-            fresh.push(item);
-        }
-        if !fresh.is_empty() {
-            // A zero allowance means no row waits: there is no start deadline to keep.
-            let start_by = oldest_claim
-                .filter(|_| !shared.allowance.is_zero())
-                .map(|at| (at + shared.allowance).into_std());
-            let delivered = runner.deliver(fresh, start_by).await;
-            shared.lock_succeeded().extend(delivered.succeeded);
-            handed_back |= delivered.not_started > 0;
-        }
-        if handed_back {
+        };
+        // A zero allowance means no row waits: there is no start deadline to keep.
+        let start_by =
+            (!shared.allowance.is_zero()).then(|| (oldest_claim + shared.allowance).into_std());
+        let items = rows.into_iter().map(|row| row.item).collect();
+        let delivered = runner.deliver(items, start_by).await;
+        shared.lock_succeeded().extend(delivered.succeeded);
+        if delivered.not_started > 0 {
             shared.handed_back.store(true, Ordering::Release);
             shared.running_low.notify_one();
         }
-    }
-}
-
-async fn hand_back(runner: &Runner, item: &OutboxItem, waited: Duration) {
-    tracing::info!(
-        outbox_id = %item.id,
-        waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-        "claimed outbox row waited too long for a free slot; handing it back"
-    );
-    if let Err(err) = runner
-        .store
-        .defer(item, Duration::ZERO, "waited too long for a free slot")
-        .await
-    {
-        tracing::error!(
-            outbox_id = %item.id,
-            error = %err,
-            "could not hand an outbox claim back; the row comes back after its lease"
-        );
     }
 }
 
