@@ -1,43 +1,47 @@
-//! PiCloud's control plane: the database schema ([`MIGRATOR`]), the repositories over it
-//! (PostgreSQL, and in-memory ones behind the `testsuite` feature), the batching
-//! execution-record writer and its retention pruner, the cached script resolver the data
-//! plane looks scripts up through, and the admin REST API mounted at `/api/admin`.
+//! PiCloud's control plane: the database schema ([`MIGRATOR`]) and one folder per feature
+//! (`access`, `apps`, `scripts`, `executions`, `kv`, `triggers`, `outbox`,
+//! `dead_letters`), each holding its types and repository trait, its PostgreSQL and
+//! in-memory (`testsuite` feature) implementations and its admin routes; `http` composes
+//! the routes into the admin REST API mounted at `/api/admin`.
 //!
 //! Nothing here reads the process environment or opens a pool: the binaries do that and
 //! hand in what this crate needs.
 
-pub mod authenticator;
-pub mod bootstrap;
+pub mod access;
+pub mod apps;
 pub mod config;
-pub mod events;
+mod db;
+pub mod dead_letters;
+pub mod executions;
 pub mod http;
+pub mod kv;
 #[cfg(feature = "testsuite")]
 pub mod memory;
-pub mod outbox_waker;
-pub mod postgres;
-pub mod recorder;
-pub mod repo;
-pub mod resolver;
+pub mod outbox;
+pub mod repository;
 pub mod retention;
-pub mod secrets;
+pub mod scripts;
+pub mod triggers;
 
 use picloud_shared::AppId;
 use uuid::Uuid;
 
-pub use authenticator::TokenAuthenticator;
-pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};
+pub use access::{Bootstrap, BootstrapError, TokenAuthenticator, ensure_instance_admin};
+pub use apps::{App, AppRepository};
 pub use config::ManagerConfig;
-pub use http::{AdminState, router, router_with_body_limit};
-pub use outbox_waker::{OutboxSignal, PgOutboxWaker};
-pub use recorder::{BatchingExecutionRecorder, RecorderHandle, RecorderOptions};
-pub use repo::{
-    App, AppRepository, ExecutionCursor, ExecutionLogRepository, ListScripts, NewScript, Page,
-    RepoError, RepoResult, ScriptRepository, ScriptSummary, ScriptUpdate,
+pub use executions::{
+    BatchingExecutionRecorder, ExecutionCursor, ExecutionLogRepository, RecorderHandle,
+    RecorderOptions,
 };
-pub use resolver::CachedScriptResolver;
+pub use http::{AdminState, router, router_with_body_limit};
+pub use outbox::{OutboxSignal, PgOutboxWaker};
+pub use repository::{Page, RepoError, RepoResult};
 pub use retention::{
     EventRetention, EventsPruned, PrunerHandle, spawn_event_retention_pruner,
     spawn_retention_pruner,
+};
+pub use scripts::{
+    CachedScriptResolver, ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate,
 };
 
 /// The schema, embedded from the top-level `migrations/` directory.

@@ -10,8 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 
 use crate::error_chain;
-use crate::repo::{
-    AbandonedExecutionRepository, DeadLetterRepository, ExecutionLogRepository, RepoResult,
+use crate::{
+    dead_letters::{AbandonedExecutionRepository, DeadLetterRepository},
+    executions::ExecutionLogRepository,
+    repository::RepoResult,
 };
 
 /// Time between two prunes.
@@ -160,7 +162,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::memory::InMemoryExecutionLogRepository;
+    use crate::executions::InMemoryExecutionLogRepository;
 
     fn started(at: DateTime<Utc>) -> ExecutionRecord {
         ExecutionRecord {
@@ -210,8 +212,8 @@ mod tests {
     }
 
     fn event_retention(
-        dead_letters: Arc<crate::memory::InMemoryDeadLetterRepository>,
-        abandoned: Arc<crate::memory::InMemoryAbandonedExecutionRepository>,
+        dead_letters: Arc<crate::dead_letters::InMemoryDeadLetterRepository>,
+        abandoned: Arc<crate::dead_letters::InMemoryAbandonedExecutionRepository>,
     ) -> EventRetention {
         EventRetention {
             dead_letters,
@@ -222,9 +224,9 @@ mod tests {
     }
 
     async fn dead_letter(
-        repo: &crate::memory::InMemoryDeadLetterRepository,
-    ) -> crate::repo::DeadLetter {
-        repo.record(crate::repo::NewDeadLetter {
+        repo: &crate::dead_letters::InMemoryDeadLetterRepository,
+    ) -> crate::dead_letters::DeadLetter {
+        repo.record(crate::dead_letters::NewDeadLetter {
             app_id: crate::DEFAULT_APP_ID,
             trigger_id: None,
             trigger_kind: picloud_shared::TriggerKind::Kv,
@@ -240,8 +242,10 @@ mod tests {
 
     #[tokio::test]
     async fn event_pruning_keeps_unresolved_dead_letters_and_recent_results() {
-        use crate::memory::{InMemoryAbandonedExecutionRepository, InMemoryRepositories};
-        use crate::repo::Resolution;
+        use crate::dead_letters::Resolution;
+        use crate::{
+            dead_letters::InMemoryAbandonedExecutionRepository, memory::InMemoryRepositories,
+        };
 
         let repos = InMemoryRepositories::new();
         let abandoned = Arc::new(InMemoryAbandonedExecutionRepository::new());
@@ -281,7 +285,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_event_pruner_prunes_as_soon_as_it_starts() {
-        use crate::memory::{InMemoryAbandonedExecutionRepository, InMemoryRepositories};
+        use crate::{
+            dead_letters::InMemoryAbandonedExecutionRepository, memory::InMemoryRepositories,
+        };
 
         let repos = InMemoryRepositories::new();
         let abandoned = Arc::new(InMemoryAbandonedExecutionRepository::new());

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_manager_core::postgres::PgOutboxStore;
+use picloud_manager_core::outbox::PgOutboxStore;
 use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, CredentialKind, OutboxStore, OutboxWaker, Scope,

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use picloud_manager_core::postgres::PgExecutionLogRepository;
+use picloud_manager_core::executions::PgExecutionLogRepository;
 use picloud_manager_core::{BatchingExecutionRecorder, DEFAULT_APP_ID, ExecutionLogRepository};
 use picloud_shared::{ExecutionRecorder, ScriptId};
 use sqlx::PgPool;

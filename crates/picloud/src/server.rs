@@ -12,16 +12,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use picloud_executor_core::{LocalExecutorClient, ScriptServices};
-use picloud_manager_core::http::LoginRateLimiter;
-use picloud_manager_core::postgres::{
-    OutboxEmitter, PgAbandonedExecutionRepository, PgAppRepository, PgDeadLetterRepository,
-    PgExecutionLogRepository, PgKvService, PgMembershipRepository, PgOutboxStore,
-    PgScriptRepository, PgTokenRepository, PgTriggerRepository, PgUserRepository,
-};
+use picloud_manager_core::access::LoginRateLimiter;
 use picloud_manager_core::{
     AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, EventRetention,
     OutboxSignal, PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator,
     ensure_instance_admin, spawn_event_retention_pruner, spawn_retention_pruner,
+};
+use picloud_manager_core::{
+    access::{PgMembershipRepository, PgTokenRepository, PgUserRepository},
+    apps::PgAppRepository,
+    dead_letters::{PgAbandonedExecutionRepository, PgDeadLetterRepository},
+    executions::PgExecutionLogRepository,
+    kv::PgKvService,
+    outbox::{OutboxEmitter, PgOutboxStore},
+    scripts::PgScriptRepository,
+    triggers::PgTriggerRepository,
 };
 use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use picloud::database;
-use picloud_manager_core::postgres::{PgOutboxStore, PgScriptRepository};
 use picloud_manager_core::{CachedScriptResolver, DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
+use picloud_manager_core::{outbox::PgOutboxStore, scripts::PgScriptRepository};
 use picloud_orchestrator_core::{Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle};
 use picloud_shared::{
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutorClient,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error_chain;
-use crate::repo::RepoError;
+use crate::repository::RepoError;
 
 /// The envelope of a 422 answer: the usual `{"error": {"code", "message"}}`, plus `line`
 /// and `column` when the code is `compile_error`.

@@ -4,20 +4,9 @@
 //! authenticates the bearer token; handlers then check a capability through
 //! `Auth::require`, so access is decided the same way everywhere.
 
-mod apps;
-mod auth;
-mod dead_letters;
-mod error;
-mod executions;
-mod extract;
-mod kv;
-mod members;
+pub(crate) mod error;
+pub(crate) mod extract;
 mod openapi;
-mod rate_limit;
-mod scripts;
-mod tokens;
-mod triggers;
-mod users;
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,38 +20,21 @@ use picloud_shared::{
     ScriptValidator,
 };
 
-pub use apps::{
-    AppPage, AppView, CreateAppRequest, DeleteAppQuery, ListAppsQuery, MAX_APP_NAME_CHARS,
-    UpdateAppRequest,
-};
-pub use auth::{AppRoleView, LoginRequest, LoginResponse, MeView, SessionUser};
-pub use dead_letters::{DeadLetterCount, DeadLetterPage, DeadLetterView, ListDeadLettersQuery};
 pub use error::{ValidationErrorBody, ValidationErrorEnvelope};
-pub use executions::{ExecutionPage, ListExecutionsQuery};
-pub use kv::{CollectionList, ListKvQuery};
-pub use members::{MemberList, MemberView, SetMemberRequest};
 pub use openapi::ApiDoc;
-pub use rate_limit::LoginRateLimiter;
-pub use scripts::{
-    CreateScriptRequest, ListScriptsQuery, MAX_SOURCE_BYTES, ScriptPage, ScriptSummaryView,
-    ScriptView, UpdateScriptRequest,
-};
-pub use tokens::{
-    CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenList,
-    TokenView,
-};
-pub use triggers::{
-    CreateDeadLetterTriggerRequest, CreateKvTriggerRequest, ListTriggersQuery, RetryRequest,
-    TriggerPage, TriggerView,
-};
-pub use users::{CreateUserRequest, ListUsersQuery, SetPasswordRequest, UserPage, UserView};
 
 use self::error::ApiError;
-use crate::config::ManagerConfig;
-use crate::repo::{
-    AppRepository, DeadLetterRepository, ExecutionLogRepository, MembershipRepository,
-    ScriptRepository, TokenRepository, TriggerRepository, UserRepository,
+use crate::access::{
+    LoginRateLimiter, MembershipRepository, TokenRepository, UserRepository, auth, members, tokens,
+    users,
 };
+use crate::apps::{self, AppRepository};
+use crate::config::ManagerConfig;
+use crate::dead_letters::{self, DeadLetterRepository};
+use crate::executions::{self, ExecutionLogRepository};
+use crate::kv;
+use crate::scripts::{self, ScriptRepository};
+use crate::triggers::{self, TriggerRepository};
 
 /// What the admin handlers work with.
 #[derive(Clone)]
@@ -111,7 +83,7 @@ impl fmt::Debug for AdminState {
 
 impl AdminState {
     /// Tells every observer that a script changed; called only after the change committed.
-    fn notify(&self, id: ScriptId) {
+    pub(crate) fn notify(&self, id: ScriptId) {
         for observer in &self.observers {
             observer.script_changed(id);
         }
@@ -119,7 +91,7 @@ impl AdminState {
 
     /// Tells every observer that a script was created or updated; called only after the
     /// change committed (after [`Self::notify`] for an update).
-    fn notify_saved(&self, script: &Script) {
+    pub(crate) fn notify_saved(&self, script: &Script) {
         for observer in &self.observers {
             observer.script_saved(script);
         }
@@ -127,7 +99,7 @@ impl AdminState {
 
     /// Tells every observer that an app was renamed or deleted; called only after the
     /// change committed.
-    fn notify_app(&self, id: AppId) {
+    pub(crate) fn notify_app(&self, id: AppId) {
         for observer in &self.observers {
             observer.app_changed(id);
         }
@@ -140,7 +112,7 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 200;
 
 /// The page size a list request asked for: 400 `invalid_query` outside 1..=200.
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if (1..=MAX_PAGE_SIZE).contains(&limit) {
         Ok(limit)
@@ -163,15 +135,15 @@ pub fn router(state: AdminState) -> Router {
 /// so that failed logins are counted per client address.
 pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
     let protected = Router::new()
-        .merge(scripts::routes())
-        .merge(executions::routes())
-        .merge(apps::routes())
-        .merge(members::routes())
-        .merge(kv::routes())
-        .merge(triggers::routes())
-        .merge(dead_letters::routes())
-        .merge(users::routes())
-        .merge(tokens::routes())
+        .merge(scripts::http::routes())
+        .merge(executions::http::routes())
+        .merge(apps::http::routes())
+        .merge(members::http::routes())
+        .merge(kv::http::routes())
+        .merge(triggers::http::routes())
+        .merge(dead_letters::http::routes())
+        .merge(users::http::routes())
+        .merge(tokens::http::routes())
         .merge(auth::routes())
         // Every route registered above, and only those, needs a valid bearer token.
         .route_layer(from_fn_with_state(state.clone(), auth::require_principal));

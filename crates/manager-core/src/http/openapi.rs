@@ -8,7 +8,16 @@ use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilde
 use utoipa::{Modify, OpenApi};
 
 use super::AdminState;
-use super::{apps, auth, dead_letters, executions, kv, members, scripts, tokens, triggers, users};
+use crate::access::auth;
+use crate::access::members::http as members;
+use crate::access::tokens::http as tokens;
+use crate::access::users::http as users;
+use crate::apps::http as apps;
+use crate::dead_letters::http as dead_letters;
+use crate::executions::http as executions;
+use crate::kv::http as kv;
+use crate::scripts::http as scripts;
+use crate::triggers::http as triggers;
 
 /// The admin API's OpenAPI document.
 #[derive(Debug, OpenApi)]

@@ -7,25 +7,28 @@ use picloud_shared::{AppId, AppRole, AppSlug, Script, ScriptId, TokenId, UserId}
 
 use super::{lock, now};
 use crate::DEFAULT_APP_ID;
-use crate::repo::{App, Token, User};
+use crate::{
+    access::{Token, User},
+    apps::App,
+};
 
 /// A user row: the user and their password hash.
 #[derive(Debug, Clone)]
-pub(super) struct UserRow {
+pub(crate) struct UserRow {
     pub user: User,
     pub password_hash: String,
 }
 
 /// A token row: the token and the hash of its secret.
 #[derive(Debug, Clone)]
-pub(super) struct TokenRow {
+pub(crate) struct TokenRow {
     pub token: Token,
     pub secret_hash: [u8; 32],
 }
 
 /// The tables.
 #[derive(Debug, Default)]
-pub(super) struct Tables {
+pub(crate) struct Tables {
     pub apps: BTreeMap<AppId, App>,
     pub scripts: BTreeMap<ScriptId, Script>,
     pub users: BTreeMap<UserId, UserRow>,
@@ -72,7 +75,7 @@ impl InMemoryStore {
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Tables> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tables> {
         lock(&self.tables)
     }
 }

@@ -9,8 +9,8 @@ use picloud_shared::{AppRole, Scope};
 use serde_json::json;
 use sqlx::PgPool;
 
-use picloud_manager_core::postgres::PgUserRepository;
-use picloud_manager_core::repo::UserRepository;
+use picloud_manager_core::access::PgUserRepository;
+use picloud_manager_core::access::UserRepository;
 use picloud_manager_core::{Bootstrap, ensure_instance_admin};
 
 use crate::{ADMIN_PASSWORD, TestApp, USER_PASSWORD};

@@ -1,8 +1,8 @@
 //! Dead letters through the API: the list, the badge, replay and ignore.
 
 use axum::http::{Method, StatusCode};
-use picloud_manager_core::postgres::PgDeadLetterRepository;
-use picloud_manager_core::repo::{DeadLetter, DeadLetterRepository, NewDeadLetter};
+use picloud_manager_core::dead_letters::PgDeadLetterRepository;
+use picloud_manager_core::dead_letters::{DeadLetter, DeadLetterRepository, NewDeadLetter};
 use picloud_shared::{AppId, AppRole, ScriptId, TriggerId, TriggerKind};
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use chrono::TimeDelta;
-use picloud_manager_core::postgres::PgExecutionLogRepository;
+use picloud_manager_core::executions::PgExecutionLogRepository;
 use picloud_manager_core::{DEFAULT_APP_ID, ExecutionLogRepository};
 use picloud_shared::{ExecutionId, ScriptId};
 use serde_json::{Value, json};

@@ -3,8 +3,8 @@
 
 use axum::http::{Method, StatusCode};
 use picloud_manager_core::ExecutionLogRepository;
-use picloud_manager_core::postgres::PgExecutionLogRepository;
-use picloud_manager_core::repo::MembershipRepository;
+use picloud_manager_core::access::MembershipRepository;
+use picloud_manager_core::executions::PgExecutionLogRepository;
 use picloud_shared::{AppRole, Scope};
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use picloud_manager_core::RepoResult;
-use picloud_manager_core::events::ServiceEventEmitter;
+use picloud_manager_core::outbox::ServiceEventEmitter;
 use picloud_shared::{AppRole, EventSubject, KvOp, MAX_KV_VALUE_BYTES, Scope, ServiceEvent};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};

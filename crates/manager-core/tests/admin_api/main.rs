@@ -38,20 +38,22 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
-use picloud_manager_core::http::LoginRateLimiter;
-use picloud_manager_core::postgres::PgKvService;
-use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
-    PgTokenRepository, PgUserRepository,
-};
-use picloud_manager_core::postgres::{PgDeadLetterRepository, PgTriggerRepository};
-use picloud_manager_core::repo::{
+use picloud_manager_core::access::LoginRateLimiter;
+use picloud_manager_core::access::secrets::{generate_token, hash_password};
+use picloud_manager_core::access::{
     MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
 };
-use picloud_manager_core::secrets::{generate_token, hash_password};
+use picloud_manager_core::kv::PgKvService;
 use picloud_manager_core::{
     AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
 };
+use picloud_manager_core::{
+    access::{PgMembershipRepository, PgTokenRepository, PgUserRepository},
+    apps::PgAppRepository,
+    executions::PgExecutionLogRepository,
+    scripts::PgScriptRepository,
+};
+use picloud_manager_core::{dead_letters::PgDeadLetterRepository, triggers::PgTriggerRepository};
 use picloud_shared::RetryPolicy;
 use picloud_shared::{
     AppId, AppRole, AppSlug, CompileError, CredentialKind, SandboxCeiling, SandboxLimits, Scope,

@@ -2,7 +2,7 @@
 
 use axum::http::{Method, StatusCode, header};
 use picloud_manager_core::DEFAULT_APP_ID;
-use picloud_manager_core::repo::MembershipRepository;
+use picloud_manager_core::access::MembershipRepository;
 use picloud_shared::AppRole;
 use serde_json::json;
 use sqlx::PgPool;

@@ -1,7 +1,7 @@
 //! Triggers through the API: registering, listing, switching and deleting them.
 
 use axum::http::{Method, StatusCode, header};
-use picloud_manager_core::repo::MembershipRepository;
+use picloud_manager_core::access::MembershipRepository;
 use picloud_shared::{AppRole, Scope};
 use serde_json::{Value, json};
 use sqlx::PgPool;

@@ -1,7 +1,7 @@
 //! The `DeadLetterRepository` suite.
 
 use chrono::{TimeDelta, Utc};
-use picloud_manager_core::repo::{
+use picloud_manager_core::dead_letters::{
     DeadLetter, DeadLetterActionError, DeadLetterCursor, ListDeadLetters, NewDeadLetter, Resolution,
 };
 use picloud_shared::{AppId, DeadLetterId, KvOp, TriggerId, TriggerKind};

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use picloud_manager_core::OutboxSignal;
-use picloud_manager_core::events::ServiceEventEmitter;
-use picloud_manager_core::postgres::{OutboxEmitter, dead_letter_payload, fan_out_dead_letter};
-use picloud_manager_core::repo::{ListDeadLetters, NewDeadLetter, Resolution};
+use picloud_manager_core::dead_letters::{ListDeadLetters, NewDeadLetter, Resolution};
+use picloud_manager_core::outbox::ServiceEventEmitter;
+use picloud_manager_core::outbox::{OutboxEmitter, dead_letter_payload, fan_out_dead_letter};
 use picloud_shared::{
     AppId, DeadLetterId, EventSubject, ExecutionId, KvOp, ServiceEvent, TriggerId, TriggerKind,
 };

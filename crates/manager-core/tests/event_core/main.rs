@@ -18,16 +18,20 @@ mod triggers;
 
 use std::sync::Arc;
 
-use picloud_manager_core::memory::{InMemoryDeadLetterRepository, InMemoryRepositories};
-use picloud_manager_core::postgres::{
-    PgDeadLetterRepository, PgExecutionLogRepository, PgScriptRepository, PgTriggerRepository,
-    PgUserRepository,
-};
-use picloud_manager_core::repo::{
-    DeadLetterRepository, NewTrigger, NewUser, Resolution, Trigger, TriggerDetails,
-    TriggerRepository, UserRepository,
-};
 use picloud_manager_core::{ExecutionLogRepository, NewScript, ScriptRepository};
+use picloud_manager_core::{
+    access::PgUserRepository, dead_letters::PgDeadLetterRepository,
+    executions::PgExecutionLogRepository, scripts::PgScriptRepository,
+    triggers::PgTriggerRepository,
+};
+use picloud_manager_core::{
+    access::{NewUser, UserRepository},
+    dead_letters::{DeadLetterRepository, Resolution},
+    triggers::{NewTrigger, Trigger, TriggerDetails, TriggerRepository},
+};
+use picloud_manager_core::{
+    dead_letters::InMemoryDeadLetterRepository, memory::InMemoryRepositories,
+};
 use picloud_shared::{
     AppId, AppSlug, CollectionGlob, DeadLetterId, KvOp, RetryPolicy, Script, ScriptLimits,
     ScriptName, TriggerId, TriggerKind, UserId, Username,

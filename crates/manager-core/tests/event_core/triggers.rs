@@ -1,7 +1,7 @@
 //! The `TriggerRepository` suite.
 
 use picloud_manager_core::RepoError;
-use picloud_manager_core::repo::{ListTriggers, TriggerDetails};
+use picloud_manager_core::triggers::{ListTriggers, TriggerDetails};
 use picloud_shared::{AppId, KvOp, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
 
 use crate::{Repos, dead_letter_trigger, ids, kv_trigger};

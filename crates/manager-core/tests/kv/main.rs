@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use picloud_manager_core::RepoResult;
-use picloud_manager_core::events::ServiceEventEmitter;
-use picloud_manager_core::memory::InMemoryKvService;
-use picloud_manager_core::postgres::PgKvService;
+use picloud_manager_core::kv::InMemoryKvService;
+use picloud_manager_core::kv::PgKvService;
+use picloud_manager_core::outbox::ServiceEventEmitter;
 use picloud_shared::{
     AppId, AppRole, CollectionName, CredentialKind, ExecutionId, KvKey, KvService, Principal,
     Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use picloud_manager_core::events::ServiceEventEmitter;
-use picloud_manager_core::postgres::PgKvService;
+use picloud_manager_core::kv::PgKvService;
+use picloud_manager_core::outbox::ServiceEventEmitter;
 use picloud_manager_core::{RepoError, RepoResult};
 use picloud_shared::{AppId, KvService, ServiceError, ServiceEvent};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use picloud_manager_core::repo::{AppUpdate, ListApps};
+use picloud_manager_core::apps::{AppUpdate, ListApps};
 use picloud_manager_core::{App, DEFAULT_APP_ID, NewScript, Page, RepoError};
 use picloud_shared::{AppId, AppRole, AppSlug, ScriptId, ScriptLimits, ScriptName, UserId};
 

@@ -19,15 +19,17 @@ mod users;
 
 use std::sync::Arc;
 
-use picloud_manager_core::memory::{InMemoryAppRepository, InMemoryRepositories};
-use picloud_manager_core::postgres::{
-    PgAppRepository, PgExecutionLogRepository, PgMembershipRepository, PgScriptRepository,
-    PgTokenRepository, PgUserRepository,
-};
-use picloud_manager_core::repo::{
+use picloud_manager_core::access::{
     MembershipRepository, NewUser, TokenRepository, User, UserRepository,
 };
 use picloud_manager_core::{AppRepository, ExecutionLogRepository, ScriptRepository};
+use picloud_manager_core::{
+    access::{PgMembershipRepository, PgTokenRepository, PgUserRepository},
+    apps::PgAppRepository,
+    executions::PgExecutionLogRepository,
+    scripts::PgScriptRepository,
+};
+use picloud_manager_core::{apps::InMemoryAppRepository, memory::InMemoryRepositories};
 use picloud_shared::{AppId, AppSlug, Username};
 use sqlx::PgPool;
 

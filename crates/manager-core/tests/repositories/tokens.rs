@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
-use picloud_manager_core::repo::{NewToken, Token};
-use picloud_manager_core::secrets::{GeneratedToken, generate_token, hash_token};
+use picloud_manager_core::access::secrets::{GeneratedToken, generate_token, hash_token};
+use picloud_manager_core::access::{NewToken, Token};
 use picloud_manager_core::{DEFAULT_APP_ID, RepoError};
 use picloud_shared::{AppId, CredentialKind, Scope, TokenId, UserId};
 

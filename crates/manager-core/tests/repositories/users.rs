@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use tokio::sync::Barrier;
 
-use picloud_manager_core::repo::{NewUser, Page, User};
 use picloud_manager_core::{DEFAULT_APP_ID, RepoError};
+use picloud_manager_core::{
+    access::{NewUser, User},
+    repository::Page,
+};
 use picloud_shared::{AppRole, CredentialKind, UserId, Username};
 
 use crate::{PHC, Repos};

@@ -1,0 +1,207 @@
+//! `/apps/{id}/members`: who belongs to an app, in which role.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use picloud_shared::{AppId, AppRole, Capability, ErrorEnvelope, UserId, Username};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::access::auth::Auth;
+use crate::apps::http::authorized_app;
+use crate::http::AdminState;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId, PathIds};
+use crate::{access::Member, apps::App, repository::RepoError};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/apps/{id}/members", get(list_members))
+        .route(
+            "/apps/{id}/members/{user_id}",
+            put(set_member).delete(remove_member),
+        )
+}
+
+/// Body of `PUT /api/admin/apps/{id}/members/{user_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetMemberRequest {
+    /// The user's role in the app: `viewer`, `developer` or `owner`.
+    pub role: AppRole,
+}
+
+/// One member of an app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    /// The user.
+    pub user_id: UserId,
+    /// Their username.
+    pub username: Username,
+    /// Their role in the app.
+    pub role: AppRole,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.user_id,
+            username: m.username,
+            role: m.role,
+        }
+    }
+}
+
+/// An app's members, ordered by username.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    /// The members.
+    pub items: Vec<MemberView>,
+}
+
+/// 409 `last_owner` when the change would leave the app without an owner: only an
+/// instance admin could manage it then.
+fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiError> {
+    let is_owner = |m: &Member| m.role == AppRole::Owner;
+    let target_is_owner = members.iter().any(|m| m.user_id == user && is_owner(m));
+    if target_is_owner && members.iter().filter(|m| is_owner(m)).count() == 1 {
+        return Err(ApiError::conflict_with(
+            "last_owner",
+            format!(
+                "user {user} is the only owner of app '{}'; make someone else owner first",
+                app.slug
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// List an app's members.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/members",
+    tag = "members",
+    params(("id" = String, Path, format = Uuid, description = "App id")),
+    responses(
+        (status = 200, description = "The members", body = MemberList),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read`", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_members(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+) -> Result<axum::Json<MemberList>, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    let members = state.memberships.members(id).await?;
+    Ok(axum::Json(MemberList {
+        items: members.into_iter().map(MemberView::from).collect(),
+    }))
+}
+
+/// Add a user to an app, or change their role there. App owners only.
+#[utoipa::path(
+    put,
+    path = "/api/admin/apps/{id}/members/{user_id}",
+    tag = "members",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("user_id" = String, Path, format = Uuid, description = "User id"),
+    ),
+    request_body = SetMemberRequest,
+    responses(
+        (status = 200, description = "The member with their new role", body = MemberView),
+        (status = 400, description = "An id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "Not the app's owner (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see), or no such user", body = ErrorEnvelope),
+        (status = 409, description = "The change would leave the app without an owner (`last_owner`)", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Unknown role", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn set_member(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathIds(id, user_id): PathIds<AppId, UserId>,
+    Json(body): Json<SetMemberRequest>,
+) -> Result<axum::Json<MemberView>, ApiError> {
+    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let user_not_found = || ApiError::not_found(format!("user {user_id} not found"));
+    let user = state.users.get(user_id).await?.ok_or_else(user_not_found)?;
+    if body.role != AppRole::Owner {
+        let members = state.memberships.members(id).await?;
+        keep_an_owner(&app, &members, user_id)?;
+    }
+    state
+        .memberships
+        .set_role(id, user_id, body.role)
+        .await
+        .map_err(|err| match err {
+            RepoError::NotFound { .. } => user_not_found(),
+            other => other.into(),
+        })?;
+    tracing::info!(
+        app_id = %id,
+        member = %user.username,
+        role = body.role.as_str(),
+        user = %auth.username,
+        "member role set"
+    );
+    Ok(axum::Json(MemberView {
+        user_id,
+        username: user.username,
+        role: body.role,
+    }))
+}
+
+/// Remove a user from an app. App owners only.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/apps/{id}/members/{user_id}",
+    tag = "members",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("user_id" = String, Path, format = Uuid, description = "User id"),
+    ),
+    responses(
+        (status = 204, description = "The user is no longer a member"),
+        (status = 400, description = "An id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "Not the app's owner (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see), or the user is not a member", body = ErrorEnvelope),
+        (status = 409, description = "The user is the app's only owner (`last_owner`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn remove_member(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathIds(id, user_id): PathIds<AppId, UserId>,
+) -> Result<StatusCode, ApiError> {
+    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let members = state.memberships.members(id).await?;
+    let not_member = || {
+        ApiError::not_found(format!(
+            "user {user_id} is not a member of app '{}'",
+            app.slug
+        ))
+    };
+    if !members.iter().any(|m| m.user_id == user_id) {
+        return Err(not_member());
+    }
+    keep_an_owner(&app, &members, user_id)?;
+    state
+        .memberships
+        .remove(id, user_id)
+        .await
+        .map_err(|err| match err {
+            RepoError::NotFound { .. } => not_member(),
+            other => other.into(),
+        })?;
+    tracing::info!(app_id = %id, member = %user_id, user = %auth.username, "member removed");
+    Ok(StatusCode::NO_CONTENT)
+}

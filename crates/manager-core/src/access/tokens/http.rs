@@ -1,0 +1,320 @@
+//! `/tokens`: the caller's own API tokens. The secret is shown once, at creation; the
+//! server keeps only its SHA-256.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use chrono::{DateTime, TimeDelta, Utc};
+use picloud_shared::{AppId, AppSlug, CredentialKind, ErrorEnvelope, NameError, Scope, TokenId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::access::auth::Auth;
+use crate::access::secrets::{self, GeneratedToken};
+use crate::access::{NewToken, Token};
+use crate::http::AdminState;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId};
+use crate::scripts::http::visible_app;
+
+/// Longest token name accepted, in characters.
+pub const MAX_TOKEN_NAME_CHARS: usize = 128;
+/// Longest lifetime a token may be given, in days (about ten years).
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", delete(revoke_token))
+}
+
+/// Body of `POST /api/admin/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// A label to recognise the token by, 1-128 characters.
+    pub name: String,
+    /// At least one of `script:read`, `script:write`, `script:execute`, `data:read`,
+    /// `data:write`, `triggers:manage`, `app:admin`.
+    pub scopes: Vec<String>,
+    /// Limit the token to this app (by slug); every app the user can reach when absent.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Days until the token stops working, 1 to 3650; never when absent.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A token just created, with its secret: the only time the secret is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTokenView {
+    /// The secret, for `Authorization: Bearer <token>`. Store it now: it cannot be shown
+    /// again.
+    pub token: String,
+    /// Stable id (to revoke the token).
+    pub id: TokenId,
+    /// The label.
+    pub name: String,
+    /// What the token may do.
+    pub scopes: Vec<Scope>,
+    /// The one app the token works for, if limited.
+    pub app_id: Option<AppId>,
+    /// The secret's first characters, as lists show them.
+    pub prefix: String,
+    /// When the token stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the token was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for CreatedTokenView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedTokenView")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API token as lists show it: never the secret or its hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    /// Stable id.
+    pub id: TokenId,
+    /// The label.
+    pub name: String,
+    /// What the token may do.
+    pub scopes: Vec<Scope>,
+    /// The one app the token works for, if limited.
+    pub app_id: Option<AppId>,
+    /// The secret's first characters.
+    pub prefix: String,
+    /// When the token was created.
+    pub created_at: DateTime<Utc>,
+    /// When the token stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the token last authenticated a request (to within about a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When the token was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<Token> for TokenView {
+    fn from(t: Token) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            scopes: t.scopes.into_iter().collect(),
+            app_id: t.app_id,
+            prefix: t.prefix,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// The caller's API tokens, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    /// The tokens, revoked ones included.
+    pub items: Vec<TokenView>,
+}
+
+fn check_token_name(raw: &str) -> Result<String, ApiError> {
+    const KIND: &str = "token name";
+    if raw.trim().is_empty() {
+        return Err(ApiError::invalid_name(&NameError::Empty { kind: KIND }));
+    }
+    if raw.chars().count() > MAX_TOKEN_NAME_CHARS {
+        return Err(ApiError::invalid_name(&NameError::TooLong {
+            kind: KIND,
+            max: MAX_TOKEN_NAME_CHARS,
+        }));
+    }
+    Ok(raw.to_owned())
+}
+
+fn parse_scopes(raw: &[String]) -> Result<BTreeSet<Scope>, ApiError> {
+    if raw.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_scope",
+            "give at least one scope",
+        ));
+    }
+    raw.iter()
+        .map(|s| {
+            s.parse::<Scope>()
+                .map_err(|e| ApiError::unprocessable("invalid_scope", e.to_string()))
+        })
+        .collect()
+}
+
+/// A token acting through another token may hand out only what it holds itself, and no
+/// wider an app restriction; a login session may hand out anything (the user's roles
+/// still bound what any of their tokens can do).
+fn check_no_escalation(
+    auth: &Auth,
+    scopes: &BTreeSet<Scope>,
+    app: Option<AppId>,
+) -> Result<(), ApiError> {
+    if auth.credential != CredentialKind::ApiToken {
+        return Ok(());
+    }
+    if let Some(missing) = scopes.iter().find(|s| !auth.scopes.contains(s)) {
+        return Err(ApiError::forbidden(format!(
+            "this token lacks scope {missing}, so it cannot create a token that has it"
+        )));
+    }
+    if let Some(only) = auth.app_restriction
+        && app != Some(only)
+    {
+        return Err(ApiError::forbidden(
+            "this token is limited to one app, so a token it creates must be limited to the same app",
+        ));
+    }
+    Ok(())
+}
+
+fn token_not_found(id: TokenId) -> ApiError {
+    ApiError::not_found(format!("token {id} not found"))
+}
+
+/// Create an API token for yourself. The secret is in this answer and nowhere else.
+#[utoipa::path(
+    post,
+    path = "/api/admin/tokens",
+    tag = "tokens",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The token, with its secret (shown only now)", body = CreatedTokenView),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "An API token asked for more than it holds", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Unknown scope (`invalid_scope`), bad name or lifetime", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_token(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateTokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = check_token_name(&body.name)?;
+    let scopes = parse_scopes(&body.scopes)?;
+    let lifetime = match body.expires_in_days {
+        Some(days) if (1..=MAX_TOKEN_DAYS).contains(&days) => {
+            Some(TimeDelta::days(i64::from(days)))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_body(format!(
+                "expires_in_days must be between 1 and {MAX_TOKEN_DAYS}"
+            )));
+        }
+        None => None,
+    };
+    let app = match body.app.as_deref() {
+        Some(raw) => {
+            let slug = AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?;
+            Some(visible_app(&state, &auth, &slug).await?.id)
+        }
+        None => None,
+    };
+    check_no_escalation(&auth, &scopes, app)?;
+
+    let GeneratedToken {
+        secret,
+        hash,
+        prefix,
+    } = secrets::generate_token();
+    let token = state
+        .tokens
+        .create(NewToken {
+            user_id: auth.user_id,
+            name,
+            kind: CredentialKind::ApiToken,
+            scopes,
+            app_id: app,
+            secret_hash: hash,
+            prefix,
+            expires_at: lifetime.map(|l| Utc::now() + l),
+        })
+        .await?;
+    tracing::info!(token_id = %token.id, user = %auth.username, "api token created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedTokenView {
+            token: secret,
+            id: token.id,
+            name: token.name,
+            scopes: token.scopes.into_iter().collect(),
+            app_id: token.app_id,
+            prefix: token.prefix,
+            expires_at: token.expires_at,
+            created_at: token.created_at,
+        }),
+    ))
+}
+
+/// List your own API tokens (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/api/admin/tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "Your API tokens, newest first", body = TokenList),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_tokens(
+    State(state): State<AdminState>,
+    auth: Auth,
+) -> Result<axum::Json<TokenList>, ApiError> {
+    let tokens = state
+        .tokens
+        .list_for_user(auth.user_id, CredentialKind::ApiToken)
+        .await?;
+    Ok(axum::Json(TokenList {
+        items: tokens.into_iter().map(TokenView::from).collect(),
+    }))
+}
+
+/// Revoke one of your tokens (instance admins: anyone's). It is refused from its very
+/// next use.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, format = Uuid, description = "Token id")),
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 404, description = "No such token of yours", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn revoke_token(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TokenId>,
+) -> Result<StatusCode, ApiError> {
+    let token = state
+        .tokens
+        .get(id)
+        .await?
+        .ok_or_else(|| token_not_found(id))?;
+    // Someone else's token is none of a non-admin's business, not even its existence.
+    if token.user_id != auth.user_id && auth.require_instance_admin().is_err() {
+        return Err(token_not_found(id));
+    }
+    state.tokens.revoke(id, Utc::now()).await?;
+    tracing::info!(token_id = %id, owner = %token.user_id, user = %auth.username, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

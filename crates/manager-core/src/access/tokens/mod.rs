@@ -1,0 +1,102 @@
+//! API tokens and login sessions: both are bearer tokens, stored only as a SHA-256 hash.
+
+pub(crate) mod http;
+#[cfg(feature = "testsuite")]
+mod memory;
+mod pg;
+
+pub use http::{
+    CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenList,
+    TokenView,
+};
+#[cfg(feature = "testsuite")]
+pub use memory::InMemoryTokenRepository;
+pub use pg::PgTokenRepository;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_shared::{AppId, CredentialKind, Scope, TokenId, UserId};
+
+use crate::repository::RepoResult;
+
+/// A stored token (never the secret: only its hash is kept, and only the repository sees it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Stable id.
+    pub id: TokenId,
+    /// The user the token acts for.
+    pub user_id: UserId,
+    /// A label the user chose ("ci deploy"); sessions are named by the server.
+    pub name: String,
+    /// A login session or an API token.
+    pub kind: CredentialKind,
+    /// What the token may do (sessions: all seven).
+    pub scopes: BTreeSet<Scope>,
+    /// When set, the token works for this app only.
+    pub app_id: Option<AppId>,
+    /// The first characters of the secret (e.g. `pc_a1b2c3d4`), to recognise a token in a
+    /// list without revealing it.
+    pub prefix: String,
+    /// When the token was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it last authenticated a request (updated at most about once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The user the token acts for.
+    pub user_id: UserId,
+    /// A label.
+    pub name: String,
+    /// Session or API token.
+    pub kind: CredentialKind,
+    /// Its scopes.
+    pub scopes: BTreeSet<Scope>,
+    /// An optional single app.
+    pub app_id: Option<AppId>,
+    /// SHA-256 of the secret.
+    pub secret_hash: [u8; 32],
+    /// The secret's first characters.
+    pub prefix: String,
+    /// Optional expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Stores tokens.
+#[async_trait]
+pub trait TokenRepository: Send + Sync {
+    /// Stores a token; `NotFound` when the user or app does not exist.
+    async fn create(&self, token: NewToken) -> RepoResult<Token>;
+
+    /// The token with this secret hash if it is usable at `now`: not revoked, not expired.
+    async fn find_usable(
+        &self,
+        secret_hash: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> RepoResult<Option<Token>>;
+
+    /// The token with this id, whatever its state.
+    async fn get(&self, id: TokenId) -> RepoResult<Option<Token>>;
+
+    /// A user's tokens of one kind, newest first, revoked ones included.
+    async fn list_for_user(&self, user_id: UserId, kind: CredentialKind) -> RepoResult<Vec<Token>>;
+
+    /// Revokes a token (idempotent); `NotFound` when there is no such token.
+    async fn revoke(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()>;
+
+    /// Revokes every token of a user (after a password change); returns how many.
+    async fn revoke_all_for_user(&self, user_id: UserId, now: DateTime<Utc>) -> RepoResult<u64>;
+
+    /// Records that the token was used at `now` (an earlier time than the one stored is
+    /// ignored, so out-of-order touches keep the latest); `NotFound` when there is no such
+    /// token.
+    async fn touch(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()>;
+}

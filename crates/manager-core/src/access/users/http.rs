@@ -1,0 +1,338 @@
+//! `/users`: the people who log in. Managed by instance admins; anyone may change their
+//! own password from a login session.
+
+use std::fmt;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use chrono::{DateTime, Utc};
+use picloud_shared::{CredentialKind, ErrorEnvelope, UserId, Username};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::auth::Auth;
+use crate::access::secrets::{self, PasswordError};
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId, Query};
+use crate::http::{AdminState, page_limit};
+use crate::{
+    access::{NewUser, User},
+    repository::RepoError,
+};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/users/{id}/password", put(set_password))
+}
+
+/// Body of `POST /api/admin/users`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// 1-64 lowercase ASCII letters, digits, `.`, `_` and `-`, starting with a letter or
+    /// digit.
+    pub username: String,
+    /// At least 8 characters and at most 1024 bytes.
+    pub password: String,
+    /// Whether the user administers the instance; `false` when absent.
+    #[serde(default)]
+    pub instance_admin: Option<bool>,
+}
+
+impl fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("username", &self.username)
+            .field("instance_admin", &self.instance_admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Body of `PUT /api/admin/users/{id}/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    /// The new password: at least 8 characters and at most 1024 bytes.
+    pub password: String,
+}
+
+impl fmt::Debug for SetPasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPasswordRequest").finish_non_exhaustive()
+    }
+}
+
+/// A user as the admin API shows them (never with a password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    /// Stable id.
+    pub id: UserId,
+    /// Unique login name.
+    pub username: Username,
+    /// Whether they administer the instance.
+    pub instance_admin: bool,
+    /// When the user was created.
+    pub created_at: DateTime<Utc>,
+    /// When the user last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            instance_admin: u.instance_admin,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// One page of users, ordered by username.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    /// The users on this page.
+    pub items: Vec<UserView>,
+    /// How many users there are in all.
+    pub total: u64,
+    /// The page size used.
+    pub limit: u32,
+    /// The offset used.
+    pub offset: u64,
+}
+
+/// Query of `GET /api/admin/users`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListUsersQuery {
+    /// Page size, 1 to 200; 50 when absent.
+    pub limit: Option<u32>,
+    /// Users to skip; 0 when absent.
+    pub offset: Option<u64>,
+}
+
+fn user_not_found(id: UserId) -> ApiError {
+    ApiError::not_found(format!("user {id} not found"))
+}
+
+/// Hashes a new password off the async workers (argon2 is deliberately slow), after the
+/// length policy: 422 `invalid_password` when it does not meet it.
+async fn hash_new_password(password: String) -> Result<String, ApiError> {
+    secrets::check_password_policy(&password).map_err(|e| password_refused(&e))?;
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| match e {
+            PasswordError::Hashing(_) => ApiError::internal(&e),
+            policy => password_refused(&policy),
+        })
+}
+
+fn password_refused(err: &PasswordError) -> ApiError {
+    ApiError::unprocessable("invalid_password", err.to_string())
+}
+
+/// Create a user. Instance admins only.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users",
+    tag = "users",
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "The user was created", body = UserView,
+            headers(("location" = String, description = "The new user's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
+        (status = 409, description = "The username is taken", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid username (`invalid_name`), password (`invalid_password`) or body", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_user(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateUserRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require_instance_admin()?;
+    let username = Username::parse(&body.username).map_err(|e| ApiError::invalid_name(&e))?;
+    let password_hash = hash_new_password(body.password).await?;
+    let user = state
+        .users
+        .create(NewUser {
+            username: username.clone(),
+            password_hash,
+            instance_admin: body.instance_admin.unwrap_or(false),
+        })
+        .await
+        .map_err(|err| match err {
+            RepoError::Conflict { .. } => {
+                ApiError::conflict(format!("a user named '{username}' already exists"))
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(
+        user_id = %user.id,
+        username = %user.username,
+        instance_admin = user.instance_admin,
+        by = %auth.username,
+        "user created"
+    );
+    let location = format!("/api/admin/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(UserView::from(user)),
+    ))
+}
+
+/// List users. Instance admins only.
+#[utoipa::path(
+    get,
+    path = "/api/admin/users",
+    tag = "users",
+    params(ListUsersQuery),
+    responses(
+        (status = 200, description = "One page of users", body = UserPage),
+        (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_users(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Query(query): Query<ListUsersQuery>,
+) -> Result<axum::Json<UserPage>, ApiError> {
+    auth.require_instance_admin()?;
+    let limit = page_limit(query.limit)?;
+    let offset = query.offset.unwrap_or(0);
+    let page = state.users.list(limit, offset).await?;
+    Ok(axum::Json(UserPage {
+        items: page.items.into_iter().map(UserView::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// Read one user. Instance admins only.
+#[utoipa::path(
+    get,
+    path = "/api/admin/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, format = Uuid, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn get_user(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<UserId>,
+) -> Result<axum::Json<UserView>, ApiError> {
+    auth.require_instance_admin()?;
+    let user = state
+        .users
+        .get(id)
+        .await?
+        .ok_or_else(|| user_not_found(id))?;
+    Ok(axum::Json(user.into()))
+}
+
+/// Delete a user with their tokens and memberships. Instance admins only, and not
+/// themselves.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, format = Uuid, description = "User id")),
+    responses(
+        (status = 204, description = "The user was deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "Admins cannot delete themselves (`cannot_delete_self`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn delete_user(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<UserId>,
+) -> Result<StatusCode, ApiError> {
+    auth.require_instance_admin()?;
+    if id == auth.user_id {
+        // Besides locking oneself out, this keeps at least one instance admin around.
+        return Err(ApiError::conflict_with(
+            "cannot_delete_self",
+            "you cannot delete your own user",
+        ));
+    }
+    state.users.delete(id).await.map_err(|err| match err {
+        RepoError::NotFound { .. } => user_not_found(id),
+        other => other.into(),
+    })?;
+    tracing::info!(user_id = %id, by = %auth.username, "user deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set a user's password: their own (from a login session) or, for instance admins,
+/// anyone's. Every session and API token of the user is revoked.
+#[utoipa::path(
+    put,
+    path = "/api/admin/users/{id}/password",
+    tag = "users",
+    params(("id" = String, Path, format = Uuid, description = "User id")),
+    request_body = SetPasswordRequest,
+    responses(
+        (status = 204, description = "The password was changed and the user's tokens revoked"),
+        (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "Someone else's password without being an instance admin, or one's own through an API token", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "The password does not meet the policy (`invalid_password`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn set_password(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<UserId>,
+    Json(body): Json<SetPasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Err(not_admin) = auth.require_instance_admin() {
+        if id != auth.user_id {
+            return Err(not_admin);
+        }
+        // An API token scoped to, say, reading scripts must not be able to take over the
+        // account that issued it.
+        if auth.credential != CredentialKind::Session {
+            return Err(ApiError::forbidden(
+                "changing your own password needs a login session, not an API token",
+            ));
+        }
+    }
+    let password_hash = hash_new_password(body.password).await?;
+    state
+        .users
+        .set_password(id, password_hash)
+        .await
+        .map_err(|err| match err {
+            RepoError::NotFound { .. } => user_not_found(id),
+            other => other.into(),
+        })?;
+    let revoked = state.tokens.revoke_all_for_user(id, Utc::now()).await?;
+    tracing::info!(user_id = %id, revoked, by = %auth.username, "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,417 @@
+//! `/apps`: create, list, read, rename and delete apps.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use picloud_shared::{AppId, AppRole, AppSlug, Capability, ErrorEnvelope, NameError, Scope};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::DEFAULT_APP_ID;
+use crate::access::auth::Auth;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId, Query};
+use crate::http::{AdminState, page_limit};
+use crate::{
+    apps::{App, AppUpdate, ListApps},
+    repository::RepoError,
+    scripts::ListScripts,
+};
+
+/// Longest app display name accepted, in characters.
+pub const MAX_APP_NAME_CHARS: usize = 100;
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/apps", get(list_apps).post(create_app))
+        .route(
+            "/apps/{id}",
+            get(get_app).patch(update_app).delete(delete_app),
+        )
+}
+
+/// Body of `POST /api/admin/apps`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    /// URL-safe and unique: 1-63 lowercase ASCII letters, digits and `-`, not starting or
+    /// ending with `-`. Used by the by-name execute route.
+    pub slug: String,
+    /// Display name, 1-100 characters.
+    pub name: String,
+}
+
+/// Body of `PATCH /api/admin/apps/{id}`: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAppRequest {
+    /// A new slug (this changes the by-name URLs of the app's scripts).
+    #[serde(default)]
+    pub slug: Option<String>,
+    /// A new display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An app as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    /// Stable id.
+    pub id: AppId,
+    /// URL-safe, unique slug.
+    pub slug: AppSlug,
+    /// Display name.
+    pub name: String,
+    /// The caller's role in the app (instance admins are owners everywhere).
+    pub role: Option<AppRole>,
+    /// When the app was created.
+    pub created_at: DateTime<Utc>,
+    /// When the app last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AppView {
+    fn new(app: App, auth: &Auth) -> Self {
+        Self {
+            role: auth.role_in(app.id),
+            id: app.id,
+            slug: app.slug,
+            name: app.name,
+            created_at: app.created_at,
+            updated_at: app.updated_at,
+        }
+    }
+}
+
+/// One page of apps, ordered by slug.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppPage {
+    /// The apps on this page.
+    pub items: Vec<AppView>,
+    /// How many apps the caller can see in all.
+    pub total: u64,
+    /// The page size used.
+    pub limit: u32,
+    /// The offset used.
+    pub offset: u64,
+}
+
+/// Query of `GET /api/admin/apps`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAppsQuery {
+    /// Page size, 1 to 200; 50 when absent.
+    pub limit: Option<u32>,
+    /// Apps to skip; 0 when absent.
+    pub offset: Option<u64>,
+}
+
+/// Query of `DELETE /api/admin/apps/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteAppQuery {
+    /// Delete the app's scripts with it; without it an app that has scripts is refused.
+    pub cascade: Option<bool>,
+}
+
+fn parse_slug(raw: &str) -> Result<AppSlug, ApiError> {
+    AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))
+}
+
+fn check_app_name(raw: &str) -> Result<String, ApiError> {
+    const KIND: &str = "app name";
+    if raw.trim().is_empty() {
+        return Err(ApiError::invalid_name(&NameError::Empty { kind: KIND }));
+    }
+    if raw.chars().count() > MAX_APP_NAME_CHARS {
+        return Err(ApiError::invalid_name(&NameError::TooLong {
+            kind: KIND,
+            max: MAX_APP_NAME_CHARS,
+        }));
+    }
+    Ok(raw.to_owned())
+}
+
+fn app_not_found(id: AppId) -> ApiError {
+    ApiError::not_found(format!("app {id} not found"))
+}
+
+fn slug_taken(slug: &AppSlug) -> ApiError {
+    ApiError::conflict(format!("an app with slug '{slug}' already exists"))
+}
+
+/// The app with this id if the principal holds `capability` in it; an app the principal
+/// cannot see is "not found", exactly like a missing one.
+pub(crate) async fn authorized_app(
+    state: &AdminState,
+    auth: &Auth,
+    id: AppId,
+    capability: fn(AppId) -> Capability,
+) -> Result<App, ApiError> {
+    let app = state.apps.get(id).await?.ok_or_else(|| app_not_found(id))?;
+    auth.require(capability(id), || app_not_found(id))?;
+    Ok(app)
+}
+
+/// Create an app; the creator becomes its owner. Instance admins only.
+#[utoipa::path(
+    post,
+    path = "/api/admin/apps",
+    tag = "apps",
+    request_body = CreateAppRequest,
+    responses(
+        (status = 201, description = "The app was created", body = AppView,
+            headers(("location" = String, description = "The new app's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
+        (status = 409, description = "The slug is taken", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid slug, name or body", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_app(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateAppRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth.require_instance_admin()?;
+    let slug = parse_slug(&body.slug)?;
+    let name = check_app_name(&body.name)?;
+    let app = state
+        .apps
+        .create(slug.clone(), name, Some(auth.user_id))
+        .await
+        .map_err(|err| match err {
+            RepoError::Conflict { .. } => slug_taken(&slug),
+            other => other.into(),
+        })?;
+    tracing::info!(app_id = %app.id, app = %app.slug, user = %auth.username, "app created");
+    let location = format!("/api/admin/apps/{}", app.id);
+    let mut view = AppView::new(app, &auth);
+    // The roles the request was authenticated with predate the app.
+    view.role = Some(AppRole::Owner);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    ))
+}
+
+/// List the apps the caller can see, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps",
+    tag = "apps",
+    params(ListAppsQuery),
+    responses(
+        (status = 200, description = "One page of apps", body = AppPage),
+        (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read`", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_apps(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Query(query): Query<ListAppsQuery>,
+) -> Result<axum::Json<AppPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let offset = query.offset.unwrap_or(0);
+    // The scope `AppRead` maps onto: listing needs what reading one app needs.
+    auth.require_scope(Scope::ScriptRead)?;
+    let only = (!auth.sees_every_app()).then(|| auth.visible_apps());
+    let page = state
+        .apps
+        .list(ListApps {
+            only,
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(axum::Json(AppPage {
+        items: page
+            .items
+            .into_iter()
+            .map(|app| AppView::new(app, &auth))
+            .collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// Read one app.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}",
+    tag = "apps",
+    params(("id" = String, Path, format = Uuid, description = "App id")),
+    responses(
+        (status = 200, description = "The app", body = AppView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read`", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn get_app(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+) -> Result<axum::Json<AppView>, ApiError> {
+    let app = authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    Ok(axum::Json(AppView::new(app, &auth)))
+}
+
+/// Rename an app: a new slug, a new display name, or both. App owners only.
+#[utoipa::path(
+    patch,
+    path = "/api/admin/apps/{id}",
+    tag = "apps",
+    params(("id" = String, Path, format = Uuid, description = "App id")),
+    request_body = UpdateAppRequest,
+    responses(
+        (status = 200, description = "The renamed app", body = AppView),
+        (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "Not the app's owner (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "The slug is taken, or the default app's slug would change (`default_app`)", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid slug, name or body", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn update_app(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+    Json(body): Json<UpdateAppRequest>,
+) -> Result<axum::Json<AppView>, ApiError> {
+    let current = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let update = AppUpdate {
+        slug: body.slug.as_deref().map(parse_slug).transpose()?,
+        name: body.name.as_deref().map(check_app_name).transpose()?,
+    };
+    if update.slug.is_none() && update.name.is_none() {
+        return Err(ApiError::invalid_body("give at least one of slug or name"));
+    }
+    // Scripts created without naming an app go to the app called `default`.
+    if id == DEFAULT_APP_ID && update.slug.as_ref().is_some_and(|s| *s != current.slug) {
+        return Err(ApiError::conflict_with(
+            "default_app",
+            "the default app's slug cannot change",
+        ));
+    }
+    let new_slug = update.slug.clone();
+    let app = state
+        .apps
+        .update(id, update)
+        .await
+        .map_err(|err| match err {
+            RepoError::Conflict { .. } => new_slug.as_ref().map_or_else(
+                || ApiError::conflict("the app changed concurrently"),
+                slug_taken,
+            ),
+            RepoError::NotFound { .. } => app_not_found(id),
+            other => other.into(),
+        })?;
+    state.notify_app(id);
+    tracing::info!(app_id = %id, app = %app.slug, user = %auth.username, "app renamed");
+    Ok(axum::Json(AppView::new(app, &auth)))
+}
+
+/// Delete an app with its members and app-limited tokens. An app that still has scripts
+/// is refused unless `cascade=true`, which deletes them too. App owners only; the default
+/// app cannot be deleted.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/apps/{id}",
+    tag = "apps",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        DeleteAppQuery,
+    ),
+    responses(
+        (status = 204, description = "The app was deleted"),
+        (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "Not the app's owner (with `app:admin`)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "The app has scripts and `cascade` was not set (`app_not_empty`), or it is the default app (`default_app`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn delete_app(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+    Query(query): Query<DeleteAppQuery>,
+) -> Result<StatusCode, ApiError> {
+    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    if id == DEFAULT_APP_ID {
+        return Err(ApiError::conflict_with(
+            "default_app",
+            "the default app cannot be deleted",
+        ));
+    }
+    let cascade = query.cascade.unwrap_or(false);
+    let deleted = match state.apps.delete(id, cascade).await {
+        Ok(deleted) => deleted,
+        Err(RepoError::Conflict { .. }) => return Err(not_empty(&state, &app).await),
+        Err(RepoError::NotFound { .. }) => return Err(app_not_found(id)),
+        Err(other) => return Err(other.into()),
+    };
+    for script in &deleted {
+        state.notify(*script);
+    }
+    state.notify_app(id);
+    tracing::info!(
+        app_id = %id,
+        app = %app.slug,
+        scripts = deleted.len(),
+        user = %auth.username,
+        "app deleted"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 409 `app_not_empty`, counting the scripts that are in the way.
+async fn not_empty(state: &AdminState, app: &App) -> ApiError {
+    let count = state
+        .scripts
+        .list(ListScripts {
+            apps: Some(vec![app.id]),
+            limit: 1,
+            offset: 0,
+        })
+        .await;
+    match count {
+        Ok(page) => ApiError::conflict_with(
+            "app_not_empty",
+            format!(
+                "app '{}' still has {} script{}; delete them first or pass cascade=true",
+                app.slug,
+                page.total,
+                if page.total == 1 { "" } else { "s" }
+            ),
+        ),
+        Err(err) => err.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_must_be_present_and_not_too_long() {
+        assert_eq!(check_app_name("Shop").unwrap(), "Shop");
+        assert!(check_app_name("   ").is_err());
+        assert!(check_app_name("").is_err());
+        assert!(check_app_name(&"x".repeat(MAX_APP_NAME_CHARS)).is_ok());
+        assert!(check_app_name(&"x".repeat(MAX_APP_NAME_CHARS + 1)).is_err());
+    }
+}

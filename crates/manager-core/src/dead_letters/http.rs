@@ -1,0 +1,279 @@
+//! Dead letters: an app's failed deliveries, newest first, the unresolved count (the
+//! dashboard badge), and replaying or ignoring one.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use picloud_shared::{
+    AppId, Capability, DeadLetterId, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::auth::Auth;
+use crate::apps::http::authorized_app;
+use crate::dead_letters::{
+    DeadLetter, DeadLetterActionError, DeadLetterCursor, ListDeadLetters, Resolution,
+};
+use crate::http::error::ApiError;
+use crate::http::extract::{PathId, Query};
+use crate::http::{AdminState, page_limit};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/apps/{id}/dead-letters", get(list_dead_letters))
+        .route("/apps/{id}/dead-letters/count", get(count_dead_letters))
+        .route("/dead-letters/{id}/replay", post(replay_dead_letter))
+        .route("/dead-letters/{id}/ignore", post(ignore_dead_letter))
+}
+
+/// A dead letter as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Stable id.
+    pub id: DeadLetterId,
+    /// The app whose event it is.
+    pub app_id: AppId,
+    /// The trigger whose delivery failed; absent for an event refused at the trigger depth
+    /// limit, or once the trigger is deleted.
+    pub trigger_id: Option<TriggerId>,
+    /// That trigger's kind.
+    pub trigger_kind: TriggerKind,
+    /// The script that failed, when one ran.
+    pub script_id: Option<ScriptId>,
+    /// The event, as the script saw it in `ctx.event`.
+    pub event: Value,
+    /// The event's trigger depth.
+    pub depth: u32,
+    /// Attempts made (0 for an event refused at the depth limit).
+    pub attempts: u32,
+    /// The last attempt's error, or why the event was refused.
+    pub last_error: String,
+    /// When it became a dead letter.
+    pub failed_at: DateTime<Utc>,
+    /// How it was resolved; absent while unresolved.
+    pub resolution: Option<Resolution>,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            app_id: d.app_id,
+            trigger_id: d.trigger_id,
+            trigger_kind: d.trigger_kind,
+            script_id: d.script_id,
+            event: d.event,
+            depth: d.depth,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            failed_at: d.failed_at,
+            resolution: d.resolution,
+            resolved_at: d.resolved_at,
+        }
+    }
+}
+
+/// Query of `GET /api/admin/apps/{id}/dead-letters`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListDeadLettersQuery {
+    /// Only unresolved dead letters; all when absent or false.
+    pub unresolved: Option<bool>,
+    /// Page size, 1 to 200; 50 when absent.
+    pub limit: Option<u32>,
+    /// Continue with the dead letters older than this one (the previous page's
+    /// `next_before`).
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub before: Option<DeadLetterId>,
+}
+
+/// One page of an app's dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// The dead letters on this page.
+    pub items: Vec<DeadLetterView>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<DeadLetterId>,
+}
+
+/// How many unresolved dead letters an app has.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterCount {
+    /// The count.
+    pub unresolved: u64,
+}
+
+fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
+    ApiError::not_found(format!("dead letter {id} not found"))
+}
+
+/// List an app's dead letters, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/dead-letters",
+    tag = "dead-letters",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ListDeadLettersQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of dead letters", body = DeadLetterPage),
+        (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_dead_letters(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+    Query(query): Query<ListDeadLettersQuery>,
+) -> Result<axum::Json<DeadLetterPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    let before = match query.before {
+        Some(before) => match state.dead_letters.get(before).await? {
+            Some(letter) if letter.app_id == id => Some(DeadLetterCursor::from(&letter)),
+            _ => {
+                return Err(ApiError::invalid_query(format!(
+                    "before: {before} is not a dead letter of app {id}"
+                )));
+            }
+        },
+        None => None,
+    };
+    let items = state
+        .dead_letters
+        .list(ListDeadLetters {
+            app: id,
+            unresolved_only: query.unresolved.unwrap_or(false),
+            limit,
+            before,
+        })
+        .await?;
+    let full = u32::try_from(items.len()).is_ok_and(|n| n == limit);
+    let next_before = if full {
+        items.last().map(|d| d.id)
+    } else {
+        None
+    };
+    Ok(axum::Json(DeadLetterPage {
+        items: items.into_iter().map(DeadLetterView::from).collect(),
+        next_before,
+    }))
+}
+
+/// Count an app's unresolved dead letters (the dashboard badge).
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/dead-letters/count",
+    tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid, description = "App id")),
+    responses(
+        (status = 200, description = "The unresolved count", body = DeadLetterCount),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn count_dead_letters(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+) -> Result<axum::Json<DeadLetterCount>, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    let unresolved = state.dead_letters.count_unresolved(id).await?;
+    Ok(axum::Json(DeadLetterCount { unresolved }))
+}
+
+/// The dead letter if the principal may manage its app's dead letters; another app's is
+/// "not found", exactly like a missing one.
+async fn authorized_dead_letter(
+    state: &AdminState,
+    auth: &Auth,
+    id: DeadLetterId,
+) -> Result<DeadLetter, ApiError> {
+    let letter = state
+        .dead_letters
+        .get(id)
+        .await?
+        .ok_or_else(|| dead_letter_not_found(id))?;
+    auth.require(Capability::AppDeadLetterManage(letter.app_id), || {
+        dead_letter_not_found(id)
+    })?;
+    Ok(letter)
+}
+
+fn action_error(err: DeadLetterActionError) -> ApiError {
+    match err {
+        DeadLetterActionError::NotFound(id) => dead_letter_not_found(id),
+        DeadLetterActionError::AlreadyResolved { .. } => {
+            ApiError::conflict_with("already_resolved", err.to_string())
+        }
+        DeadLetterActionError::NoTrigger(_) => {
+            ApiError::conflict_with("trigger_gone", err.to_string())
+        }
+        DeadLetterActionError::Repo(err) => err.into(),
+    }
+}
+
+/// Deliver a dead letter's event again: a fresh delivery to its trigger (attempts from
+/// zero, the original event and depth), and the dead letter is resolved as `replayed`.
+#[utoipa::path(
+    post,
+    path = "/api/admin/dead-letters/{id}/replay",
+    tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter, resolved as `replayed`", body = DeadLetterView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "Already resolved (`already_resolved`), or there is no trigger to replay to (`trigger_gone`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn replay_dead_letter(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<DeadLetterId>,
+) -> Result<axum::Json<DeadLetterView>, ApiError> {
+    authorized_dead_letter(&state, &auth, id).await?;
+    let replayed = state.dead_letters.replay(id).await.map_err(action_error)?;
+    tracing::info!(dead_letter_id = %id, user = %auth.username, "dead letter replayed");
+    Ok(axum::Json(replayed.into()))
+}
+
+/// Dismiss a dead letter: it is resolved as `ignored` and leaves the unresolved count.
+#[utoipa::path(
+    post,
+    path = "/api/admin/dead-letters/{id}/ignore",
+    tag = "dead-letters",
+    params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter, resolved as `ignored`", body = DeadLetterView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "Already resolved (`already_resolved`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn ignore_dead_letter(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<DeadLetterId>,
+) -> Result<axum::Json<DeadLetterView>, ApiError> {
+    authorized_dead_letter(&state, &auth, id).await?;
+    let ignored = state.dead_letters.ignore(id).await.map_err(action_error)?;
+    tracing::info!(dead_letter_id = %id, user = %auth.username, "dead letter ignored");
+    Ok(axum::Json(ignored.into()))
+}

@@ -1,0 +1,339 @@
+//! The execution-record writer: executions hand records to a bounded channel and return;
+//! one background task writes them in batches. No timers and no polling: the task sleeps
+//! in `recv` until a record arrives, then takes whatever else is already queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use picloud_shared::{ExecutionRecord, ExecutionRecorder};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error_chain;
+use crate::executions::ExecutionLogRepository;
+
+/// How the writer buffers, batches and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderOptions {
+    /// Records the channel holds before `record` waits for space.
+    pub capacity: usize,
+    /// Most records written by one insert.
+    pub max_batch: usize,
+    /// Further attempts after a failed write before the batch is dropped.
+    pub retries: u32,
+    /// Wait before the first retry; doubled before each next one.
+    pub initial_backoff: Duration,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 4096,
+            max_batch: 256,
+            retries: 3,
+            initial_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// An [`ExecutionRecorder`] that queues records for a background writer. Cheap to clone;
+/// every clone feeds the same writer.
+#[derive(Debug, Clone)]
+pub struct BatchingExecutionRecorder {
+    tx: mpsc::Sender<ExecutionRecord>,
+}
+
+/// Controls the background writer started by [`BatchingExecutionRecorder::spawn`].
+#[derive(Debug)]
+pub struct RecorderHandle {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl BatchingExecutionRecorder {
+    /// Starts the writer over `repo` with [`RecorderOptions::default`]. Must be called
+    /// inside a tokio runtime.
+    pub fn spawn(repo: Arc<dyn ExecutionLogRepository>) -> (Self, RecorderHandle) {
+        Self::spawn_with(repo, RecorderOptions::default())
+    }
+
+    /// Starts the writer over `repo` with the given options (zero sizes are raised to 1).
+    pub fn spawn_with(
+        repo: Arc<dyn ExecutionLogRepository>,
+        options: RecorderOptions,
+    ) -> (Self, RecorderHandle) {
+        let options = RecorderOptions {
+            capacity: options.capacity.max(1),
+            max_batch: options.max_batch.max(1),
+            ..options
+        };
+        let (tx, rx) = mpsc::channel(options.capacity);
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let task = tokio::spawn(run(rx, shutdown_rx, repo, options));
+        (Self { tx }, RecorderHandle { shutdown, task })
+    }
+}
+
+#[async_trait]
+impl ExecutionRecorder for BatchingExecutionRecorder {
+    async fn record(&self, record: ExecutionRecord) {
+        if let Err(mpsc::error::SendError(record)) = self.tx.send(record).await {
+            tracing::warn!(
+                execution_id = %record.id,
+                script_id = %record.script_id,
+                "execution recorder is shut down; record dropped"
+            );
+        }
+    }
+}
+
+impl RecorderHandle {
+    /// Stops taking records and returns once every record queued before the call has been
+    /// written (or, after its retries, given up on and logged). Records offered afterwards
+    /// are dropped with a warning.
+    pub async fn shutdown(self) {
+        // An error means the writer already stopped, which the join below reports.
+        let _ = self.shutdown.send(());
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "execution recorder task failed");
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<ExecutionRecord>,
+    mut shutdown: oneshot::Receiver<()>,
+    repo: Arc<dyn ExecutionLogRepository>,
+    options: RecorderOptions,
+) {
+    let mut batch = Vec::with_capacity(options.max_batch);
+    let mut listening = true;
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            signal = &mut shutdown, if listening => {
+                listening = false;
+                // A dropped handle is not a shutdown request: keep writing until every
+                // recorder is dropped. A real request closes the channel, after which
+                // `recv` hands out what is queued and then ends the loop.
+                if signal.is_ok() {
+                    rx.close();
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < options.max_batch {
+            match rx.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        write(repo.as_ref(), &batch, &options).await;
+        batch.clear();
+    }
+    tracing::debug!("execution recorder stopped");
+}
+
+/// Writes one batch, retrying with doubling backoff; the insert is idempotent on record
+/// ids, so a retry after a write that did land duplicates nothing.
+async fn write(
+    repo: &dyn ExecutionLogRepository,
+    batch: &[ExecutionRecord],
+    options: &RecorderOptions,
+) {
+    let mut backoff = options.initial_backoff;
+    let mut attempt = 0;
+    loop {
+        match repo.insert_batch(batch).await {
+            Ok(_) => return,
+            Err(err) if attempt < options.retries => {
+                attempt += 1;
+                tracing::error!(
+                    count = batch.len(),
+                    attempt,
+                    error = %error_chain(&err),
+                    "writing execution records failed; retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+            }
+            Err(err) => {
+                tracing::error!(
+                    count = batch.len(),
+                    error = %error_chain(&err),
+                    "writing execution records failed; records dropped"
+                );
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use chrono::{DateTime, Utc};
+    use picloud_shared::{
+        AppId, ExecutionId, ExecutionStatus, InvocationType, RequestId, ScriptId,
+    };
+
+    use super::*;
+    use crate::executions::InMemoryExecutionLogRepository;
+    use crate::{
+        executions::ExecutionCursor,
+        repository::{RepoError, RepoResult},
+    };
+
+    fn record() -> ExecutionRecord {
+        ExecutionRecord {
+            id: ExecutionId::new(),
+            script_id: ScriptId::new(),
+            app_id: AppId::new(),
+            script_version: 1,
+            invocation_type: InvocationType::Http,
+            trigger_id: None,
+            request_id: RequestId::generate(),
+            status: ExecutionStatus::Success,
+            http_status: Some(200),
+            duration_ms: 3,
+            logs: Vec::new(),
+            error: None,
+            started_at: Utc::now(),
+        }
+    }
+
+    fn fast(retries: u32) -> RecorderOptions {
+        RecorderOptions {
+            retries,
+            initial_backoff: Duration::from_millis(1),
+            ..RecorderOptions::default()
+        }
+    }
+
+    /// Fails the first `failures` inserts, then stores into an in-memory repository, and
+    /// remembers the size of every batch it was handed.
+    struct Flaky {
+        failures: AtomicU32,
+        inner: InMemoryExecutionLogRepository,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl Flaky {
+        fn new(failures: u32) -> Self {
+            Self {
+                failures: AtomicU32::new(failures),
+                inner: InMemoryExecutionLogRepository::new(),
+                batches: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ExecutionLogRepository for Flaky {
+        async fn insert_batch(&self, records: &[ExecutionRecord]) -> RepoResult<u64> {
+            self.batches.lock().unwrap().push(records.len());
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(RepoError::Invalid("simulated failure".to_owned()));
+            }
+            self.inner.insert_batch(records).await
+        }
+
+        async fn list_for_script(
+            &self,
+            script: ScriptId,
+            limit: u32,
+            before: Option<ExecutionCursor>,
+        ) -> RepoResult<Vec<ExecutionRecord>> {
+            self.inner.list_for_script(script, limit, before).await
+        }
+
+        async fn get(&self, id: ExecutionId) -> RepoResult<Option<ExecutionRecord>> {
+            self.inner.get(id).await
+        }
+
+        async fn prune_older_than(&self, cutoff: DateTime<Utc>) -> RepoResult<u64> {
+            self.inner.prune_older_than(cutoff).await
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_records_are_written_in_batches_no_larger_than_the_limit() {
+        let repo = Arc::new(Flaky::new(0));
+        let options = RecorderOptions {
+            max_batch: 10,
+            ..fast(0)
+        };
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(repo.clone(), options);
+        for _ in 0..95 {
+            recorder.record(record()).await;
+        }
+        handle.shutdown().await;
+        assert_eq!(repo.inner.len(), 95);
+        let batches = repo.batches.lock().unwrap().clone();
+        assert!(
+            batches.iter().all(|&n| (1..=10).contains(&n)),
+            "{batches:?}"
+        );
+        assert_eq!(batches.iter().sum::<usize>(), 95);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_retried_until_it_succeeds() {
+        let repo = Arc::new(Flaky::new(2));
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(repo.clone(), fast(3));
+        let r = record();
+        recorder.record(r.clone()).await;
+        handle.shutdown().await;
+        assert!(repo.inner.get(r.id).await.unwrap().is_some());
+        assert_eq!(*repo.batches.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_keeps_failing_is_dropped_and_shutdown_still_returns() {
+        let repo = Arc::new(Flaky::new(u32::MAX));
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(repo.clone(), fast(2));
+        recorder.record(record()).await;
+        handle.shutdown().await;
+        assert!(repo.inner.is_empty());
+        assert_eq!(
+            repo.batches.lock().unwrap().len(),
+            3,
+            "one try and two retries"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_offered_after_shutdown_are_dropped() {
+        let repo = Arc::new(Flaky::new(0));
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(repo.clone(), fast(0));
+        recorder.record(record()).await;
+        handle.shutdown().await;
+        recorder.record(record()).await;
+        assert_eq!(repo.inner.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_keeps_the_writer_running() {
+        let repo = Arc::new(Flaky::new(0));
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(repo.clone(), fast(0));
+        drop(handle);
+        let r = record();
+        recorder.record(r.clone()).await;
+        let written = tokio::time::timeout(Duration::from_secs(5), async {
+            while repo.inner.get(r.id).await.unwrap().is_none() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(written.is_ok(), "the record was never written");
+    }
+}

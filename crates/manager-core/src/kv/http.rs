@@ -1,0 +1,310 @@
+//! `/apps/{id}/kv`: the KV browser. Collections with their key counts, a collection's
+//! keys page by page, and one key's value to read, replace or delete.
+//!
+//! Changes made here go through the same [`KvService`](picloud_shared::KvService) scripts
+//! use, so they fire the app's triggers (at depth 1) like any other change.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::get;
+use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
+use picloud_shared::{
+    AppId, Capability, CollectionInfo, CollectionName, ErrorEnvelope, KvKey, KvListOptions, KvPage,
+    ServiceContext,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::auth::Auth;
+use crate::apps::http::authorized_app;
+use crate::http::AdminState;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId, Query};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/apps/{id}/kv", get(list_collections))
+        .route("/apps/{id}/kv/{collection}", get(list_entries))
+        .route(
+            "/apps/{id}/kv/{collection}/{key}",
+            get(get_entry).put(put_entry).delete(delete_entry),
+        )
+}
+
+/// An app's KV collections, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionList {
+    /// The collections that hold at least one key.
+    pub items: Vec<CollectionInfo>,
+}
+
+/// Query of `GET /api/admin/apps/{id}/kv/{collection}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListKvQuery {
+    /// Only keys starting with this text.
+    pub prefix: Option<String>,
+    /// Page size, 1 to 1000; 100 when absent.
+    pub limit: Option<u32>,
+    /// Continue after this key (the previous page's `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// The `{id}/kv/{collection}` segments.
+pub(crate) struct CollectionPath(AppId, String);
+
+/// The `{id}/kv/{collection}/{key}` segments.
+pub(crate) struct EntryPath(AppId, String, String);
+
+impl FromRequestParts<AdminState> for CollectionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((id, collection)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(undecodable)?;
+        Ok(Self(parse_id(&id)?, collection))
+    }
+}
+
+impl FromRequestParts<AdminState> for EntryPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((id, collection, key)) =
+            axum::extract::Path::<(String, String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(undecodable)?;
+        Ok(Self(parse_id(&id)?, collection, key))
+    }
+}
+
+fn parse_id(raw: &str) -> Result<AppId, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_id(raw))
+}
+
+/// A key is free text, so unlike other routes' segments it can be percent-encoded into
+/// something that is not UTF-8: that is the client's mistake, not a routing fault.
+fn undecodable(rejection: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::bad_request(
+        "invalid_path",
+        format!("the path could not be decoded: {}", rejection.body_text()),
+    )
+}
+
+fn collection_name(raw: &str) -> Result<CollectionName, ApiError> {
+    CollectionName::parse(raw).map_err(|e| ApiError::unprocessable("invalid_name", e.to_string()))
+}
+
+fn kv_key(raw: &str) -> Result<KvKey, ApiError> {
+    KvKey::parse(raw).map_err(|e| ApiError::unprocessable("invalid_name", e.to_string()))
+}
+
+/// The context admin changes run in: the caller's own identity, depth 0 so the events
+/// they cause start at depth 1, and no causing execution.
+fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
+    ServiceContext {
+        app_id,
+        execution_id: None,
+        depth: 0,
+        run_as: Some((**auth).clone()),
+    }
+}
+
+/// List an app's KV collections with their key counts.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/kv",
+    tag = "kv",
+    params(("id" = String, Path, format = Uuid, description = "App id")),
+    responses(
+        (status = 200, description = "The collections, by name", body = CollectionList),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `data:read`", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_collections(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<AppId>,
+) -> Result<axum::Json<CollectionList>, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    let items = state.kv.collections(&admin_context(id, &auth)).await?;
+    Ok(axum::Json(CollectionList { items }))
+}
+
+/// List a collection's entries in key order (bytewise), a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/kv/{collection}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("collection" = String, Path, description = "Collection name"),
+        ListKvQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of entries", body = KvPage),
+        (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "No `data:read`", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 422, description = "Invalid collection name, prefix or cursor", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_entries(
+    State(state): State<AdminState>,
+    auth: Auth,
+    CollectionPath(id, collection): CollectionPath,
+    Query(query): Query<ListKvQuery>,
+) -> Result<axum::Json<KvPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_KV_LIST_LIMIT);
+    if !(1..=MAX_KV_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_query(format!(
+            "limit must be between 1 and {MAX_KV_LIST_LIMIT}"
+        )));
+    }
+    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    let collection = collection_name(&collection)?;
+    let options = KvListOptions {
+        prefix: query.prefix,
+        limit,
+        cursor: query.cursor,
+    };
+    let page = state
+        .kv
+        .list(&admin_context(id, &auth), &collection, options)
+        .await?;
+    Ok(axum::Json(page))
+}
+
+/// Read one key's value: the stored JSON, exactly as it was put.
+#[utoipa::path(
+    get,
+    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("collection" = String, Path, description = "Collection name"),
+        ("key" = String, Path, description = "Key (percent-encoded)"),
+    ),
+    responses(
+        (status = 200, description = "The stored value", body = Value),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `data:read`", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see), or no such key", body = ErrorEnvelope),
+        (status = 422, description = "Invalid collection name or key", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn get_entry(
+    State(state): State<AdminState>,
+    auth: Auth,
+    EntryPath(id, collection, key): EntryPath,
+) -> Result<axum::Json<Value>, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    let collection = collection_name(&collection)?;
+    let key = kv_key(&key)?;
+    state
+        .kv
+        .get(&admin_context(id, &auth), &collection, &key)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| key_not_found(&collection, &key))
+}
+
+fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
+    ApiError::not_found(format!(
+        "key '{key}' not found in collection '{collection}'"
+    ))
+}
+
+/// Store a value under a key, replacing any value there. The body is the value itself,
+/// any JSON up to 64 KiB. Fires the app's matching KV triggers.
+#[utoipa::path(
+    put,
+    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("collection" = String, Path, description = "Collection name"),
+        ("key" = String, Path, description = "Key (percent-encoded)"),
+    ),
+    request_body(content = Value, description = "The value to store: any JSON", content_type = "application/json"),
+    responses(
+        (status = 204, description = "The value is stored"),
+        (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `data:write`, or not a developer of the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 413, description = "The value is over 64 KiB (`value_too_large`)", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid collection name or key, or a value that cannot be stored", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn put_entry(
+    State(state): State<AdminState>,
+    auth: Auth,
+    EntryPath(id, collection, key): EntryPath,
+    Json(value): Json<Value>,
+) -> Result<StatusCode, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppKvWrite).await?;
+    let collection = collection_name(&collection)?;
+    let key = kv_key(&key)?;
+    state
+        .kv
+        .set(&admin_context(id, &auth), &collection, &key, value)
+        .await?;
+    tracing::info!(app_id = %id, %collection, user = %auth.username, "kv entry put");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a key. Fires the app's matching KV triggers.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    tag = "kv",
+    params(
+        ("id" = String, Path, format = Uuid, description = "App id"),
+        ("collection" = String, Path, description = "Collection name"),
+        ("key" = String, Path, description = "Key (percent-encoded)"),
+    ),
+    responses(
+        (status = 204, description = "The key is gone"),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `data:write`, or not a developer of the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see), or no such key", body = ErrorEnvelope),
+        (status = 422, description = "Invalid collection name or key", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn delete_entry(
+    State(state): State<AdminState>,
+    auth: Auth,
+    EntryPath(id, collection, key): EntryPath,
+) -> Result<StatusCode, ApiError> {
+    authorized_app(&state, &auth, id, Capability::AppKvWrite).await?;
+    let collection = collection_name(&collection)?;
+    let key = kv_key(&key)?;
+    let existed = state
+        .kv
+        .delete(&admin_context(id, &auth), &collection, &key)
+        .await?;
+    if !existed {
+        return Err(key_not_found(&collection, &key));
+    }
+    tracing::info!(app_id = %id, %collection, user = %auth.username, "kv entry deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

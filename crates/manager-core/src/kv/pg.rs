@@ -1,0 +1,267 @@
+//! [`KvService`] over PostgreSQL: the `kv_entries` table, and the outbox rows of every
+//! change written in the same transaction through a [`ServiceEventEmitter`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value, kv_event};
+use picloud_shared::{
+    CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvOp, KvPage, KvService,
+    ServiceContext, ServiceError, ServiceEvent,
+};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::db::{Violations, corrupt_row, db_error, translate};
+use crate::error_chain;
+use crate::outbox::ServiceEventEmitter;
+use crate::repository::RepoError;
+
+/// KV entries in the `kv_entries` table. Every write and the events it emits commit or
+/// roll back together.
+#[derive(Clone)]
+pub struct PgKvService {
+    pool: PgPool,
+    emitter: Arc<dyn ServiceEventEmitter>,
+}
+
+impl fmt::Debug for PgKvService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgKvService").finish_non_exhaustive()
+    }
+}
+
+impl PgKvService {
+    /// A service over `pool` whose changes emit their events through `emitter`.
+    pub fn new(pool: PgPool, emitter: Arc<dyn ServiceEventEmitter>) -> Self {
+        Self { pool, emitter }
+    }
+
+    /// Emits `event` in `tx`, the transaction that made the change; a failure fails the
+    /// call, and dropping the uncommitted transaction rolls the change back. Returns the
+    /// outbox rows written, to be announced once `tx` commits.
+    async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> Result<u64, ServiceError> {
+        self.emitter
+            .emit(tx, event)
+            .await
+            .map_err(|err| service_error(err, "emitting a kv event"))
+    }
+
+    /// Commits a change and wakes the dispatchers if it wrote outbox rows.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        rows: u64,
+        doing: &'static str,
+    ) -> Result<(), ServiceError> {
+        tx.commit().await.map_err(db(doing))?;
+        if rows > 0 {
+            self.emitter.rows_committed();
+        }
+        Ok(())
+    }
+}
+
+/// Turns a repository outcome into what a script sees. Faults are logged here, once; their
+/// message stays generic.
+fn service_error(err: RepoError, doing: &str) -> ServiceError {
+    match err {
+        RepoError::NotFound { .. } | RepoError::Invalid(_) | RepoError::Conflict { .. } => {
+            ServiceError::InvalidArgument(err.to_string())
+        }
+        RepoError::Unavailable(_) => {
+            tracing::warn!(error = %error_chain(&err), "{doing}: database unavailable");
+            ServiceError::Unavailable("the database is unavailable, try again later".to_owned())
+        }
+        RepoError::Internal(_) => {
+            tracing::error!(error = %error_chain(&err), "{doing} failed");
+            ServiceError::Internal(doing.to_owned())
+        }
+    }
+}
+
+fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> ServiceError {
+    move |err| service_error(db_error(err), doing)
+}
+
+fn stored_key(raw: &str, collection: &CollectionName) -> Result<KvKey, ServiceError> {
+    KvKey::parse(raw).map_err(|e| {
+        service_error(
+            corrupt_row(format!(
+                "kv collection '{collection}' has a stored key {raw:?} that is not valid: {e}"
+            )),
+            "reading kv entries",
+        )
+    })
+}
+
+#[async_trait]
+impl KvService for PgKvService {
+    async fn get(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+    ) -> Result<Option<Value>, ServiceError> {
+        authorize_kv_read(ctx)?;
+        let value: Option<Json<Value>> = sqlx::query_scalar(
+            "SELECT value FROM kv_entries WHERE app_id = $1 AND collection = $2 AND key = $3",
+        )
+        .bind(ctx.app_id.as_uuid())
+        .bind(collection.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a kv entry"))?;
+        Ok(value.map(|Json(value)| value))
+    }
+
+    #[tracing::instrument(skip_all, fields(app_id = %ctx.app_id, %collection))]
+    async fn set(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+        value: Value,
+    ) -> Result<(), ServiceError> {
+        authorize_kv_write(ctx)?;
+        check_kv_value(key, &value)?;
+        let mut tx = self.pool.begin().await.map_err(db("starting a kv write"))?;
+        sqlx::query(
+            "INSERT INTO kv_entries (app_id, collection, key, value, updated_at) \
+             VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT (app_id, collection, key) \
+             DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(ctx.app_id.as_uuid())
+        .bind(collection.as_str())
+        .bind(key.as_str())
+        .bind(Json(&value))
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| {
+            let violations = Violations {
+                foreign_key: Some(format!("app {}", ctx.app_id)),
+                ..Violations::default()
+            };
+            service_error(translate(err, violations), "writing a kv entry")
+        })?;
+        let event = kv_event(ctx, collection, key, KvOp::Set, Some(value));
+        let rows = self.emit(&mut tx, &event).await?;
+        self.commit(tx, rows, "committing a kv write").await
+    }
+
+    #[tracing::instrument(skip_all, fields(app_id = %ctx.app_id, %collection))]
+    async fn delete(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+    ) -> Result<bool, ServiceError> {
+        authorize_kv_write(ctx)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a kv delete"))?;
+        let deleted = sqlx::query(
+            "DELETE FROM kv_entries WHERE app_id = $1 AND collection = $2 AND key = $3",
+        )
+        .bind(ctx.app_id.as_uuid())
+        .bind(collection.as_str())
+        .bind(key.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("deleting a kv entry"))?
+        .rows_affected()
+            > 0;
+        if !deleted {
+            // Nothing changed, so there is nothing to tell any trigger.
+            return Ok(false);
+        }
+        let event = kv_event(ctx, collection, key, KvOp::Delete, None);
+        let rows = self.emit(&mut tx, &event).await?;
+        self.commit(tx, rows, "committing a kv delete").await?;
+        Ok(true)
+    }
+
+    async fn list(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        options: KvListOptions,
+    ) -> Result<KvPage, ServiceError> {
+        authorize_kv_read(ctx)?;
+        let bounds = options.bounds()?;
+        // One row more than the page tells whether another page follows.
+        let rows: Vec<(String, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT key, value, updated_at FROM kv_entries \
+             WHERE app_id = $1 AND collection = $2 AND key >= $3 \
+               AND ($4::text IS NULL OR key < $4) \
+               AND ($5::text IS NULL OR key > $5) \
+             ORDER BY key LIMIT $6",
+        )
+        .bind(ctx.app_id.as_uuid())
+        .bind(collection.as_str())
+        .bind(&bounds.from)
+        .bind(bounds.until.as_deref())
+        .bind(bounds.after.as_deref())
+        .bind(i64::from(bounds.limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing kv entries"))?;
+        let mut entries = rows
+            .into_iter()
+            .map(|(key, Json(value), updated_at)| {
+                Ok(KvEntry {
+                    key: stored_key(&key, collection)?,
+                    value,
+                    updated_at,
+                })
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        let more = entries.len() > usize::try_from(bounds.limit).unwrap_or(usize::MAX);
+        entries.truncate(usize::try_from(bounds.limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            entries.last().map(|e| e.key.as_str().to_owned())
+        } else {
+            None
+        };
+        Ok(KvPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    async fn collections(&self, ctx: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {
+        authorize_kv_read(ctx)?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT collection, count(*) FROM kv_entries WHERE app_id = $1 \
+             GROUP BY collection ORDER BY collection",
+        )
+        .bind(ctx.app_id.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing kv collections"))?;
+        rows.into_iter()
+            .map(|(name, keys)| {
+                let parsed = CollectionName::parse(&name).map_err(|e| {
+                    service_error(
+                        corrupt_row(format!(
+                            "app {} has a stored kv collection {name:?} that is not valid: {e}",
+                            ctx.app_id
+                        )),
+                        "listing kv collections",
+                    )
+                })?;
+                Ok(CollectionInfo {
+                    name: parsed,
+                    keys: u64::try_from(keys).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,489 @@
+//! `/scripts`: create, list, read, update and delete scripts.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use picloud_shared::{
+    AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::auth::Auth;
+use crate::http::error::{ApiError, ValidationErrorEnvelope};
+use crate::http::extract::{Json, PathId, Query};
+use crate::http::{AdminState, page_limit};
+use crate::{
+    apps::App,
+    repository::RepoError,
+    scripts::{ListScripts, NewScript, ScriptSummary, ScriptUpdate},
+};
+
+/// Largest script source accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/scripts", get(list_scripts).post(create_script))
+        .route(
+            "/scripts/{id}",
+            get(get_script).put(update_script).delete(delete_script),
+        )
+}
+
+/// Body of `POST /api/admin/scripts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateScriptRequest {
+    /// Unique within the app: 1-64 ASCII letters, digits, `-` and `_`, starting with a
+    /// letter or digit.
+    pub name: String,
+    /// Rhai source, at most 256 KiB; it must compile.
+    pub source: String,
+    /// The app's slug; `default` when absent.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Per-script limits, each at most the instance ceiling; the ceiling's values when
+    /// absent.
+    #[serde(default)]
+    pub limits: Option<ScriptLimits>,
+    /// Whether calling the script needs a bearer token with `script:execute` for its app;
+    /// `false` (public: the script decides) when absent.
+    #[serde(default)]
+    pub require_token: Option<bool>,
+}
+
+/// Body of `PUT /api/admin/scripts/{id}`: at least one field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateScriptRequest {
+    /// A new name, unique within the script's app.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New source; it must compile.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// New limits, replacing the old ones as a whole.
+    #[serde(default)]
+    pub limits: Option<ScriptLimits>,
+    /// Whether calling the script needs a bearer token from now on.
+    #[serde(default)]
+    pub require_token: Option<bool>,
+}
+
+/// A script as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptView {
+    /// Stable id.
+    pub id: ScriptId,
+    /// The app it belongs to.
+    pub app_id: AppId,
+    /// Unique within the app.
+    pub name: ScriptName,
+    /// Rhai source.
+    pub source: String,
+    /// The author's limits.
+    pub limits: ScriptLimits,
+    /// Starts at 1, grows by one on every update.
+    pub version: i64,
+    /// Whether calling the script needs a bearer token with `script:execute`.
+    pub require_token: bool,
+    /// When the script was created.
+    pub created_at: DateTime<Utc>,
+    /// When the script last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Script> for ScriptView {
+    fn from(s: Script) -> Self {
+        Self {
+            id: s.id,
+            app_id: s.app_id,
+            name: s.name,
+            source: s.source,
+            limits: s.limits,
+            version: s.version,
+            require_token: s.require_token,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A script in a list: everything but the source.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptSummaryView {
+    /// Stable id.
+    pub id: ScriptId,
+    /// The app it belongs to.
+    pub app_id: AppId,
+    /// Unique within the app.
+    pub name: ScriptName,
+    /// The author's limits.
+    pub limits: ScriptLimits,
+    /// Current version.
+    pub version: i64,
+    /// Whether calling the script needs a bearer token with `script:execute`.
+    pub require_token: bool,
+    /// When the script was created.
+    pub created_at: DateTime<Utc>,
+    /// When the script last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ScriptSummary> for ScriptSummaryView {
+    fn from(s: ScriptSummary) -> Self {
+        Self {
+            id: s.id,
+            app_id: s.app_id,
+            name: s.name,
+            limits: s.limits,
+            version: s.version,
+            require_token: s.require_token,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// One page of scripts, ordered by name then id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptPage {
+    /// The scripts on this page.
+    pub items: Vec<ScriptSummaryView>,
+    /// How many scripts match in all.
+    pub total: u64,
+    /// The page size used.
+    pub limit: u32,
+    /// The offset used.
+    pub offset: u64,
+}
+
+/// Query of `GET /api/admin/scripts`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListScriptsQuery {
+    /// Only this app's scripts (by slug); every visible app's when absent.
+    pub app: Option<String>,
+    /// Page size, 1 to 200; 50 when absent.
+    pub limit: Option<u32>,
+    /// Scripts to skip; 0 when absent.
+    pub offset: Option<u64>,
+}
+
+fn parse_name(raw: &str) -> Result<ScriptName, ApiError> {
+    ScriptName::parse(raw).map_err(|e| ApiError::invalid_name(&e))
+}
+
+/// Checks a source's size, then that it compiles.
+fn check_source(state: &AdminState, source: &str) -> Result<(), ApiError> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(ApiError::source_too_large(source.len(), MAX_SOURCE_BYTES));
+    }
+    state
+        .validator
+        .validate(source)
+        .map_err(|e| ApiError::compile(&e))
+}
+
+fn check_limits(state: &AdminState, limits: &ScriptLimits) -> Result<(), ApiError> {
+    state
+        .validator
+        .ceiling()
+        .check(limits)
+        .map_err(|e| ApiError::invalid_limits(&e))
+}
+
+fn name_taken(name: &ScriptName, app: &AppSlug) -> ApiError {
+    ApiError::conflict(format!(
+        "a script named '{name}' already exists in app '{app}'"
+    ))
+}
+
+fn script_not_found(id: ScriptId) -> ApiError {
+    ApiError::not_found(format!("script {id} not found"))
+}
+
+/// The script with this id if the principal holds `capability` in its app; a script in an
+/// app the principal cannot see is "not found", exactly like a missing one.
+pub(crate) async fn authorized_script(
+    state: &AdminState,
+    auth: &Auth,
+    id: ScriptId,
+    capability: fn(AppId) -> Capability,
+) -> Result<Script, ApiError> {
+    let script = state
+        .scripts
+        .get(id)
+        .await?
+        .ok_or_else(|| script_not_found(id))?;
+    auth.require(capability(script.app_id), || script_not_found(id))?;
+    Ok(script)
+}
+
+/// Create a script.
+#[utoipa::path(
+    post,
+    path = "/api/admin/scripts",
+    tag = "scripts",
+    request_body = CreateScriptRequest,
+    responses(
+        (status = 201, description = "The script was created", body = ScriptView,
+            headers(("location" = String, description = "The new script's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "The app already has a script with that name", body = ErrorEnvelope),
+        (status = 413, description = "Request body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ValidationErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_script(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateScriptRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let slug = match body.app.as_deref() {
+        Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
+        None => AppSlug::default_app(),
+    };
+    // Permission first: a caller who may not write here learns nothing from validation.
+    let app = visible_app(&state, &auth, &slug).await?;
+    auth.require(Capability::AppScriptsWrite(app.id), || app_not_found(&slug))?;
+    let name = parse_name(&body.name)?;
+    let limits = body.limits.unwrap_or_default();
+    check_limits(&state, &limits)?;
+    check_source(&state, &body.source)?;
+    let created = state
+        .scripts
+        .create(NewScript {
+            app_id: app.id,
+            name: name.clone(),
+            source: body.source,
+            limits,
+            require_token: body.require_token.unwrap_or(false),
+        })
+        .await
+        .map_err(|err| match err {
+            RepoError::Conflict { .. } => name_taken(&name, &slug),
+            other => other.into(),
+        })?;
+    state.notify_saved(&created);
+    tracing::info!(
+        script_id = %created.id,
+        app = %slug,
+        name = %created.name,
+        user = %auth.username,
+        "script created"
+    );
+    let location = format!("/api/admin/scripts/{}", created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(ScriptView::from(created)),
+    ))
+}
+
+/// 404 for an app slug, the same whether the app is missing or invisible to the caller.
+pub(crate) fn app_not_found(slug: &AppSlug) -> ApiError {
+    ApiError::not_found(format!("app '{slug}' not found"))
+}
+
+/// The app with this slug if the principal can see it at all.
+pub(crate) async fn visible_app(
+    state: &AdminState,
+    auth: &Auth,
+    slug: &AppSlug,
+) -> Result<App, ApiError> {
+    match state.apps.get_by_slug(slug).await? {
+        Some(app) if auth.can_see(app.id) => Ok(app),
+        _ => Err(app_not_found(slug)),
+    }
+}
+
+/// List scripts of the apps the caller can see, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/scripts",
+    tag = "scripts",
+    params(ListScriptsQuery),
+    responses(
+        (status = 200, description = "One page of scripts", body = ScriptPage),
+        (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read`", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_scripts(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Query(query): Query<ListScriptsQuery>,
+) -> Result<axum::Json<ScriptPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let offset = query.offset.unwrap_or(0);
+    let apps = match query.app.as_deref() {
+        Some(raw) => {
+            let slug =
+                AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
+            let app = visible_app(&state, &auth, &slug).await?;
+            auth.require(Capability::AppScriptsRead(app.id), || app_not_found(&slug))?;
+            Some(vec![app.id])
+        }
+        None => {
+            auth.require_scope(Scope::ScriptRead)?;
+            (!auth.sees_every_app()).then(|| auth.visible_apps())
+        }
+    };
+    let page = state
+        .scripts
+        .list(ListScripts {
+            apps,
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(axum::Json(ScriptPage {
+        items: page
+            .items
+            .into_iter()
+            .map(ScriptSummaryView::from)
+            .collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// Read one script, with its source.
+#[utoipa::path(
+    get,
+    path = "/api/admin/scripts/{id}",
+    tag = "scripts",
+    params(("id" = String, Path, format = Uuid, description = "Script id")),
+    responses(
+        (status = 200, description = "The script", body = ScriptView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `script:read` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn get_script(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<ScriptId>,
+) -> Result<axum::Json<ScriptView>, ApiError> {
+    let script = authorized_script(&state, &auth, id, Capability::AppScriptsRead).await?;
+    Ok(axum::Json(script.into()))
+}
+
+/// Change a script's name, source, limits or token requirement; the version grows by one.
+#[utoipa::path(
+    put,
+    path = "/api/admin/scripts/{id}",
+    tag = "scripts",
+    params(("id" = String, Path, format = Uuid, description = "Script id")),
+    request_body = UpdateScriptRequest,
+    responses(
+        (status = 200, description = "The updated script", body = ScriptView),
+        (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 409, description = "The app already has a script with the new name", body = ErrorEnvelope),
+        (status = 413, description = "Request body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ValidationErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn update_script(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<ScriptId>,
+    Json(body): Json<UpdateScriptRequest>,
+) -> Result<axum::Json<ScriptView>, ApiError> {
+    let current = authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
+    let update = ScriptUpdate {
+        name: body.name.as_deref().map(parse_name).transpose()?,
+        source: body.source,
+        limits: body.limits,
+        require_token: body.require_token,
+    };
+    if update.is_empty() {
+        return Err(ApiError::invalid_body(
+            "give at least one of name, source, limits or require_token",
+        ));
+    }
+    if let Some(limits) = &update.limits {
+        check_limits(&state, limits)?;
+    }
+    if let Some(source) = &update.source {
+        check_source(&state, source)?;
+    }
+    let new_name = update.name.clone();
+    let updated = match state.scripts.update(id, update).await {
+        Ok(script) => script,
+        Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
+        Err(RepoError::Conflict { what }) => {
+            return Err(match new_name {
+                Some(name) => rename_conflict(&state, current.app_id, &name).await,
+                None => ApiError::conflict(format!("{what} already exists")),
+            });
+        }
+        Err(other) => return Err(other.into()),
+    };
+    state.notify(id);
+    state.notify_saved(&updated);
+    tracing::info!(
+        script_id = %id,
+        version = updated.version,
+        user = %auth.username,
+        "script updated"
+    );
+    Ok(axum::Json(updated.into()))
+}
+
+/// Names the app in a rename conflict; the lookup only runs on this rare path.
+async fn rename_conflict(state: &AdminState, app: AppId, name: &ScriptName) -> ApiError {
+    match state.apps.get(app).await {
+        Ok(Some(app)) => name_taken(name, &app.slug),
+        Ok(None) => ApiError::conflict(format!("a script named '{name}' already exists")),
+        Err(err) => err.into(),
+    }
+}
+
+/// Delete a script. Its execution records stay until retention removes them.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/scripts/{id}",
+    tag = "scripts",
+    params(("id" = String, Path, format = Uuid, description = "Script id")),
+    responses(
+        (status = 204, description = "The script was deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `script:write` for the script's app", body = ErrorEnvelope),
+        (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn delete_script(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<ScriptId>,
+) -> Result<StatusCode, ApiError> {
+    authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
+    match state.scripts.delete(id).await {
+        Ok(()) => {}
+        Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
+        Err(other) => return Err(other.into()),
+    }
+    state.notify(id);
+    tracing::info!(script_id = %id, user = %auth.username, "script deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

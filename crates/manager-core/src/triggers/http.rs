@@ -1,0 +1,550 @@
+//! `/triggers`: register scripts to run on events (one `POST /triggers/<kind>` per kind),
+//! list, read, enable, disable and delete them.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use picloud_shared::{
+    AppId, AppSlug, Capability, CollectionGlob, ErrorEnvelope, KvOp, RetryPolicy, Scope, Script,
+    ScriptId, ScriptName, TriggerId, TriggerKind, UserId,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::auth::Auth;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, PathId, Query};
+use crate::http::{AdminState, page_limit};
+use crate::scripts::http::{app_not_found, visible_app};
+use crate::{
+    apps::App,
+    repository::RepoError,
+    triggers::{ListTriggers, NewTrigger, Trigger, TriggerDetails},
+};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/triggers", get(list_triggers))
+        .route("/triggers/kv", post(create_kv_trigger))
+        .route("/triggers/dead-letter", post(create_dead_letter_trigger))
+        .route("/triggers/{id}", get(get_trigger).delete(delete_trigger))
+        .route("/triggers/{id}/enable", post(enable_trigger))
+        .route("/triggers/{id}/disable", post(disable_trigger))
+}
+
+/// A trigger's retry policy in a request: absent fields take the instance defaults
+/// (`PICLOUD_TRIGGER_RETRY_*`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Attempts in all, the first included: 1 to 100.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Delay after the first failed attempt, in milliseconds; doubled after each next one.
+    #[serde(default)]
+    pub base_delay_ms: Option<u64>,
+    /// The longest delay between two attempts, in milliseconds (at most one day, not below
+    /// `base_delay_ms`).
+    #[serde(default)]
+    pub max_delay_ms: Option<u64>,
+}
+
+/// Body of `POST /api/admin/triggers/kv`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKvTriggerRequest {
+    /// The app's slug; `default` when absent.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// The script to run: its id, or its name in the app.
+    pub script: String,
+    /// Which collections: `*` (all), a prefix followed by `*` (`orders:*`), or an exact
+    /// collection name.
+    pub collection: String,
+    /// Which operations; both when absent.
+    #[serde(default)]
+    pub ops: Option<Vec<KvOp>>,
+    /// Whether the trigger starts enabled; `true` when absent.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How failed runs are retried; the instance defaults when absent.
+    #[serde(default)]
+    pub retry: Option<RetryRequest>,
+}
+
+/// Body of `POST /api/admin/triggers/dead-letter`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeadLetterTriggerRequest {
+    /// The app's slug; `default` when absent.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// The script to run: its id, or its name in the app.
+    pub script: String,
+    /// Dead letters of which trigger kinds it handles; `["kv"]` when absent. A
+    /// dead-letter handler's own failures are never handed to another handler.
+    #[serde(default)]
+    pub source_kinds: Option<Vec<TriggerKind>>,
+    /// Whether the trigger starts enabled; `true` when absent.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How failed runs are retried; the instance defaults when absent.
+    #[serde(default)]
+    pub retry: Option<RetryRequest>,
+}
+
+/// A trigger as the admin API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggerView {
+    /// Stable id.
+    pub id: TriggerId,
+    /// The app whose events it sees.
+    pub app_id: AppId,
+    /// What it reacts to.
+    pub kind: TriggerKind,
+    /// The script it runs.
+    pub script_id: ScriptId,
+    /// Disabled triggers match nothing.
+    pub enabled: bool,
+    /// The user who registered it; the script runs as them, with their current roles.
+    pub registered_by: UserId,
+    /// How failed runs are retried.
+    pub retry: RetryPolicy,
+    /// `kv` triggers: the collection glob.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<CollectionGlob>,
+    /// `kv` triggers: the operations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<KvOp>>,
+    /// `dead_letter` triggers: the kinds whose dead letters it handles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_kinds: Option<Vec<TriggerKind>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Trigger> for TriggerView {
+    fn from(t: Trigger) -> Self {
+        let kind = t.kind();
+        let (collection, ops, source_kinds) = match t.details {
+            TriggerDetails::Kv { collection, ops } => (Some(collection), Some(ops), None),
+            TriggerDetails::DeadLetter { source_kinds } => (None, None, Some(source_kinds)),
+        };
+        Self {
+            id: t.id,
+            app_id: t.app_id,
+            kind,
+            script_id: t.script_id,
+            enabled: t.enabled,
+            registered_by: t.registered_by,
+            retry: t.retry,
+            collection,
+            ops,
+            source_kinds,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// One page of triggers, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggerPage {
+    /// The triggers on this page.
+    pub items: Vec<TriggerView>,
+    /// How many triggers match in all.
+    pub total: u64,
+    /// The page size used.
+    pub limit: u32,
+    /// The offset used.
+    pub offset: u64,
+}
+
+/// Query of `GET /api/admin/triggers`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTriggersQuery {
+    /// Only this app's triggers (by slug); those of every app where the caller may manage
+    /// triggers when absent.
+    pub app: Option<String>,
+    /// Only this kind (`kv`, `dead_letter`).
+    #[param(value_type = Option<String>)]
+    pub kind: Option<TriggerKind>,
+    /// Page size, 1 to 200; 50 when absent.
+    pub limit: Option<u32>,
+    /// Triggers to skip; 0 when absent.
+    pub offset: Option<u64>,
+}
+
+fn trigger_not_found(id: TriggerId) -> ApiError {
+    ApiError::not_found(format!("trigger {id} not found"))
+}
+
+/// The trigger with this id if the principal may manage its app's triggers; another
+/// app's trigger is "not found", exactly like a missing one.
+async fn authorized_trigger(
+    state: &AdminState,
+    auth: &Auth,
+    id: TriggerId,
+) -> Result<Trigger, ApiError> {
+    let trigger = state
+        .triggers
+        .get(id)
+        .await?
+        .ok_or_else(|| trigger_not_found(id))?;
+    auth.require(Capability::AppManageTriggers(trigger.app_id), || {
+        trigger_not_found(id)
+    })?;
+    Ok(trigger)
+}
+
+/// The app a create request names, once the caller may manage its triggers.
+async fn target_app(state: &AdminState, auth: &Auth, raw: Option<&str>) -> Result<App, ApiError> {
+    let slug = match raw {
+        Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
+        None => AppSlug::default_app(),
+    };
+    let app = visible_app(state, auth, &slug).await?;
+    auth.require(Capability::AppManageTriggers(app.id), || {
+        app_not_found(&slug)
+    })?;
+    Ok(app)
+}
+
+/// The script a create request names, by id or by name, which must be in `app`.
+async fn target_script(state: &AdminState, app: &App, raw: &str) -> Result<Script, ApiError> {
+    let missing = || {
+        ApiError::not_found(format!(
+            "script '{raw}' not found in app '{slug}'",
+            slug = app.slug
+        ))
+    };
+    let found = match raw.parse::<ScriptId>() {
+        Ok(id) => state.scripts.get(id).await?,
+        Err(_) => match ScriptName::parse(raw) {
+            Ok(name) => state.scripts.get_by_name(&app.slug, &name).await?,
+            Err(_) => None,
+        },
+    };
+    // A script of another app is answered exactly like a missing one.
+    found.filter(|s| s.app_id == app.id).ok_or_else(missing)
+}
+
+/// The retry policy of a create request over the instance defaults.
+fn retry_policy(
+    state: &AdminState,
+    request: Option<RetryRequest>,
+) -> Result<RetryPolicy, ApiError> {
+    let defaults = state.trigger_defaults;
+    let request = request.unwrap_or_default();
+    let policy = RetryPolicy {
+        max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
+        base_delay_ms: request.base_delay_ms.unwrap_or(defaults.base_delay_ms),
+        max_delay_ms: request.max_delay_ms.unwrap_or(defaults.max_delay_ms),
+    };
+    policy
+        .validate()
+        .map_err(|e| ApiError::unprocessable("invalid_retry", e.to_string()))?;
+    Ok(policy)
+}
+
+/// Stores a validated trigger and answers 201 with its location.
+async fn create(
+    state: &AdminState,
+    auth: &Auth,
+    new: NewTrigger,
+) -> Result<impl IntoResponse + use<>, ApiError> {
+    let script_id = new.script_id;
+    let created = state.triggers.create(new).await.map_err(|err| match err {
+        // The script was deleted between the check and the insert.
+        RepoError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
+        other => other.into(),
+    })?;
+    tracing::info!(
+        trigger_id = %created.id,
+        kind = created.kind().as_str(),
+        script_id = %script_id,
+        user = %auth.username,
+        "trigger created"
+    );
+    let location = format!("/api/admin/triggers/{}", created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(TriggerView::from(created)),
+    ))
+}
+
+/// Run a script when KV entries of matching collections are set or deleted.
+#[utoipa::path(
+    post,
+    path = "/api/admin/triggers/kv",
+    tag = "triggers",
+    request_body = CreateKvTriggerRequest,
+    responses(
+        (status = 201, description = "The trigger was created", body = TriggerView,
+            headers(("location" = String, description = "The new trigger's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app, or no such script in it (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 413, description = "Request body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body, app slug (`invalid_name`), collection glob (`invalid_glob`), ops (`invalid_ops`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_kv_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateKvTriggerRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Permission first: a caller who may not manage triggers here learns nothing more.
+    let app = target_app(&state, &auth, body.app.as_deref()).await?;
+    let collection = CollectionGlob::parse(&body.collection)
+        .map_err(|e| ApiError::unprocessable("invalid_glob", e.to_string()))?;
+    let ops = body.ops.unwrap_or_else(|| vec![KvOp::Set, KvOp::Delete]);
+    if ops.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_ops",
+            "ops must name at least one of set, delete",
+        ));
+    }
+    let retry = retry_policy(&state, body.retry)?;
+    let script = target_script(&state, &app, &body.script).await?;
+    let new = NewTrigger {
+        app_id: app.id,
+        script_id: script.id,
+        enabled: body.enabled.unwrap_or(true),
+        registered_by: auth.user_id,
+        retry,
+        details: TriggerDetails::Kv { collection, ops },
+    };
+    create(&state, &auth, new).await
+}
+
+/// Run a script when a delivery of another trigger of the app fails for good.
+#[utoipa::path(
+    post,
+    path = "/api/admin/triggers/dead-letter",
+    tag = "triggers",
+    request_body = CreateDeadLetterTriggerRequest,
+    responses(
+        (status = 201, description = "The trigger was created", body = TriggerView,
+            headers(("location" = String, description = "The new trigger's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 404, description = "No such app, or no such script in it (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 413, description = "Request body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body, app slug (`invalid_name`), source kinds (`invalid_source_kinds`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn create_dead_letter_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Json(body): Json<CreateDeadLetterTriggerRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let app = target_app(&state, &auth, body.app.as_deref()).await?;
+    let source_kinds = body.source_kinds.unwrap_or_else(|| vec![TriggerKind::Kv]);
+    if source_kinds.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_source_kinds",
+            "source_kinds must name at least one trigger kind",
+        ));
+    }
+    if let Some(kind) = source_kinds.iter().find(|k| !k.dead_letters_fan_out()) {
+        return Err(ApiError::unprocessable(
+            "invalid_source_kinds",
+            format!("dead letters of {kind} triggers are never handed to a dead-letter trigger"),
+        ));
+    }
+    let retry = retry_policy(&state, body.retry)?;
+    let script = target_script(&state, &app, &body.script).await?;
+    let new = NewTrigger {
+        app_id: app.id,
+        script_id: script.id,
+        enabled: body.enabled.unwrap_or(true),
+        registered_by: auth.user_id,
+        retry,
+        details: TriggerDetails::DeadLetter { source_kinds },
+    };
+    create(&state, &auth, new).await
+}
+
+/// List triggers, oldest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/triggers",
+    tag = "triggers",
+    params(ListTriggersQuery),
+    responses(
+        (status = 200, description = "One page of triggers", body = TriggerPage),
+        (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage`", body = ErrorEnvelope),
+        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn list_triggers(
+    State(state): State<AdminState>,
+    auth: Auth,
+    Query(query): Query<ListTriggersQuery>,
+) -> Result<axum::Json<TriggerPage>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let offset = query.offset.unwrap_or(0);
+    let apps = match query.app.as_deref() {
+        Some(raw) => {
+            let slug =
+                AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
+            let app = visible_app(&state, &auth, &slug).await?;
+            auth.require(Capability::AppManageTriggers(app.id), || {
+                app_not_found(&slug)
+            })?;
+            Some(vec![app.id])
+        }
+        None => {
+            auth.require_scope(Scope::TriggersManage)?;
+            (!auth.sees_every_app()).then(|| {
+                auth.visible_apps()
+                    .into_iter()
+                    .filter(|app| auth.authorize(&Capability::AppManageTriggers(*app)).is_ok())
+                    .collect()
+            })
+        }
+    };
+    let page = state
+        .triggers
+        .list(ListTriggers {
+            apps,
+            kind: query.kind,
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(axum::Json(TriggerPage {
+        items: page.items.into_iter().map(TriggerView::from).collect(),
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// Read one trigger.
+#[utoipa::path(
+    get,
+    path = "/api/admin/triggers/{id}",
+    tag = "triggers",
+    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
+    responses(
+        (status = 200, description = "The trigger", body = TriggerView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
+        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn get_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TriggerId>,
+) -> Result<axum::Json<TriggerView>, ApiError> {
+    let trigger = authorized_trigger(&state, &auth, id).await?;
+    Ok(axum::Json(trigger.into()))
+}
+
+async fn set_enabled(
+    state: &AdminState,
+    auth: &Auth,
+    id: TriggerId,
+    enabled: bool,
+) -> Result<axum::Json<TriggerView>, ApiError> {
+    authorized_trigger(state, auth, id).await?;
+    let trigger = match state.triggers.set_enabled(id, enabled).await {
+        Ok(trigger) => trigger,
+        Err(RepoError::NotFound { .. }) => return Err(trigger_not_found(id)),
+        Err(other) => return Err(other.into()),
+    };
+    tracing::info!(trigger_id = %id, enabled, user = %auth.username, "trigger switched");
+    Ok(axum::Json(trigger.into()))
+}
+
+/// Enable a trigger: it matches events again from now on.
+#[utoipa::path(
+    post,
+    path = "/api/admin/triggers/{id}/enable",
+    tag = "triggers",
+    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
+    responses(
+        (status = 200, description = "The trigger, enabled", body = TriggerView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
+        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn enable_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TriggerId>,
+) -> Result<axum::Json<TriggerView>, ApiError> {
+    set_enabled(&state, &auth, id, true).await
+}
+
+/// Disable a trigger: it matches no event until enabled again. Deliveries already in the
+/// outbox still run.
+#[utoipa::path(
+    post,
+    path = "/api/admin/triggers/{id}/disable",
+    tag = "triggers",
+    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
+    responses(
+        (status = 200, description = "The trigger, disabled", body = TriggerView),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
+        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn disable_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TriggerId>,
+) -> Result<axum::Json<TriggerView>, ApiError> {
+    set_enabled(&state, &auth, id, false).await
+}
+
+/// Delete a trigger and its pending deliveries. Its dead letters stay, without their
+/// trigger (they can be ignored, no longer replayed).
+#[utoipa::path(
+    delete,
+    path = "/api/admin/triggers/{id}",
+    tag = "triggers",
+    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
+    responses(
+        (status = 204, description = "The trigger was deleted"),
+        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
+        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn delete_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TriggerId>,
+) -> Result<StatusCode, ApiError> {
+    authorized_trigger(&state, &auth, id).await?;
+    match state.triggers.delete(id).await {
+        Ok(()) => {}
+        Err(RepoError::NotFound { .. }) => return Err(trigger_not_found(id)),
+        Err(other) => return Err(other.into()),
+    }
+    tracing::info!(trigger_id = %id, user = %auth.username, "trigger deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
