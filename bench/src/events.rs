@@ -106,10 +106,13 @@ pub async fn run(
     let pool = connect(cluster_dir).await?;
     let script = picloud::create_script(addr, token, "bench-event-trigger", TRIGGER_SCRIPT).await?;
     let writer = picloud::create_script(addr, token, "bench-event-writer", WRITER_SCRIPT).await?;
-    let body = json!({ "script": "bench-event-trigger", "collection": COLLECTION, "ops": ["set"] });
+    let body = json!({
+        "script": "bench-event-trigger",
+        "details": { "kind": "kv", "collection": COLLECTION, "ops": ["set"] },
+    });
     let trigger = crate::http::json(
         addr,
-        &Call::post_json("/api/admin/triggers/kv", body.to_string()).bearer(token),
+        &Call::post_json("/api/admin/triggers", body.to_string()).bearer(token),
         hyper::StatusCode::CREATED,
     )
     .await

@@ -24,7 +24,7 @@ pub enum RepoError {
     /// The store could not be reached (pool timeout, connection lost, shutting down); a
     /// retry later may succeed.
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A fault inside the store or its data; the cause is for the logs, not for clients.
     #[error("internal repository error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -40,4 +40,25 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// How many items the whole list holds.
     pub total: u64,
+}
+
+impl RepoError {
+    /// What a service caller (a script, the admin API) sees of this outcome, `doing` naming
+    /// the step for the log. Faults are logged here, once; their message stays generic.
+    pub fn into_service_error(self, doing: &str) -> picloud_shared::ServiceError {
+        use picloud_shared::ServiceError;
+        match self {
+            Self::NotFound { .. } | Self::Invalid(_) | Self::Conflict { .. } => {
+                ServiceError::InvalidArgument(self.to_string())
+            }
+            Self::Unavailable(_) => {
+                tracing::warn!(error = %crate::error_chain(&self), "{doing}: database unavailable");
+                ServiceError::Unavailable("the database is unavailable, try again later".to_owned())
+            }
+            Self::Internal(_) => {
+                tracing::error!(error = %crate::error_chain(&self), "{doing} failed");
+                ServiceError::Internal(doing.to_owned())
+            }
+        }
+    }
 }

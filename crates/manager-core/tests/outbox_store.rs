@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_manager_core::outbox::PgOutboxStore;
+use picloud_manager_core::outbox::{OutboxEmitter, PgOutboxStore};
 use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, CredentialKind, OutboxStore, OutboxWaker, Scope,
@@ -114,7 +114,10 @@ impl Fixture {
         let script = script(&pool, "on-change").await;
         let trigger = trigger(&pool, "kv", script, user).await;
         Self {
-            store: PgOutboxStore::new(pool.clone()),
+            store: PgOutboxStore::new(
+                pool.clone(),
+                OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone())),
+            ),
             pool,
             app: DEFAULT_APP_ID.as_uuid(),
             user,

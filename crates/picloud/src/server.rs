@@ -83,11 +83,8 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     // transaction, and announce them after the commit: this process's dispatcher in
     // memory, other nodes by a coalesced NOTIFY.
     let signal = OutboxSignal::spawn(pool.clone());
-    let emitter = Arc::new(OutboxEmitter::new(
-        config.triggers.max_trigger_depth,
-        signal.clone(),
-    ));
-    let kv = Arc::new(PgKvService::new(pool.clone(), emitter));
+    let emitter = OutboxEmitter::new(config.triggers.max_trigger_depth, signal.clone());
+    let kv = Arc::new(PgKvService::new(pool.clone(), Arc::new(emitter.clone())));
     // Scripts reach the services through the executor, which drives their async calls on
     // this runtime from each run's own thread.
     let executor = Arc::new(LocalExecutorClient::with_services(
@@ -99,7 +96,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     ));
     let (recorder, recorder_handle) = BatchingExecutionRecorder::spawn(executions.clone());
     let pruner = spawn_retention_pruner(executions.clone(), config.manager.execution_log_retention);
-    let dead_letters = Arc::new(PgDeadLetterRepository::new(pool.clone()));
+    let dead_letters = Arc::new(PgDeadLetterRepository::new(pool.clone(), signal.clone()));
     let event_pruner = spawn_event_retention_pruner(EventRetention {
         dead_letters: dead_letters.clone(),
         dead_letter_retention: config.triggers.dead_letter_retention,
@@ -133,7 +130,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     );
     let recorder = Arc::new(recorder);
     let dispatcher = Dispatcher::spawn(DispatcherDeps {
-        store: Arc::new(PgOutboxStore::new(pool.clone())),
+        store: Arc::new(PgOutboxStore::new(pool.clone(), emitter)),
         // Holds one pooled connection for LISTEN for as long as the dispatcher runs.
         waker: Arc::new(PgOutboxWaker::spawn(pool.clone(), &signal)),
         resolver: resolver.clone(),

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use picloud::database;
+use picloud_manager_core::outbox::{OutboxEmitter, PgOutboxStore};
+use picloud_manager_core::scripts::PgScriptRepository;
 use picloud_manager_core::{CachedScriptResolver, DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
-use picloud_manager_core::{outbox::PgOutboxStore, scripts::PgScriptRepository};
 use picloud_orchestrator_core::{Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle};
 use picloud_shared::{
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutorClient,
@@ -172,7 +173,7 @@ impl Outbox {
 
     fn dispatcher(&self, worker: &str, executor: Arc<CountingExecutor>) -> DispatcherHandle {
         Dispatcher::spawn(DispatcherDeps {
-            store: Arc::new(PgOutboxStore::new(self.pool.clone())),
+            store: Arc::new(store(&self.pool)),
             waker: Arc::new(PgOutboxWaker::spawn(
                 self.pool.clone(),
                 &OutboxSignal::spawn(self.pool.clone()),
@@ -222,13 +223,21 @@ async fn two_dispatchers_run_each_of_a_thousand_events_exactly_once() {
     );
 }
 
+/// The outbox store as the binary builds it.
+fn store(pool: &PgPool) -> PgOutboxStore {
+    PgOutboxStore::new(
+        pool.clone(),
+        OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone())),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_claimed_by_a_crashed_dispatcher_runs_after_its_lease() {
     let outbox = outbox().await;
     outbox.insert(1).await;
     // A dispatcher that claims and dies before running anything.
     let lease = Duration::from_millis(1500);
-    let claimed = PgOutboxStore::new(outbox.pool.clone())
+    let claimed = store(&outbox.pool)
         .claim_due("crashed", 10, lease)
         .await
         .unwrap();
@@ -315,11 +324,14 @@ impl Admin for TestServer {
     }
 
     async fn kv_trigger(&self, script: &str, collection: &str, retry: Value) -> Value {
-        let mut body = json!({ "script": script, "collection": collection });
+        let mut body = json!({
+            "script": script,
+            "details": { "kind": "kv", "collection": collection },
+        });
         if !retry.is_null() {
             body["retry"] = retry;
         }
-        self.post_json("/api/admin/triggers/kv", body).await
+        self.post_json("/api/admin/triggers", body).await
     }
 }
 
@@ -382,8 +394,8 @@ async fn failing_trigger_with_handler(app: &TestServer, handler_source: &str) ->
     )
     .await;
     app.post_json(
-        "/api/admin/triggers/dead-letter",
-        json!({ "script": "handler" }),
+        "/api/admin/triggers",
+        json!({ "script": "handler", "details": { "kind": "dead_letter" } }),
     )
     .await;
     failing["id"].as_str().unwrap().to_owned()
@@ -587,8 +599,12 @@ async fn another_apps_triggers_never_see_this_apps_events() {
         .await;
     assert_eq!(spy["app_id"], other["id"]);
     app.post_json(
-        "/api/admin/triggers/kv",
-        json!({ "app": "other", "script": "spy", "collection": "*" }),
+        "/api/admin/triggers",
+        json!({
+            "app": "other",
+            "script": "spy",
+            "details": { "kind": "kv", "collection": "*" },
+        }),
     )
     .await;
     app.create_script(
@@ -696,11 +712,11 @@ async fn a_triggered_run_acts_as_its_registering_user_with_their_current_roles()
     .await;
     let created = app
         .anonymous
-        .post(app.url("/api/admin/triggers/kv"))
+        .post(app.url("/api/admin/triggers"))
         .bearer_auth(&session)
         .json(&json!({
             "script": "copy",
-            "collection": "notes",
+            "details": { "kind": "kv", "collection": "notes" },
             "retry": { "max_attempts": 1, "base_delay_ms": 0, "max_delay_ms": 0 },
         }))
         .send()

@@ -26,7 +26,7 @@ pub use access::{
     UnknownScope, bearer_token, role_satisfies,
 };
 pub use envelope::ErrorEnvelope;
-pub use events::{EventSubject, KvOp, ServiceEvent};
+pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transaction, UnitOfWork};
 pub use execution::{
     ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
     HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse, TriggeredBy,

@@ -23,7 +23,7 @@ pub(crate) fn db_error(err: sqlx::Error) -> RepoError {
 /// Translates a driver error, using `violations` to describe constraint violations.
 pub(crate) fn translate(err: sqlx::Error, violations: Violations) -> RepoError {
     if is_unavailable(&err) {
-        return RepoError::Unavailable(err);
+        return RepoError::Unavailable(Box::new(err));
     }
     let code = match &err {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),

@@ -65,6 +65,31 @@ impl InMemoryDeadLetterRepository {
         lock(&self.replays).clone()
     }
 
+    /// Stores a dead letter at once (what `record` does, without awaiting).
+    pub(crate) fn record_now(&self, new: NewDeadLetter) -> RepoResult<DeadLetter> {
+        if !self.store.lock().apps.contains_key(&new.app_id) {
+            return Err(crate::repository::RepoError::NotFound {
+                what: format!("app {}", new.app_id),
+            });
+        }
+        let letter = DeadLetter {
+            id: DeadLetterId::new(),
+            app_id: new.app_id,
+            trigger_id: new.trigger_id,
+            trigger_kind: new.trigger_kind,
+            script_id: new.script_id,
+            event: new.event,
+            depth: new.depth,
+            attempts: new.attempts,
+            last_error: new.last_error,
+            failed_at: now(),
+            resolution: None,
+            resolved_at: None,
+        };
+        lock(&self.letters).insert(letter.id, letter.clone());
+        Ok(letter)
+    }
+
     /// Sets a resolution directly, as a dispatcher settling a handler's outcome does.
     pub fn resolve(&self, id: DeadLetterId, resolution: Resolution) {
         if let Some(letter) = lock(&self.letters).get_mut(&id) {
@@ -144,27 +169,7 @@ impl InMemoryDeadLetterRepository {
 #[async_trait]
 impl DeadLetterRepository for InMemoryDeadLetterRepository {
     async fn record(&self, new: NewDeadLetter) -> RepoResult<DeadLetter> {
-        if !self.store.lock().apps.contains_key(&new.app_id) {
-            return Err(crate::repository::RepoError::NotFound {
-                what: format!("app {}", new.app_id),
-            });
-        }
-        let letter = DeadLetter {
-            id: DeadLetterId::new(),
-            app_id: new.app_id,
-            trigger_id: new.trigger_id,
-            trigger_kind: new.trigger_kind,
-            script_id: new.script_id,
-            event: new.event,
-            depth: new.depth,
-            attempts: new.attempts,
-            last_error: new.last_error,
-            failed_at: now(),
-            resolution: None,
-            resolved_at: None,
-        };
-        lock(&self.letters).insert(letter.id, letter.clone());
-        Ok(letter)
+        self.record_now(new)
     }
 
     async fn get(&self, id: DeadLetterId) -> RepoResult<Option<DeadLetter>> {

@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db::{corrupt_row, db_error};
-use crate::outbox::OUTBOX_CHANNEL;
+use crate::outbox::OutboxSignal;
 use crate::{
     dead_letters::{
         AbandonedExecutionRepository, DeadLetter, DeadLetterActionError, DeadLetterRepository,
@@ -21,12 +21,14 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct PgDeadLetterRepository {
     pool: PgPool,
+    signal: OutboxSignal,
 }
 
 impl PgDeadLetterRepository {
-    /// A repository over `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A repository over `pool`; a replay's outbox row is announced through `signal` once
+    /// it committed.
+    pub fn new(pool: PgPool, signal: OutboxSignal) -> Self {
+        Self { pool, signal }
     }
 }
 
@@ -257,13 +259,9 @@ impl DeadLetterRepository for PgDeadLetterRepository {
         if enqueued == 0 {
             return Err(DeadLetterActionError::NoTrigger(id));
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(OUTBOX_CHANNEL)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
         let replayed = resolve(&mut tx, id, Resolution::Replayed).await?;
         tx.commit().await.map_err(db_error)?;
+        self.signal.rows_committed();
         tracing::info!(dead_letter_id = %id, trigger_id = %trigger, "dead letter replayed");
         Ok(replayed)
     }

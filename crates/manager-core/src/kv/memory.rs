@@ -1,45 +1,50 @@
 //! [`KvService`] in memory, with the same validation, limits, ordering and access checks
-//! as the PostgreSQL one; the events it would emit are kept for tests to read.
+//! as the PostgreSQL one; a change and its events commit together through the same
+//! [`UnitOfWork`] as there, over an [`InMemoryTx`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value, kv_event};
 use picloud_shared::{
     AppId, CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvOp, KvPage, KvService,
-    ServiceContext, ServiceError, ServiceEvent,
+    ServiceContext, ServiceError, ServiceEventEmitter, UnitOfWork,
 };
 use serde_json::Value;
 
 use crate::memory::{lock, now};
+use crate::outbox::InMemoryTx;
 
 type Collection = BTreeMap<KvKey, (Value, DateTime<Utc>)>;
 
-/// KV entries in memory. A write and its event are recorded under one lock, so a reader
-/// never sees one without the other.
-#[derive(Debug, Default)]
+/// KV entries in memory; every change emits its event through the emitter it was given.
 pub struct InMemoryKvService {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    emitter: Arc<dyn ServiceEventEmitter<InMemoryTx>>,
+}
+
+impl fmt::Debug for InMemoryKvService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryKvService").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     // Keyed by app first, so one app's collections are one contiguous range.
     collections: BTreeMap<(AppId, CollectionName), Collection>,
-    events: Vec<ServiceEvent>,
 }
 
 impl InMemoryKvService {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every event emitted so far, oldest first.
-    pub fn events(&self) -> Vec<ServiceEvent> {
-        lock(&self.state).events.clone()
+    /// An empty store whose changes emit through `emitter`.
+    pub fn new(emitter: Arc<dyn ServiceEventEmitter<InMemoryTx>>) -> Self {
+        Self {
+            state: Arc::default(),
+            emitter,
+        }
     }
 }
 
@@ -69,16 +74,24 @@ impl KvService for InMemoryKvService {
     ) -> Result<(), ServiceError> {
         authorize_kv_write(ctx)?;
         check_kv_value(key, &value)?;
-        let mut state = lock(&self.state);
-        state
-            .collections
-            .entry((ctx.app_id, collection.clone()))
-            .or_default()
-            .insert(key.clone(), (value.clone(), now()));
-        state
-            .events
-            .push(kv_event(ctx, collection, key, KvOp::Set, Some(value)));
-        Ok(())
+        let mut change = UnitOfWork::new(InMemoryTx::new(), self.emitter.as_ref());
+        let (state, id, stored_key, stored) = (
+            Arc::clone(&self.state),
+            (ctx.app_id, collection.clone()),
+            key.clone(),
+            value.clone(),
+        );
+        change.tx().stage(move || {
+            lock(&state)
+                .collections
+                .entry(id)
+                .or_default()
+                .insert(stored_key, (stored, now()));
+        });
+        change
+            .emit(&kv_event(ctx, collection, key, KvOp::Set, Some(value)))
+            .await?;
+        change.commit().await
     }
 
     async fn delete(
@@ -88,21 +101,31 @@ impl KvService for InMemoryKvService {
         key: &KvKey,
     ) -> Result<bool, ServiceError> {
         authorize_kv_write(ctx)?;
-        let mut state = lock(&self.state);
         let id = (ctx.app_id, collection.clone());
-        let Some(entries) = state.collections.get_mut(&id) else {
-            return Ok(false);
-        };
-        if entries.remove(key).is_none() {
+        let present = lock(&self.state)
+            .collections
+            .get(&id)
+            .is_some_and(|entries| entries.contains_key(key));
+        if !present {
+            // Nothing changes, so there is nothing to tell any trigger.
             return Ok(false);
         }
-        // A collection exists only while it holds keys, as in the table.
-        if entries.is_empty() {
-            state.collections.remove(&id);
-        }
-        state
-            .events
-            .push(kv_event(ctx, collection, key, KvOp::Delete, None));
+        let mut change = UnitOfWork::new(InMemoryTx::new(), self.emitter.as_ref());
+        let (state, removed) = (Arc::clone(&self.state), key.clone());
+        change.tx().stage(move || {
+            let mut state = lock(&state);
+            if let Some(entries) = state.collections.get_mut(&id) {
+                entries.remove(&removed);
+                // A collection exists only while it holds keys, as in the table.
+                if entries.is_empty() {
+                    state.collections.remove(&id);
+                }
+            }
+        });
+        change
+            .emit(&kv_event(ctx, collection, key, KvOp::Delete, None))
+            .await?;
+        change.commit().await?;
         Ok(true)
     }
 

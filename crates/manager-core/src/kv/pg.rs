@@ -9,15 +9,14 @@ use chrono::{DateTime, Utc};
 use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value, kv_event};
 use picloud_shared::{
     CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvOp, KvPage, KvService,
-    ServiceContext, ServiceError, ServiceEvent,
+    ServiceContext, ServiceError, ServiceEventEmitter,
 };
 use serde_json::Value;
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 
 use crate::db::{Violations, corrupt_row, db_error, translate};
-use crate::error_chain;
-use crate::outbox::ServiceEventEmitter;
+use crate::outbox::{PgTx, begin};
 use crate::repository::RepoError;
 
 /// KV entries in the `kv_entries` table. Every write and the events it emits commit or
@@ -25,7 +24,7 @@ use crate::repository::RepoError;
 #[derive(Clone)]
 pub struct PgKvService {
     pool: PgPool,
-    emitter: Arc<dyn ServiceEventEmitter>,
+    emitter: Arc<dyn ServiceEventEmitter<PgTx>>,
 }
 
 impl fmt::Debug for PgKvService {
@@ -36,51 +35,13 @@ impl fmt::Debug for PgKvService {
 
 impl PgKvService {
     /// A service over `pool` whose changes emit their events through `emitter`.
-    pub fn new(pool: PgPool, emitter: Arc<dyn ServiceEventEmitter>) -> Self {
+    pub fn new(pool: PgPool, emitter: Arc<dyn ServiceEventEmitter<PgTx>>) -> Self {
         Self { pool, emitter }
-    }
-
-    /// Emits `event` in `tx`, the transaction that made the change; a failure fails the
-    /// call, and dropping the uncommitted transaction rolls the change back. Returns the
-    /// outbox rows written, to be announced once `tx` commits.
-    async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> Result<u64, ServiceError> {
-        self.emitter
-            .emit(tx, event)
-            .await
-            .map_err(|err| service_error(err, "emitting a kv event"))
-    }
-
-    /// Commits a change and wakes the dispatchers if it wrote outbox rows.
-    async fn commit(
-        &self,
-        tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        rows: u64,
-        doing: &'static str,
-    ) -> Result<(), ServiceError> {
-        tx.commit().await.map_err(db(doing))?;
-        if rows > 0 {
-            self.emitter.rows_committed();
-        }
-        Ok(())
     }
 }
 
-/// Turns a repository outcome into what a script sees. Faults are logged here, once; their
-/// message stays generic.
 fn service_error(err: RepoError, doing: &str) -> ServiceError {
-    match err {
-        RepoError::NotFound { .. } | RepoError::Invalid(_) | RepoError::Conflict { .. } => {
-            ServiceError::InvalidArgument(err.to_string())
-        }
-        RepoError::Unavailable(_) => {
-            tracing::warn!(error = %error_chain(&err), "{doing}: database unavailable");
-            ServiceError::Unavailable("the database is unavailable, try again later".to_owned())
-        }
-        RepoError::Internal(_) => {
-            tracing::error!(error = %error_chain(&err), "{doing} failed");
-            ServiceError::Internal(doing.to_owned())
-        }
-    }
+    err.into_service_error(doing)
 }
 
 fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> ServiceError {
@@ -129,7 +90,7 @@ impl KvService for PgKvService {
     ) -> Result<(), ServiceError> {
         authorize_kv_write(ctx)?;
         check_kv_value(key, &value)?;
-        let mut tx = self.pool.begin().await.map_err(db("starting a kv write"))?;
+        let mut change = begin(&self.pool, self.emitter.as_ref()).await?;
         sqlx::query(
             "INSERT INTO kv_entries (app_id, collection, key, value, updated_at) \
              VALUES ($1, $2, $3, $4, now()) \
@@ -140,7 +101,7 @@ impl KvService for PgKvService {
         .bind(collection.as_str())
         .bind(key.as_str())
         .bind(Json(&value))
-        .execute(&mut *tx)
+        .execute(&mut **change.tx())
         .await
         .map_err(|err| {
             let violations = Violations {
@@ -149,9 +110,10 @@ impl KvService for PgKvService {
             };
             service_error(translate(err, violations), "writing a kv entry")
         })?;
-        let event = kv_event(ctx, collection, key, KvOp::Set, Some(value));
-        let rows = self.emit(&mut tx, &event).await?;
-        self.commit(tx, rows, "committing a kv write").await
+        change
+            .emit(&kv_event(ctx, collection, key, KvOp::Set, Some(value)))
+            .await?;
+        change.commit().await
     }
 
     #[tracing::instrument(skip_all, fields(app_id = %ctx.app_id, %collection))]
@@ -162,18 +124,14 @@ impl KvService for PgKvService {
         key: &KvKey,
     ) -> Result<bool, ServiceError> {
         authorize_kv_write(ctx)?;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("starting a kv delete"))?;
+        let mut change = begin(&self.pool, self.emitter.as_ref()).await?;
         let deleted = sqlx::query(
             "DELETE FROM kv_entries WHERE app_id = $1 AND collection = $2 AND key = $3",
         )
         .bind(ctx.app_id.as_uuid())
         .bind(collection.as_str())
         .bind(key.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **change.tx())
         .await
         .map_err(db("deleting a kv entry"))?
         .rows_affected()
@@ -182,9 +140,10 @@ impl KvService for PgKvService {
             // Nothing changed, so there is nothing to tell any trigger.
             return Ok(false);
         }
-        let event = kv_event(ctx, collection, key, KvOp::Delete, None);
-        let rows = self.emit(&mut tx, &event).await?;
-        self.commit(tx, rows, "committing a kv delete").await?;
+        change
+            .emit(&kv_event(ctx, collection, key, KvOp::Delete, None))
+            .await?;
+        change.commit().await?;
         Ok(true)
     }
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_shared::{
-    AppId, AppRole, CredentialKind, OutboxError, OutboxItem, OutboxResult, OutboxStore, Principal,
-    Scope, ScriptId, TokenId, TriggerId, TriggerKind, UserId, Username,
+    AppId, AppRole, CredentialKind, EventSubject, OutboxError, OutboxItem, OutboxResult,
+    OutboxStore, Principal, Scope, ScriptId, ServiceError, ServiceEvent, TokenId, TriggerId,
+    TriggerKind, UserId, Username,
 };
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use crate::db::{corrupt_row, db_error};
 use crate::dead_letters::insert_dead_letter;
 use crate::error_chain;
-use crate::outbox::{dead_letter_payload, fan_out_dead_letter};
+use crate::outbox::{OutboxEmitter, begin};
 use crate::{dead_letters::NewDeadLetter, repository::RepoError};
 
 /// The channel dispatchers LISTEN on; writers of due rows NOTIFY it.
@@ -31,12 +32,21 @@ pub const OUTBOX_CHANNEL: &str = "picloud_outbox";
 #[derive(Debug, Clone)]
 pub struct PgOutboxStore {
     pool: PgPool,
+    emitter: OutboxEmitter,
 }
 
 impl PgOutboxStore {
-    /// A store over `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A store over `pool`, handing dead letters to `dead_letter` triggers through
+    /// `emitter`, whose signal also tells other nodes of rows handed back.
+    pub fn new(pool: PgPool, emitter: OutboxEmitter) -> Self {
+        Self { pool, emitter }
+    }
+}
+
+fn service_failure(err: ServiceError) -> OutboxError {
+    match err {
+        ServiceError::Unavailable(why) => OutboxError::Unavailable(why),
+        other => OutboxError::Internal(other.to_string()),
     }
 }
 
@@ -166,26 +176,15 @@ JOIN users u ON u.id = t.registered_by_principal
 LEFT JOIN app_members m ON m.app_id = c.app_id AND m.user_id = u.id
 ORDER BY c.due_at";
 
-/// Tells every listening dispatcher that rows may be due; delivered when the surrounding
-/// transaction commits.
-async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
 /// Releases `item`'s claim and makes the row due after `delay`, counting the attempt or
 /// not.
 async fn reschedule(
-    pool: &PgPool,
+    store: &PgOutboxStore,
     item: &OutboxItem,
     delay: Duration,
     error: &str,
     count_attempt: bool,
 ) -> OutboxResult<()> {
-    let mut tx = pool.begin().await.map_err(sql_error)?;
     let updated = sqlx::query(
         "UPDATE outbox
          SET claimed_until = NULL, claimed_by = NULL,
@@ -200,14 +199,14 @@ async fn reschedule(
     .bind(millis(delay))
     .bind(error)
     .bind(count_attempt)
-    .execute(&mut *tx)
+    .execute(&store.pool)
     .await
     .map_err(sql_error)?;
     if updated.rows_affected() > 0 {
         // Other dispatchers may be asleep until a later time than this row's new one.
-        notify(&mut tx).await.map_err(sql_error)?;
+        store.emitter.signal().tell_other_nodes();
     }
-    tx.commit().await.map_err(sql_error)
+    Ok(())
 }
 
 #[async_trait]
@@ -284,23 +283,25 @@ impl OutboxStore for PgOutboxStore {
 
     #[tracing::instrument(skip_all, fields(outbox_id = %item.id))]
     async fn retry(&self, item: &OutboxItem, delay: Duration, error: &str) -> OutboxResult<()> {
-        reschedule(&self.pool, item, delay, error, true).await
+        reschedule(self, item, delay, error, true).await
     }
 
     #[tracing::instrument(skip_all, fields(outbox_id = %item.id))]
     async fn defer(&self, item: &OutboxItem, delay: Duration, reason: &str) -> OutboxResult<()> {
-        reschedule(&self.pool, item, delay, reason, false).await
+        reschedule(self, item, delay, reason, false).await
     }
 
     #[tracing::instrument(skip_all, fields(outbox_id = %item.id))]
     async fn give_up(&self, item: &OutboxItem, error: &str) -> OutboxResult<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_error)?;
+        let mut change = begin(&self.pool, &self.emitter)
+            .await
+            .map_err(service_failure)?;
         let deleted =
             sqlx::query("DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 AND attempts = $3")
                 .bind(item.id)
                 .bind(&item.claimed_by)
                 .bind(to_i32(item.attempt()))
-                .execute(&mut *tx)
+                .execute(&mut **change.tx())
                 .await
                 .map_err(sql_error)?;
         if deleted.rows_affected() == 0 {
@@ -308,10 +309,12 @@ impl OutboxStore for PgOutboxStore {
             return Ok(());
         }
         match item.dead_letter_id {
-            Some(dead_letter) => resolve(&mut tx, &[dead_letter], "handler_failed", &[]).await?,
+            Some(dead_letter) => {
+                resolve(change.tx(), &[dead_letter], "handler_failed", &[]).await?;
+            }
             None => {
                 let dead_letter = insert_dead_letter(
-                    &mut tx,
+                    change.tx(),
                     &NewDeadLetter {
                         app_id: item.app_id,
                         trigger_id: Some(item.trigger_id),
@@ -325,47 +328,43 @@ impl OutboxStore for PgOutboxStore {
                 )
                 .await
                 .map_err(outbox_error)?;
-                let payload = dead_letter_payload(
-                    dead_letter.id,
-                    Some(item.trigger_id),
-                    Some(item.script_id),
-                    &item.event,
-                    item.attempt(),
-                    error,
-                );
-                // A handler's run is caused by the failed run, one level deeper.
-                fan_out_dead_letter(
-                    &mut tx,
-                    dead_letter.id.as_uuid(),
-                    item.app_id,
-                    item.trigger_kind,
-                    item.depth.saturating_add(1),
-                    &payload,
-                )
-                .await
-                .map_err(outbox_error)?;
+                // Handed to the app's dead-letter triggers like any event: a handler's run
+                // is caused by the failed run, one level deeper.
+                let event = ServiceEvent {
+                    app_id: item.app_id,
+                    subject: EventSubject::DeadLetter {
+                        dead_letter_id: dead_letter.id,
+                        source_kind: item.trigger_kind,
+                        trigger_id: Some(item.trigger_id),
+                        script_id: Some(item.script_id),
+                        event: item.event.clone(),
+                        attempts: item.attempt(),
+                        last_error: error.to_owned(),
+                    },
+                    depth: item.depth.saturating_add(1),
+                    causation_id: None,
+                };
+                change.emit(&event).await.map_err(service_failure)?;
             }
         }
-        tx.commit().await.map_err(sql_error)
+        change.commit().await.map_err(service_failure)
     }
 
     #[tracing::instrument(skip(self))]
     async fn release(&self, worker: &str) -> OutboxResult<u64> {
-        let mut tx = self.pool.begin().await.map_err(sql_error)?;
         let released = sqlx::query(
             "UPDATE outbox
              SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
              WHERE claimed_by = $1",
         )
         .bind(worker)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(sql_error)?
         .rows_affected();
         if released > 0 {
-            notify(&mut tx).await.map_err(sql_error)?;
+            self.emitter.signal().tell_other_nodes();
         }
-        tx.commit().await.map_err(sql_error)?;
         Ok(released)
     }
 

@@ -95,6 +95,12 @@ impl OutboxSignal {
         }
     }
 
+    /// Rows this process's dispatcher handed back (a retry, a deferral, a release) may
+    /// suit another node's: tell only the other nodes. Returns at once.
+    pub fn tell_other_nodes(&self) {
+        self.inner.remote.notify_one();
+    }
+
     /// Outbox rows have committed: wake the dispatchers. Returns at once.
     pub fn rows_committed(&self) {
         wake_all(&self.inner.local);

@@ -1,15 +1,16 @@
-//! `/triggers`: register scripts to run on events (one `POST /triggers/<kind>` per kind),
-//! list, read, enable, disable and delete them.
+//! `/triggers`: register scripts to run on events (`POST /triggers`, the kind named by the
+//! body's tagged `details`), list, read, change (`PATCH`: enable, retry policy, details) and
+//! delete them.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, AppSlug, Capability, CollectionGlob, ErrorEnvelope, KvOp, RetryPolicy, Scope, Script,
-    ScriptId, ScriptName, TriggerId, TriggerKind, UserId,
+    AppId, AppSlug, Capability, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId, ScriptName,
+    TriggerId, TriggerKind, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -22,17 +23,21 @@ use crate::scripts::http::{app_not_found, visible_app};
 use crate::{
     apps::App,
     repository::RepoError,
-    triggers::{ListTriggers, NewTrigger, Trigger, TriggerDetails},
+    triggers::{
+        ListTriggers, NewTrigger, Trigger, TriggerDetails, TriggerDetailsRequest, TriggerUpdate,
+        kinds::InvalidDetails,
+    },
 };
 
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
-        .route("/triggers", get(list_triggers))
-        .route("/triggers/kv", post(create_kv_trigger))
-        .route("/triggers/dead-letter", post(create_dead_letter_trigger))
-        .route("/triggers/{id}", get(get_trigger).delete(delete_trigger))
-        .route("/triggers/{id}/enable", post(enable_trigger))
-        .route("/triggers/{id}/disable", post(disable_trigger))
+        .route("/triggers", get(list_triggers).post(create_trigger))
+        .route(
+            "/triggers/{id}",
+            get(get_trigger)
+                .patch(update_trigger)
+                .delete(delete_trigger),
+        )
 }
 
 /// A trigger's retry policy in a request: absent fields take the instance defaults
@@ -52,21 +57,17 @@ pub struct RetryRequest {
     pub max_delay_ms: Option<u64>,
 }
 
-/// Body of `POST /api/admin/triggers/kv`.
+/// Body of `POST /api/admin/triggers`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateKvTriggerRequest {
+pub struct CreateTriggerRequest {
     /// The app's slug; `default` when absent.
     #[serde(default)]
     pub app: Option<String>,
     /// The script to run: its id, or its name in the app.
     pub script: String,
-    /// Which collections: `*` (all), a prefix followed by `*` (`orders:*`), or an exact
-    /// collection name.
-    pub collection: String,
-    /// Which operations; both when absent.
-    #[serde(default)]
-    pub ops: Option<Vec<KvOp>>,
+    /// The kind (`details.kind`) and what the trigger watches.
+    pub details: TriggerDetailsRequest,
     /// Whether the trigger starts enabled; `true` when absent.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -75,25 +76,21 @@ pub struct CreateKvTriggerRequest {
     pub retry: Option<RetryRequest>,
 }
 
-/// Body of `POST /api/admin/triggers/dead-letter`.
+/// Body of `PATCH /api/admin/triggers/{id}`: each field present replaces the stored one;
+/// at least one must be present.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateDeadLetterTriggerRequest {
-    /// The app's slug; `default` when absent.
-    #[serde(default)]
-    pub app: Option<String>,
-    /// The script to run: its id, or its name in the app.
-    pub script: String,
-    /// Dead letters of which trigger kinds it handles; `["kv"]` when absent. A
-    /// dead-letter handler's own failures are never handed to another handler.
-    #[serde(default)]
-    pub source_kinds: Option<Vec<TriggerKind>>,
-    /// Whether the trigger starts enabled; `true` when absent.
+pub struct UpdateTriggerRequest {
+    /// Enables (events match it again from now on) or disables it (it matches no event;
+    /// deliveries already in the outbox still run).
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// How failed runs are retried; the instance defaults when absent.
+    /// A new retry policy; absent fields take the instance defaults.
     #[serde(default)]
     pub retry: Option<RetryRequest>,
+    /// New details, of the trigger's own kind.
+    #[serde(default)]
+    pub details: Option<TriggerDetailsRequest>,
 }
 
 /// A trigger as the admin API shows it.
@@ -113,15 +110,8 @@ pub struct TriggerView {
     pub registered_by: UserId,
     /// How failed runs are retried.
     pub retry: RetryPolicy,
-    /// `kv` triggers: the collection glob.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collection: Option<CollectionGlob>,
-    /// `kv` triggers: the operations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ops: Option<Vec<KvOp>>,
-    /// `dead_letter` triggers: the kinds whose dead letters it handles.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_kinds: Option<Vec<TriggerKind>>,
+    /// What it watches, tagged by `kind`.
+    pub details: TriggerDetails,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -131,10 +121,6 @@ pub struct TriggerView {
 impl From<Trigger> for TriggerView {
     fn from(t: Trigger) -> Self {
         let kind = t.kind();
-        let (collection, ops, source_kinds) = match t.details {
-            TriggerDetails::Kv { collection, ops } => (Some(collection), Some(ops), None),
-            TriggerDetails::DeadLetter { source_kinds } => (None, None, Some(source_kinds)),
-        };
         Self {
             id: t.id,
             app_id: t.app_id,
@@ -143,9 +129,7 @@ impl From<Trigger> for TriggerView {
             enabled: t.enabled,
             registered_by: t.registered_by,
             retry: t.retry,
-            collection,
-            ops,
-            source_kinds,
+            details: t.details,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -280,12 +264,18 @@ async fn create(
     ))
 }
 
-/// Run a script when KV entries of matching collections are set or deleted.
+fn invalid_details(err: InvalidDetails) -> ApiError {
+    ApiError::unprocessable(err.code, err.message)
+}
+
+/// Run a script when an event of the trigger's kind happens in the app: `kv` (a key set or
+/// deleted in a matching collection) or `dead_letter` (another trigger's delivery failed
+/// for good).
 #[utoipa::path(
     post,
-    path = "/api/admin/triggers/kv",
+    path = "/api/admin/triggers",
     tag = "triggers",
-    request_body = CreateKvTriggerRequest,
+    request_body = CreateTriggerRequest,
     responses(
         (status = 201, description = "The trigger was created", body = TriggerView,
             headers(("location" = String, description = "The new trigger's URL"))),
@@ -294,26 +284,18 @@ async fn create(
         (status = 404, description = "No such app, or no such script in it (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid body, app slug (`invalid_name`), collection glob (`invalid_glob`), ops (`invalid_ops`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body, app slug (`invalid_name`), details (`invalid_glob`, `invalid_ops`, `invalid_source_kinds`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
-pub(crate) async fn create_kv_trigger(
+pub(crate) async fn create_trigger(
     State(state): State<AdminState>,
     auth: Auth,
-    Json(body): Json<CreateKvTriggerRequest>,
+    Json(body): Json<CreateTriggerRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Permission first: a caller who may not manage triggers here learns nothing more.
     let app = target_app(&state, &auth, body.app.as_deref()).await?;
-    let collection = CollectionGlob::parse(&body.collection)
-        .map_err(|e| ApiError::unprocessable("invalid_glob", e.to_string()))?;
-    let ops = body.ops.unwrap_or_else(|| vec![KvOp::Set, KvOp::Delete]);
-    if ops.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_ops",
-            "ops must name at least one of set, delete",
-        ));
-    }
+    let details = body.details.validate().map_err(invalid_details)?;
     let retry = retry_policy(&state, body.retry)?;
     let script = target_script(&state, &app, &body.script).await?;
     let new = NewTrigger {
@@ -322,57 +304,7 @@ pub(crate) async fn create_kv_trigger(
         enabled: body.enabled.unwrap_or(true),
         registered_by: auth.user_id,
         retry,
-        details: TriggerDetails::Kv { collection, ops },
-    };
-    create(&state, &auth, new).await
-}
-
-/// Run a script when a delivery of another trigger of the app fails for good.
-#[utoipa::path(
-    post,
-    path = "/api/admin/triggers/dead-letter",
-    tag = "triggers",
-    request_body = CreateDeadLetterTriggerRequest,
-    responses(
-        (status = 201, description = "The trigger was created", body = TriggerView,
-            headers(("location" = String, description = "The new trigger's URL"))),
-        (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
-        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
-        (status = 404, description = "No such app, or no such script in it (or one the caller cannot see)", body = ErrorEnvelope),
-        (status = 413, description = "Request body too large", body = ErrorEnvelope),
-        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid body, app slug (`invalid_name`), source kinds (`invalid_source_kinds`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-    )
-)]
-pub(crate) async fn create_dead_letter_trigger(
-    State(state): State<AdminState>,
-    auth: Auth,
-    Json(body): Json<CreateDeadLetterTriggerRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    let app = target_app(&state, &auth, body.app.as_deref()).await?;
-    let source_kinds = body.source_kinds.unwrap_or_else(|| vec![TriggerKind::Kv]);
-    if source_kinds.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_source_kinds",
-            "source_kinds must name at least one trigger kind",
-        ));
-    }
-    if let Some(kind) = source_kinds.iter().find(|k| !k.dead_letters_fan_out()) {
-        return Err(ApiError::unprocessable(
-            "invalid_source_kinds",
-            format!("dead letters of {kind} triggers are never handed to a dead-letter trigger"),
-        ));
-    }
-    let retry = retry_policy(&state, body.retry)?;
-    let script = target_script(&state, &app, &body.script).await?;
-    let new = NewTrigger {
-        app_id: app.id,
-        script_id: script.id,
-        enabled: body.enabled.unwrap_or(true),
-        registered_by: auth.user_id,
-        retry,
-        details: TriggerDetails::DeadLetter { source_kinds },
+        details,
     };
     create(&state, &auth, new).await
 }
@@ -458,65 +390,65 @@ pub(crate) async fn get_trigger(
     Ok(axum::Json(trigger.into()))
 }
 
-async fn set_enabled(
-    state: &AdminState,
-    auth: &Auth,
-    id: TriggerId,
-    enabled: bool,
+/// Change a trigger: enable or disable it, replace its retry policy or its details (of
+/// its own kind). Its id, and so its dead letters and execution records, stay.
+#[utoipa::path(
+    patch,
+    path = "/api/admin/triggers/{id}",
+    tag = "triggers",
+    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
+    request_body = UpdateTriggerRequest,
+    responses(
+        (status = 200, description = "The trigger, changed", body = TriggerView),
+        (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
+        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
+        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 413, description = "Request body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body (`invalid_body`: nothing to change, or details of another kind), details (`invalid_glob`, `invalid_ops`, `invalid_source_kinds`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+    )
+)]
+pub(crate) async fn update_trigger(
+    State(state): State<AdminState>,
+    auth: Auth,
+    PathId(id): PathId<TriggerId>,
+    Json(body): Json<UpdateTriggerRequest>,
 ) -> Result<axum::Json<TriggerView>, ApiError> {
-    authorized_trigger(state, auth, id).await?;
-    let trigger = match state.triggers.set_enabled(id, enabled).await {
+    let trigger = authorized_trigger(&state, &auth, id).await?;
+    let details = match body.details {
+        Some(request) => {
+            if request.kind() != trigger.kind() {
+                return Err(ApiError::invalid_body(format!(
+                    "details: trigger {id} is a {} trigger, its kind cannot change",
+                    trigger.kind()
+                )));
+            }
+            Some(request.validate().map_err(invalid_details)?)
+        }
+        None => None,
+    };
+    let retry = body
+        .retry
+        .map(|retry| retry_policy(&state, Some(retry)))
+        .transpose()?;
+    let update = TriggerUpdate {
+        enabled: body.enabled,
+        retry,
+        details,
+    };
+    if update.is_empty() {
+        return Err(ApiError::invalid_body(
+            "name at least one of enabled, retry, details",
+        ));
+    }
+    let trigger = match state.triggers.update(id, update).await {
         Ok(trigger) => trigger,
         Err(RepoError::NotFound { .. }) => return Err(trigger_not_found(id)),
         Err(other) => return Err(other.into()),
     };
-    tracing::info!(trigger_id = %id, enabled, user = %auth.username, "trigger switched");
+    tracing::info!(trigger_id = %id, enabled = trigger.enabled, user = %auth.username, "trigger changed");
     Ok(axum::Json(trigger.into()))
-}
-
-/// Enable a trigger: it matches events again from now on.
-#[utoipa::path(
-    post,
-    path = "/api/admin/triggers/{id}/enable",
-    tag = "triggers",
-    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
-    responses(
-        (status = 200, description = "The trigger, enabled", body = TriggerView),
-        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
-        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-    )
-)]
-pub(crate) async fn enable_trigger(
-    State(state): State<AdminState>,
-    auth: Auth,
-    PathId(id): PathId<TriggerId>,
-) -> Result<axum::Json<TriggerView>, ApiError> {
-    set_enabled(&state, &auth, id, true).await
-}
-
-/// Disable a trigger: it matches no event until enabled again. Deliveries already in the
-/// outbox still run.
-#[utoipa::path(
-    post,
-    path = "/api/admin/triggers/{id}/disable",
-    tag = "triggers",
-    params(("id" = String, Path, format = Uuid, description = "Trigger id")),
-    responses(
-        (status = 200, description = "The trigger, disabled", body = TriggerView),
-        (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 403, description = "No `triggers:manage` for the trigger's app", body = ErrorEnvelope),
-        (status = 404, description = "No such trigger (or one the caller cannot see)", body = ErrorEnvelope),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-    )
-)]
-pub(crate) async fn disable_trigger(
-    State(state): State<AdminState>,
-    auth: Auth,
-    PathId(id): PathId<TriggerId>,
-) -> Result<axum::Json<TriggerView>, ApiError> {
-    set_enabled(&state, &auth, id, false).await
 }
 
 /// Delete a trigger and its pending deliveries. Its dead letters stay, without their

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use picloud_shared::{AppId, KvOp, TriggerId};
+use picloud_shared::{AppId, EventSubject, TriggerId};
 
 use crate::memory::store::Tables;
 use crate::memory::{InMemoryStore, lock, now, page};
 use crate::{
     repository::{Page, RepoError, RepoResult},
-    triggers::{ListTriggers, NewTrigger, Trigger, TriggerDetails, TriggerRepository},
+    triggers::{ListTriggers, NewTrigger, Target, Trigger, TriggerRepository, TriggerUpdate},
 };
 
 /// Triggers beside an [`InMemoryStore`]: the app, script and user they reference must
@@ -38,6 +38,28 @@ impl InMemoryTriggerRepository {
         let mut triggers = lock(&self.triggers);
         triggers.retain(|_, trigger| references_exist(&tables, trigger));
         f(&tables, &mut triggers)
+    }
+}
+
+impl InMemoryTriggerRepository {
+    /// The enabled triggers of `app` that `subject` concerns, oldest first, by the kinds'
+    /// own matcher: what the in-memory emitter fans an event out to.
+    pub(crate) fn targets_now(&self, app: AppId, subject: &EventSubject) -> Vec<Target> {
+        let mut matching: Vec<Trigger> = self.with_live(|_, triggers| {
+            triggers
+                .values()
+                .filter(|t| t.app_id == app && t.enabled && t.details.matches(subject))
+                .cloned()
+                .collect()
+        });
+        sort(&mut matching);
+        matching
+            .into_iter()
+            .map(|t| Target {
+                trigger_id: t.id,
+                script_id: t.script_id,
+            })
+            .collect()
     }
 }
 
@@ -79,15 +101,8 @@ impl TriggerRepository for InMemoryTriggerRepository {
                     what: format!("user {}", new.registered_by),
                 });
             }
-            let details = new.details.normalized();
-            let refused = match &details {
-                TriggerDetails::Kv { ops, .. } => ops.is_empty(),
-                TriggerDetails::DeadLetter { source_kinds } => {
-                    source_kinds.is_empty()
-                        || source_kinds.iter().any(|k| !k.dead_letters_fan_out())
-                }
-            };
-            if refused || new.retry.validate().is_err() {
+            let details = new.details;
+            if new.retry.validate().is_err() {
                 // What the schema's CHECK constraints refuse in PostgreSQL.
                 return Err(RepoError::Invalid(
                     "value refused by a database constraint".to_owned(),
@@ -132,10 +147,32 @@ impl TriggerRepository for InMemoryTriggerRepository {
         Ok(page(matching, query.limit, query.offset))
     }
 
-    async fn set_enabled(&self, id: TriggerId, enabled: bool) -> RepoResult<Trigger> {
+    async fn update(&self, id: TriggerId, update: TriggerUpdate) -> RepoResult<Trigger> {
         self.with_live(|_, triggers| {
             let trigger = triggers.get_mut(&id).ok_or_else(|| not_found(id))?;
-            trigger.enabled = enabled;
+            if let Some(details) = &update.details
+                && details.kind() != trigger.kind()
+            {
+                return Err(RepoError::Invalid(format!(
+                    "trigger {id} is a {} trigger; its details cannot become {}",
+                    trigger.kind(),
+                    details.kind()
+                )));
+            }
+            if update.retry.is_some_and(|retry| retry.validate().is_err()) {
+                return Err(RepoError::Invalid(
+                    "value refused by a database constraint".to_owned(),
+                ));
+            }
+            if let Some(enabled) = update.enabled {
+                trigger.enabled = enabled;
+            }
+            if let Some(retry) = update.retry {
+                trigger.retry = retry;
+            }
+            if let Some(details) = update.details {
+                trigger.details = details;
+            }
             trigger.updated_at = now();
             Ok(trigger.clone())
         })
@@ -150,20 +187,7 @@ impl TriggerRepository for InMemoryTriggerRepository {
         })
     }
 
-    async fn matching_kv(
-        &self,
-        app: AppId,
-        collection: &str,
-        op: KvOp,
-    ) -> RepoResult<Vec<Trigger>> {
-        let mut matching: Vec<Trigger> = self.with_live(|_, triggers| {
-            triggers
-                .values()
-                .filter(|t| t.app_id == app && t.enabled && t.details.matches_kv(collection, op))
-                .cloned()
-                .collect()
-        });
-        sort(&mut matching);
-        Ok(matching)
+    async fn targets(&self, app: AppId, subject: &EventSubject) -> RepoResult<Vec<Target>> {
+        Ok(self.targets_now(app, subject))
     }
 }

@@ -3,85 +3,25 @@
 //! kind's own table.
 
 pub(crate) mod http;
+pub mod kinds;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
 pub use http::{
-    CreateDeadLetterTriggerRequest, CreateKvTriggerRequest, ListTriggersQuery, RetryRequest,
-    TriggerPage, TriggerView,
+    CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerPage, TriggerView,
+    UpdateTriggerRequest,
 };
+pub use kinds::{Target, TriggerDetails, TriggerDetailsRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryTriggerRepository;
 pub use pg::PgTriggerRepository;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_shared::{
-    AppId, CollectionGlob, KvOp, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId,
-};
+use picloud_shared::{AppId, EventSubject, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
 
 use crate::repository::{Page, RepoResult};
-
-/// What a trigger of each kind watches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TriggerDetails {
-    /// KV changes in the collections a glob matches.
-    Kv {
-        /// Which collections.
-        collection: CollectionGlob,
-        /// Which operations, in the order set, delete; never empty.
-        ops: Vec<KvOp>,
-    },
-    /// Dead letters of triggers of these kinds.
-    DeadLetter {
-        /// Which kinds' dead letters; never empty.
-        source_kinds: Vec<TriggerKind>,
-    },
-}
-
-impl TriggerDetails {
-    /// The kind these details belong to.
-    pub fn kind(&self) -> TriggerKind {
-        match self {
-            Self::Kv { .. } => TriggerKind::Kv,
-            Self::DeadLetter { .. } => TriggerKind::DeadLetter,
-        }
-    }
-
-    /// The same details with their lists in canonical form, as both stores hand them
-    /// back: ops without duplicates in the order set, delete; source kinds without
-    /// duplicates in [`TriggerKind::ALL`] order.
-    pub fn normalized(self) -> Self {
-        match self {
-            Self::Kv { collection, ops } => Self::Kv {
-                collection,
-                ops: [KvOp::Set, KvOp::Delete]
-                    .into_iter()
-                    .filter(|op| ops.contains(op))
-                    .collect(),
-            },
-            Self::DeadLetter { source_kinds } => Self::DeadLetter {
-                source_kinds: TriggerKind::ALL
-                    .into_iter()
-                    .filter(|kind| source_kinds.contains(kind))
-                    .collect(),
-            },
-        }
-    }
-
-    /// Whether a KV change of `op` in `collection` is one this trigger watches (never for
-    /// other kinds).
-    pub fn matches_kv(&self, collection: &str, op: KvOp) -> bool {
-        match self {
-            Self::Kv {
-                collection: glob,
-                ops,
-            } => ops.contains(&op) && glob.matches(collection),
-            Self::DeadLetter { .. } => false,
-        }
-    }
-}
 
 /// A stored trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +42,7 @@ pub struct Trigger {
     pub details: TriggerDetails,
     /// When it was created.
     pub created_at: DateTime<Utc>,
-    /// When it last changed (enabled or disabled).
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -128,6 +68,24 @@ pub struct NewTrigger {
     pub retry: RetryPolicy,
     /// The kind and what it watches.
     pub details: TriggerDetails,
+}
+
+/// A change to a trigger: each field present replaces the stored one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriggerUpdate {
+    /// Enables or disables it.
+    pub enabled: Option<bool>,
+    /// A new retry policy, already validated.
+    pub retry: Option<RetryPolicy>,
+    /// New details, of the trigger's own kind (a kind cannot change).
+    pub details: Option<TriggerDetails>,
+}
+
+impl TriggerUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.enabled.is_none() && self.retry.is_none() && self.details.is_none()
+    }
 }
 
 /// Which triggers to list, one page at a time, oldest first.
@@ -157,15 +115,24 @@ pub trait TriggerRepository: Send + Sync {
     /// One page of triggers, oldest first (by creation, then id).
     async fn list(&self, query: ListTriggers) -> RepoResult<Page<Trigger>>;
 
+    /// Applies `update`; `NotFound` when the trigger does not exist, `Invalid` when the new
+    /// details are of another kind.
+    async fn update(&self, id: TriggerId, update: TriggerUpdate) -> RepoResult<Trigger>;
+
     /// Enables or disables a trigger; `NotFound` when it does not exist.
-    async fn set_enabled(&self, id: TriggerId, enabled: bool) -> RepoResult<Trigger>;
+    async fn set_enabled(&self, id: TriggerId, enabled: bool) -> RepoResult<Trigger> {
+        let update = TriggerUpdate {
+            enabled: Some(enabled),
+            ..TriggerUpdate::default()
+        };
+        self.update(id, update).await
+    }
 
     /// Deletes a trigger with its details and its pending deliveries; `NotFound` when it
     /// does not exist. Its dead letters stay, without their trigger.
     async fn delete(&self, id: TriggerId) -> RepoResult<()>;
 
-    /// The enabled KV triggers of `app` that watch `op` on `collection`, oldest first:
-    /// the fan-out of one KV change. Never another app's.
-    async fn matching_kv(&self, app: AppId, collection: &str, op: KvOp)
-    -> RepoResult<Vec<Trigger>>;
+    /// The enabled triggers of `app` that an event with `subject` concerns, oldest first,
+    /// found by the kind's own matcher, as the emitter finds them. Never another app's.
+    async fn targets(&self, app: AppId, subject: &EventSubject) -> RepoResult<Vec<Target>>;
 }

@@ -1,19 +1,18 @@
-//! [`TriggerRepository`] over PostgreSQL: the `triggers` parent table and one details
-//! table per kind, read back together with a LEFT JOIN on each.
+//! [`TriggerRepository`] over PostgreSQL: the `triggers` parent table, and one details
+//! table per kind that only the kind's module (`kinds/`) reads and writes.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_shared::{
-    AppId, CollectionGlob, KvOp, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId,
-};
+use picloud_shared::{AppId, EventSubject, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::kinds::{self, Target, TriggerDetails};
 use crate::db::{Violations, corrupt_row, db_error, translate};
-use crate::{
-    repository::{Page, RepoError, RepoResult},
-    triggers::{ListTriggers, NewTrigger, Trigger, TriggerDetails, TriggerRepository},
-};
+use crate::repository::{Page, RepoError, RepoResult};
+use crate::triggers::{ListTriggers, NewTrigger, Trigger, TriggerRepository, TriggerUpdate};
 
 /// Triggers stored in `triggers` and the `<kind>_trigger_details` tables.
 #[derive(Debug, Clone)]
@@ -28,16 +27,14 @@ impl PgTriggerRepository {
     }
 }
 
-/// The select list and joins every read uses, as a literal so queries can be built with
+/// The parent columns every read takes, as a literal so queries can be built with
 /// `concat!`.
 macro_rules! select {
     () => {
         "SELECT t.id, t.app_id, t.kind, t.script_id, t.enabled, t.registered_by_principal, \
                 t.max_attempts, t.backoff_base_ms, t.backoff_max_ms, t.created_at, \
-                t.updated_at, kv.collection_glob, kv.ops, dl.source_kinds \
-         FROM triggers t \
-         LEFT JOIN kv_trigger_details kv ON kv.trigger_id = t.id \
-         LEFT JOIN dead_letter_trigger_details dl ON dl.trigger_id = t.id "
+                t.updated_at \
+         FROM triggers t "
     };
 }
 
@@ -54,114 +51,73 @@ struct TriggerRow {
     backoff_max_ms: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    collection_glob: Option<String>,
-    ops: Option<Vec<String>>,
-    source_kinds: Option<Vec<String>>,
 }
 
-impl TryFrom<TriggerRow> for Trigger {
-    type Error = RepoError;
-
-    fn try_from(row: TriggerRow) -> Result<Self, Self::Error> {
-        let id = row.id;
-        let bad = |what: &str| corrupt_row(format!("trigger {id} has {what}"));
-        let details = match TriggerKind::parse(&row.kind) {
-            Some(TriggerKind::Kv) => {
-                let glob = row.collection_glob.ok_or_else(|| bad("no kv details"))?;
-                let collection = CollectionGlob::parse(&glob)
-                    .map_err(|e| bad(&format!("a stored glob {glob:?} that is not valid: {e}")))?;
-                let ops = row
-                    .ops
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|op| parse_op(op).ok_or_else(|| bad(&format!("a stored op {op:?}"))))
-                    .collect::<RepoResult<Vec<KvOp>>>()?;
-                TriggerDetails::Kv { collection, ops }.normalized()
-            }
-            Some(TriggerKind::DeadLetter) => {
-                let kinds = row
-                    .source_kinds
-                    .ok_or_else(|| bad("no dead_letter details"))?;
-                let source_kinds = kinds
-                    .iter()
-                    .map(|k| {
-                        TriggerKind::parse(k)
-                            .ok_or_else(|| bad(&format!("a stored source kind {k:?}")))
-                    })
-                    .collect::<RepoResult<Vec<TriggerKind>>>()?;
-                TriggerDetails::DeadLetter { source_kinds }.normalized()
-            }
-            None => return Err(bad(&format!("a stored kind {:?}", row.kind))),
-        };
-        Ok(Self {
-            id: TriggerId::from_uuid(row.id),
-            app_id: AppId::from_uuid(row.app_id),
-            script_id: ScriptId::from_uuid(row.script_id),
-            enabled: row.enabled,
-            registered_by: UserId::from_uuid(row.registered_by_principal),
+impl TriggerRow {
+    fn into_trigger(self, details: &mut HashMap<Uuid, TriggerDetails>) -> RepoResult<Trigger> {
+        let id = self.id;
+        let details = details
+            .remove(&id)
+            .ok_or_else(|| corrupt_row(format!("trigger {id} has no {} details", self.kind)))?;
+        Ok(Trigger {
+            id: TriggerId::from_uuid(self.id),
+            app_id: AppId::from_uuid(self.app_id),
+            script_id: ScriptId::from_uuid(self.script_id),
+            enabled: self.enabled,
+            registered_by: UserId::from_uuid(self.registered_by_principal),
             retry: RetryPolicy {
-                max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
-                base_delay_ms: u64::try_from(row.backoff_base_ms).unwrap_or(0),
-                max_delay_ms: u64::try_from(row.backoff_max_ms).unwrap_or(0),
+                max_attempts: u32::try_from(self.max_attempts).unwrap_or(1),
+                base_delay_ms: u64::try_from(self.backoff_base_ms).unwrap_or(0),
+                max_delay_ms: u64::try_from(self.backoff_max_ms).unwrap_or(0),
             },
             details,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }
 
-fn parse_op(raw: &str) -> Option<KvOp> {
-    [KvOp::Set, KvOp::Delete]
-        .into_iter()
-        .find(|op| op.as_str() == raw)
+/// The triggers of `rows` with their details: one read per kind among them.
+async fn with_details(conn: &mut PgConnection, rows: Vec<TriggerRow>) -> RepoResult<Vec<Trigger>> {
+    let mut by_kind: HashMap<TriggerKind, Vec<Uuid>> = HashMap::new();
+    for row in &rows {
+        let kind = TriggerKind::parse(&row.kind).ok_or_else(|| {
+            corrupt_row(format!(
+                "trigger {} has a stored kind {:?}",
+                row.id, row.kind
+            ))
+        })?;
+        by_kind.entry(kind).or_default().push(row.id);
+    }
+    let mut details = HashMap::new();
+    for (kind, ids) in by_kind {
+        details.extend(kinds::load(conn, kind, &ids).await?);
+    }
+    rows.into_iter()
+        .map(|row| row.into_trigger(&mut details))
+        .collect()
 }
 
 fn millis(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-async fn insert_details(
-    conn: &mut PgConnection,
-    id: TriggerId,
-    details: &TriggerDetails,
-) -> Result<(), sqlx::Error> {
-    match details.clone().normalized() {
-        TriggerDetails::Kv { collection, ops } => {
-            let ops: Vec<&str> = ops.iter().map(KvOp::as_str).collect();
-            sqlx::query(
-                "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops) \
-                 VALUES ($1, $2, $3)",
-            )
-            .bind(id.as_uuid())
-            .bind(collection.as_str())
-            .bind(&ops)
-            .execute(conn)
-            .await?;
-        }
-        TriggerDetails::DeadLetter { source_kinds } => {
-            let kinds: Vec<&str> = source_kinds.iter().map(TriggerKind::as_str).collect();
-            sqlx::query(
-                "INSERT INTO dead_letter_trigger_details (trigger_id, source_kinds) \
-                 VALUES ($1, $2)",
-            )
-            .bind(id.as_uuid())
-            .bind(&kinds)
-            .execute(conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 impl PgTriggerRepository {
     async fn fetch(&self, id: TriggerId) -> RepoResult<Option<Trigger>> {
-        let row: Option<TriggerRow> = sqlx::query_as(concat!(select!(), "WHERE t.id = $1"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.map(Trigger::try_from).transpose()
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        fetch(&mut conn, id).await
+    }
+}
+
+async fn fetch(conn: &mut PgConnection, id: TriggerId) -> RepoResult<Option<Trigger>> {
+    let row: Option<TriggerRow> = sqlx::query_as(concat!(select!(), "WHERE t.id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    match row {
+        Some(row) => Ok(with_details(conn, vec![row]).await?.pop()),
+        None => Ok(None),
     }
 }
 
@@ -209,9 +165,7 @@ impl TriggerRepository for PgTriggerRepository {
                 what: format!("script {} in app {}", new.script_id, new.app_id),
             });
         }
-        insert_details(&mut tx, id, &new.details)
-            .await
-            .map_err(|e| translate(e, violations()))?;
+        new.details.save(&mut tx, id).await?;
         tx.commit().await.map_err(db_error)?;
         self.fetch(id).await?.ok_or_else(|| {
             RepoError::Internal(format!("trigger {id} vanished right after its creation").into())
@@ -249,32 +203,56 @@ impl TriggerRepository for PgTriggerRepository {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
         Ok(Page {
-            items: rows
-                .into_iter()
-                .map(Trigger::try_from)
-                .collect::<RepoResult<_>>()?,
+            items: with_details(&mut conn, rows).await?,
             total: u64::try_from(total).unwrap_or(0),
         })
     }
 
-    #[tracing::instrument(skip(self))]
-    async fn set_enabled(&self, id: TriggerId, enabled: bool) -> RepoResult<Trigger> {
-        let done =
-            sqlx::query("UPDATE triggers SET enabled = $2, updated_at = now() WHERE id = $1")
+    #[tracing::instrument(skip(self, update))]
+    async fn update(&self, id: TriggerId, update: TriggerUpdate) -> RepoResult<Trigger> {
+        let not_found = || RepoError::NotFound {
+            what: format!("trigger {id}"),
+        };
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // The row lock orders concurrent updates of one trigger.
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM triggers WHERE id = $1 FOR UPDATE")
                 .bind(id.as_uuid())
-                .bind(enabled)
-                .execute(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(RepoError::NotFound {
-                what: format!("trigger {id}"),
-            });
+        let kind = kind.ok_or_else(not_found)?;
+        if let Some(details) = &update.details {
+            if details.kind().as_str() != kind {
+                return Err(RepoError::Invalid(format!(
+                    "trigger {id} is a {kind} trigger; its details cannot become {}",
+                    details.kind()
+                )));
+            }
+            details.save(&mut tx, id).await?;
         }
-        self.fetch(id).await?.ok_or_else(|| RepoError::NotFound {
-            what: format!("trigger {id}"),
-        })
+        let retry = update.retry;
+        sqlx::query(
+            "UPDATE triggers SET enabled = coalesce($2, enabled), \
+                 max_attempts = coalesce($3, max_attempts), \
+                 backoff_base_ms = coalesce($4, backoff_base_ms), \
+                 backoff_max_ms = coalesce($5, backoff_max_ms), \
+                 updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(update.enabled)
+        .bind(retry.map(|r| i32::try_from(r.max_attempts).unwrap_or(i32::MAX)))
+        .bind(retry.map(|r| millis(r.base_delay_ms)))
+        .bind(retry.map(|r| millis(r.max_delay_ms)))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let trigger = fetch(&mut tx, id).await?.ok_or_else(not_found)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(trigger)
     }
 
     #[tracing::instrument(skip(self))]
@@ -292,29 +270,10 @@ impl TriggerRepository for PgTriggerRepository {
         Ok(())
     }
 
-    async fn matching_kv(
-        &self,
-        app: AppId,
-        collection: &str,
-        op: KvOp,
-    ) -> RepoResult<Vec<Trigger>> {
-        let rows: Vec<TriggerRow> = sqlx::query_as(concat!(
-            select!(),
-            "WHERE t.app_id = $1 AND t.kind = 'kv' AND t.enabled AND $2 = ANY (kv.ops) ",
-            "ORDER BY t.created_at, t.id"
-        ))
-        .bind(app.as_uuid())
-        .bind(op.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let mut matched = Vec::new();
-        for row in rows {
-            let trigger = Trigger::try_from(row)?;
-            if trigger.details.matches_kv(collection, op) {
-                matched.push(trigger);
-            }
-        }
-        Ok(matched)
+    async fn targets(&self, app: AppId, subject: &EventSubject) -> RepoResult<Vec<Target>> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let targets = kinds::targets(&mut tx, app, subject).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(targets)
     }
 }

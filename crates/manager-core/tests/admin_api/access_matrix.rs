@@ -11,6 +11,7 @@ use picloud_manager_core::access::secrets::generate_token;
 use picloud_manager_core::dead_letters::PgDeadLetterRepository;
 use picloud_manager_core::dead_letters::{DeadLetterRepository, NewDeadLetter};
 use picloud_manager_core::executions::PgExecutionLogRepository;
+use picloud_manager_core::outbox::OutboxSignal;
 use picloud_shared::{AppId, AppRole, CredentialKind, ExecutionId, Scope, ScriptId, TokenId};
 use picloud_shared::{DeadLetterId, TriggerKind};
 use serde_json::{Value, json};
@@ -183,14 +184,11 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             expect(None, S::OK, S::FORBIDDEN),
         ),
         (
-            ("post", "/api/admin/triggers/kv"),
-            hidden_or_forbidden(Some(
-                json!({ "app": "beta", "script": "secret-sauce", "collection": "*" }),
-            )),
-        ),
-        (
-            ("post", "/api/admin/triggers/dead-letter"),
-            hidden_or_forbidden(Some(json!({ "app": "beta", "script": "secret-sauce" }))),
+            ("post", "/api/admin/triggers"),
+            hidden_or_forbidden(Some(json!({
+                "app": "beta", "script": "secret-sauce",
+                "details": { "kind": "kv", "collection": "*" },
+            }))),
         ),
         (
             ("get", "/api/admin/triggers/{id}"),
@@ -201,12 +199,8 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             hidden_or_forbidden(None),
         ),
         (
-            ("post", "/api/admin/triggers/{id}/enable"),
-            hidden_or_forbidden(None),
-        ),
-        (
-            ("post", "/api/admin/triggers/{id}/disable"),
-            hidden_or_forbidden(None),
+            ("patch", "/api/admin/triggers/{id}"),
+            hidden_or_forbidden(Some(json!({ "enabled": false }))),
         ),
         // Dead letters: reading needs `script:read` (the app itself), acting on one needs
         // `triggers:manage`.
@@ -279,13 +273,16 @@ async fn fixture(pool: PgPool) -> Fixture {
     let trigger = app
         .json(
             Method::POST,
-            "/api/admin/triggers/kv",
-            &json!({ "app": "beta", "script": "secret-sauce", "collection": "notes" }),
+            "/api/admin/triggers",
+            &json!({
+                "app": "beta", "script": "secret-sauce",
+                "details": { "kind": "kv", "collection": "notes" },
+            }),
         )
         .await;
     assert_eq!(trigger.status, StatusCode::CREATED, "{}", trigger.body);
     let trigger = trigger.body["id"].as_str().unwrap().to_owned();
-    let dead_letter = PgDeadLetterRepository::new(pool.clone())
+    let dead_letter = PgDeadLetterRepository::new(pool.clone(), OutboxSignal::spawn(pool.clone()))
         .record(NewDeadLetter {
             app_id: beta,
             trigger_id: Some(trigger.parse().unwrap()),

@@ -3,6 +3,7 @@
 use axum::http::{Method, StatusCode};
 use picloud_manager_core::dead_letters::PgDeadLetterRepository;
 use picloud_manager_core::dead_letters::{DeadLetter, DeadLetterRepository, NewDeadLetter};
+use picloud_manager_core::outbox::OutboxSignal;
 use picloud_shared::{AppId, AppRole, ScriptId, TriggerId, TriggerKind};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -26,8 +27,11 @@ async fn shop(pool: PgPool) -> Shop {
     let trigger = app
         .json(
             Method::POST,
-            "/api/admin/triggers/kv",
-            &json!({ "app": "shop", "script": "on-order", "collection": "orders" }),
+            "/api/admin/triggers",
+            &json!({
+                "app": "shop", "script": "on-order",
+                "details": { "kind": "kv", "collection": "orders" },
+            }),
         )
         .await;
     assert_eq!(trigger.status, StatusCode::CREATED, "{}", trigger.body);
@@ -37,7 +41,7 @@ async fn shop(pool: PgPool) -> Shop {
         id,
         script,
         trigger,
-        repo: PgDeadLetterRepository::new(pool.clone()),
+        repo: PgDeadLetterRepository::new(pool.clone(), OutboxSignal::spawn(pool.clone())),
         pool,
     }
 }

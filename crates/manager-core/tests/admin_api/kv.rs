@@ -1,40 +1,11 @@
 //! The KV browser: `/api/admin/apps/{id}/kv/...`.
 
-use std::sync::Mutex;
-
-use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
-use picloud_manager_core::RepoResult;
-use picloud_manager_core::outbox::ServiceEventEmitter;
-use picloud_shared::{AppRole, EventSubject, KvOp, MAX_KV_VALUE_BYTES, Scope, ServiceEvent};
+use picloud_shared::{AppRole, EventSubject, KvOp, MAX_KV_VALUE_BYTES, Scope};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::TestApp;
-
-/// Stands in for the outbox: remembers every event the KV service emits.
-#[derive(Debug, Default)]
-pub(crate) struct RecordingEmitter {
-    events: Mutex<Vec<ServiceEvent>>,
-}
-
-impl RecordingEmitter {
-    fn events(&self) -> Vec<ServiceEvent> {
-        self.events.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl ServiceEventEmitter for RecordingEmitter {
-    async fn emit(&self, _tx: &mut PgConnection, event: &ServiceEvent) -> RepoResult<u64> {
-        self.events.lock().unwrap().push(event.clone());
-        Ok(0)
-    }
-
-    fn rows_committed(&self) {
-        unreachable!("this emitter writes no rows, so there is nothing to announce");
-    }
-}
 
 fn kv(app: impl std::fmt::Display, rest: &str) -> String {
     format!("/api/admin/apps/{app}/kv{rest}")
@@ -51,7 +22,10 @@ fn ops(app: &TestApp) -> Vec<(KvOp, String, String, Option<Value>, u32)> {
                 key,
                 op,
                 value,
-            } = e.subject;
+            } = e.subject
+            else {
+                panic!("the kv service emitted a {} event", e.subject.kind());
+            };
             (op, collection, key, value, e.depth)
         })
         .collect()

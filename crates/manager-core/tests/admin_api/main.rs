@@ -44,6 +44,7 @@ use picloud_manager_core::access::{
     MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
 };
 use picloud_manager_core::kv::PgKvService;
+use picloud_manager_core::outbox::{OutboxSignal, RecordingEmitter};
 use picloud_manager_core::{
     AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
 };
@@ -131,7 +132,7 @@ struct TestApp {
     tokens: Arc<PgTokenRepository>,
     memberships: Arc<PgMembershipRepository>,
     /// Every event the KV service emitted.
-    kv_events: Arc<kv::RecordingEmitter>,
+    kv_events: Arc<RecordingEmitter>,
     apps: Arc<PgAppRepository>,
     admin: TestUser,
     admin_token: String,
@@ -197,7 +198,7 @@ impl TestApp {
             Arc::new(RecordingObserver::default()),
             Arc::new(RecordingObserver::default()),
         ];
-        let kv_events = Arc::new(kv::RecordingEmitter::default());
+        let kv_events = Arc::new(RecordingEmitter::default());
         let state = AdminState {
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
             apps: apps.clone(),
@@ -207,7 +208,10 @@ impl TestApp {
             memberships: memberships.clone(),
             kv: Arc::new(PgKvService::new(pool.clone(), kv_events.clone())),
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
-            dead_letters: Arc::new(PgDeadLetterRepository::new(pool.clone())),
+            dead_letters: Arc::new(PgDeadLetterRepository::new(
+                pool.clone(),
+                OutboxSignal::spawn(pool.clone()),
+            )),
             trigger_defaults: RetryPolicy::default(),
             authenticator: Arc::new(TokenAuthenticator::new(
                 tokens.clone(),

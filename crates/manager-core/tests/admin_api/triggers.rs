@@ -1,4 +1,4 @@
-//! Triggers through the API: registering, listing, switching and deleting them.
+//! Triggers through the API: registering, listing, changing and deleting them.
 
 use axum::http::{Method, StatusCode, header};
 use picloud_manager_core::access::MembershipRepository;
@@ -8,9 +8,9 @@ use sqlx::PgPool;
 
 use crate::{TestApp, script_id};
 
-/// Creates a KV trigger as the admin, asserting it worked.
-async fn kv_trigger(app: &TestApp, body: &Value) -> Value {
-    let reply = app.json(Method::POST, "/api/admin/triggers/kv", body).await;
+/// Creates a trigger as the admin, asserting it worked.
+async fn create_trigger(app: &TestApp, body: &Value) -> Value {
+    let reply = app.json(Method::POST, "/api/admin/triggers", body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     reply.body
 }
@@ -31,8 +31,8 @@ async fn a_kv_trigger_is_created_with_defaults_and_its_location(pool: PgPool) {
     let reply = app
         .json(
             Method::POST,
-            "/api/admin/triggers/kv",
-            &json!({ "script": "on-user", "collection": "users" }),
+            "/api/admin/triggers",
+            &json!({ "script": "on-user", "details": { "kind": "kv", "collection": "users" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -40,15 +40,17 @@ async fn a_kv_trigger_is_created_with_defaults_and_its_location(pool: PgPool) {
     assert_eq!(trigger["kind"], "kv");
     assert_eq!(trigger["script_id"], script["id"]);
     assert_eq!(trigger["app_id"], script["app_id"]);
-    assert_eq!(trigger["collection"], "users");
-    assert_eq!(trigger["ops"], json!(["set", "delete"]));
+    assert_eq!(
+        trigger["details"],
+        json!({ "kind": "kv", "collection": "users", "ops": ["set", "delete"] })
+    );
     assert_eq!(trigger["enabled"], true);
     assert_eq!(trigger["registered_by"], app.admin.id.to_string());
     assert_eq!(
         trigger["retry"],
         json!({ "max_attempts": 5, "base_delay_ms": 1000, "max_delay_ms": 300000 })
     );
-    assert!(trigger.get("source_kinds").is_none(), "{trigger}");
+    assert!(trigger.get("collection").is_none(), "{trigger}");
 
     let location = reply.headers[header::LOCATION].to_str().unwrap();
     assert_eq!(
@@ -67,17 +69,17 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
     let shop_script = app.create_in("shop", "on-order", "1").await;
     let default_script = app.create("elsewhere", "1").await;
 
-    let by_id = kv_trigger(
+    let by_id = create_trigger(
         &app,
         &json!({
-            "app": "shop", "script": shop_script["id"], "collection": "orders:*",
-            "ops": ["delete"], "enabled": false,
-            "retry": { "max_attempts": 2, "base_delay_ms": 10 },
+            "app": "shop", "script": shop_script["id"],
+            "details": { "kind": "kv", "collection": "orders:*", "ops": ["delete"] },
+            "enabled": false, "retry": { "max_attempts": 2, "base_delay_ms": 10 },
         }),
     )
     .await;
     assert_eq!(by_id["script_id"], shop_script["id"]);
-    assert_eq!(by_id["ops"], json!(["delete"]));
+    assert_eq!(by_id["details"]["ops"], json!(["delete"]));
     assert_eq!(by_id["enabled"], false);
     assert_eq!(
         by_id["retry"],
@@ -93,8 +95,8 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
         let reply = app
             .json(
                 Method::POST,
-                "/api/admin/triggers/kv",
-                &json!({ "app": "shop", "script": script, "collection": "*" }),
+                "/api/admin/triggers",
+                &json!({ "app": "shop", "script": script, "details": { "kind": "kv", "collection": "*" } }),
             )
             .await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
@@ -109,8 +111,8 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
     let reply = app
         .json(
             Method::POST,
-            "/api/admin/triggers/kv",
-            &json!({ "app": "nowhere", "script": "on-order", "collection": "*" }),
+            "/api/admin/triggers",
+            &json!({ "app": "nowhere", "script": "on-order", "details": { "kind": "kv", "collection": "*" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -125,56 +127,70 @@ async fn bad_globs_ops_and_retry_policies_are_refused_naming_the_problem(pool: P
     app.create("s", "1").await;
     let cases = [
         (
-            json!({ "script": "s", "collection": "or*ders" }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "or*ders" } }),
             "invalid_glob",
             "collection glob 'or*ders' has a '*' before its end",
         ),
         (
-            json!({ "script": "s", "collection": "" }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "" } }),
             "invalid_glob",
             "collection glob must not be empty",
         ),
         (
-            json!({ "script": "s", "collection": "has space" }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "has space" } }),
             "invalid_glob",
             "may contain only ASCII letters",
         ),
         (
-            json!({ "script": "s", "collection": "*", "ops": [] }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "ops": [] } }),
             "invalid_ops",
             "ops must name at least one of set, delete",
         ),
         (
-            json!({ "script": "s", "collection": "*", "ops": ["upsert"] }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "ops": ["upsert"] } }),
             "invalid_body",
             "unknown variant `upsert`",
         ),
         (
-            json!({ "script": "s", "collection": "*", "retry": { "max_attempts": 0 } }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" },
+                    "retry": { "max_attempts": 0 } }),
             "invalid_retry",
             "retry.max_attempts is 0, expected 1 to 100",
         ),
         (
-            json!({ "script": "s", "collection": "*",
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" },
                     "retry": { "base_delay_ms": 5000, "max_delay_ms": 10 } }),
             "invalid_retry",
             "retry.max_delay_ms (10) must not be below retry.base_delay_ms (5000)",
         ),
         (
-            json!({ "script": "s", "collection": "*", "colour": "red" }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" }, "colour": "red" }),
             "invalid_body",
             "unknown field `colour`",
         ),
         (
-            json!({ "collection": "*" }),
+            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "colour": "red" } }),
+            "invalid_body",
+            "unknown field `colour`",
+        ),
+        (
+            json!({ "details": { "kind": "kv", "collection": "*" } }),
             "invalid_body",
             "missing field `script`",
         ),
+        (
+            json!({ "script": "s", "details": { "kind": "cron", "collection": "*" } }),
+            "invalid_body",
+            "unknown variant `cron`",
+        ),
+        (
+            json!({ "script": "s", "details": { "collection": "*" } }),
+            "invalid_body",
+            "missing field `kind`",
+        ),
     ];
     for (body, code, message) in cases {
-        let reply = app
-            .json(Method::POST, "/api/admin/triggers/kv", &body)
-            .await;
+        let reply = app.json(Method::POST, "/api/admin/triggers", &body).await;
         assert_eq!(
             reply.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -199,14 +215,16 @@ async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) 
     let reply = app
         .json(
             Method::POST,
-            "/api/admin/triggers/dead-letter",
-            &json!({ "script": "on-failure" }),
+            "/api/admin/triggers",
+            &json!({ "script": "on-failure", "details": { "kind": "dead_letter" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.body["kind"], "dead_letter");
-    assert_eq!(reply.body["source_kinds"], json!(["kv"]));
-    assert!(reply.body.get("collection").is_none(), "{}", reply.body);
+    assert_eq!(
+        reply.body["details"],
+        json!({ "kind": "dead_letter", "source_kinds": ["kv"] })
+    );
 
     for (source_kinds, message) in [
         (
@@ -221,8 +239,11 @@ async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) 
         let reply = app
             .json(
                 Method::POST,
-                "/api/admin/triggers/dead-letter",
-                &json!({ "script": "on-failure", "source_kinds": source_kinds }),
+                "/api/admin/triggers",
+                &json!({
+                    "script": "on-failure",
+                    "details": { "kind": "dead_letter", "source_kinds": source_kinds },
+                }),
             )
             .await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -238,24 +259,21 @@ async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool
     let blog = app.add_app("blog").await;
     app.create_in("shop", "s", "1").await;
     app.create_in("blog", "b", "1").await;
-    let shop_kv = kv_trigger(
+    let shop_kv = create_trigger(
         &app,
-        &json!({ "app": "shop", "script": "s", "collection": "*" }),
+        &json!({ "app": "shop", "script": "s", "details": { "kind": "kv", "collection": "*" } }),
     )
     .await;
-    let blog_kv = kv_trigger(
+    let blog_kv = create_trigger(
         &app,
-        &json!({ "app": "blog", "script": "b", "collection": "*" }),
+        &json!({ "app": "blog", "script": "b", "details": { "kind": "kv", "collection": "*" } }),
     )
     .await;
-    let shop_dl = app
-        .json(
-            Method::POST,
-            "/api/admin/triggers/dead-letter",
-            &json!({ "app": "shop", "script": "s" }),
-        )
-        .await
-        .body;
+    let shop_dl = create_trigger(
+        &app,
+        &json!({ "app": "shop", "script": "s", "details": { "kind": "dead_letter" } }),
+    )
+    .await;
 
     let all = app.get("/api/admin/triggers").await;
     assert_eq!(all.status, StatusCode::OK);
@@ -309,38 +327,100 @@ async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn triggers_are_enabled_disabled_and_deleted(pool: PgPool) {
+async fn triggers_are_changed_with_patch_and_deleted(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let script = app.create("s", "1").await;
-    let trigger = kv_trigger(
+    let trigger = create_trigger(
         &app,
-        &json!({ "script": script_id(&script).to_string(), "collection": "*" }),
+        &json!({
+            "script": script_id(&script).to_string(),
+            "details": { "kind": "kv", "collection": "*" },
+        }),
     )
     .await;
     let uri = format!("/api/admin/triggers/{}", trigger["id"].as_str().unwrap());
 
     let disabled = app
-        .json(Method::POST, &format!("{uri}/disable"), &json!({}))
+        .json(Method::PATCH, &uri, &json!({ "enabled": false }))
         .await;
     assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
     assert_eq!(disabled.body["enabled"], false);
     assert_eq!(app.get(&uri).await.body["enabled"], false);
     let enabled = app
-        .send(
-            axum::http::Request::post(format!("{uri}/enable"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
+        .json(Method::PATCH, &uri, &json!({ "enabled": true }))
         .await;
     assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
     assert_eq!(enabled.body["enabled"], true);
+
+    // Retry policy and details change in place: the id, and what points at it, stay.
+    let changed = app
+        .json(
+            Method::PATCH,
+            &uri,
+            &json!({
+                "retry": { "max_attempts": 9 },
+                "details": { "kind": "kv", "collection": "orders:*", "ops": ["delete"] },
+            }),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["id"], trigger["id"]);
+    assert_eq!(changed.body["enabled"], true);
+    assert_eq!(
+        changed.body["retry"],
+        json!({ "max_attempts": 9, "base_delay_ms": 1000, "max_delay_ms": 300000 })
+    );
+    assert_eq!(
+        changed.body["details"],
+        json!({ "kind": "kv", "collection": "orders:*", "ops": ["delete"] })
+    );
+    assert_eq!(app.get(&uri).await.body, changed.body);
+
+    // Refused changes name the problem and change nothing.
+    for (body, code, message) in [
+        (
+            json!({}),
+            "invalid_body",
+            "name at least one of enabled, retry, details",
+        ),
+        (
+            json!({ "details": { "kind": "dead_letter" } }),
+            "invalid_body",
+            "is a kv trigger, its kind cannot change",
+        ),
+        (
+            json!({ "details": { "kind": "kv", "collection": "a*b" } }),
+            "invalid_glob",
+            "has a '*' before its end",
+        ),
+        (
+            json!({ "retry": { "max_attempts": 0 } }),
+            "invalid_retry",
+            "retry.max_attempts is 0",
+        ),
+    ] {
+        let reply = app.json(Method::PATCH, &uri, &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), code, "{body}");
+        assert!(
+            reply.message().contains(message),
+            "{body}: {}",
+            reply.message()
+        );
+    }
+    assert_eq!(app.get(&uri).await.body, changed.body);
 
     let deleted = app.delete(&uri).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     for reply in [
         app.get(&uri).await,
         app.delete(&uri).await,
-        app.json(Method::POST, &format!("{uri}/enable"), &json!({}))
+        app.json(Method::PATCH, &uri, &json!({ "enabled": true }))
             .await,
     ] {
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
@@ -358,7 +438,11 @@ async fn triggers_are_enabled_disabled_and_deleted(pool: PgPool) {
 async fn deleting_the_script_deletes_its_triggers(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let script = app.create("s", "1").await;
-    let trigger = kv_trigger(&app, &json!({ "script": "s", "collection": "*" })).await;
+    let trigger = create_trigger(
+        &app,
+        &json!({ "script": "s", "details": { "kind": "kv", "collection": "*" } }),
+    )
+    .await;
     let reply = app
         .delete(&format!("/api/admin/scripts/{}", script_id(&script)))
         .await;

@@ -1,22 +1,25 @@
-//! The outbox emitter and the dead-letter fan-out, against PostgreSQL: which rows an event
-//! writes, that they exist only if the caller's transaction commits, and how events past
-//! the depth limit are refused.
+//! The outbox emitters: which rows an event writes, on both implementations (the
+//! PostgreSQL `OutboxEmitter` and the in-memory `InMemoryOutbox`, through the same
+//! `ServiceEventEmitter` seam and the same trigger kinds' matchers), that they exist only
+//! if the caller's transaction commits, and how events past the depth limit are refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_manager_core::OutboxSignal;
 use picloud_manager_core::dead_letters::{ListDeadLetters, NewDeadLetter, Resolution};
-use picloud_manager_core::outbox::ServiceEventEmitter;
-use picloud_manager_core::outbox::{OutboxEmitter, dead_letter_payload, fan_out_dead_letter};
+use picloud_manager_core::outbox::{
+    InMemoryOutbox, InMemoryTx, OutboxEmitter, PgTx, ServiceEventEmitter,
+};
 use picloud_shared::{
-    AppId, DeadLetterId, EventSubject, ExecutionId, KvOp, ServiceEvent, TriggerId, TriggerKind,
+    AppId, EventSubject, ExecutionId, KvOp, ServiceEvent, TriggerId, TriggerKind, UnitOfWork,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::{Repos, dead_letter_trigger, kv_trigger};
+use crate::{Backend, Repos, dead_letter_trigger, kv_trigger};
 
 /// One outbox row as a dispatcher would claim it.
 #[derive(Debug, PartialEq, sqlx::FromRow)]
@@ -43,12 +46,6 @@ async fn outbox(pool: &PgPool) -> Vec<Row> {
     .unwrap()
 }
 
-fn triggers_of(rows: &[Row]) -> Vec<TriggerId> {
-    rows.iter()
-        .map(|r| TriggerId::from_uuid(r.trigger_id))
-        .collect()
-}
-
 fn kv_event(app: AppId, collection: &str, op: KvOp, depth: u32) -> ServiceEvent {
     ServiceEvent {
         app_id: app,
@@ -63,17 +60,105 @@ fn kv_event(app: AppId, collection: &str, op: KvOp, depth: u32) -> ServiceEvent 
     }
 }
 
-/// Emits `event` in a transaction of its own that commits.
-async fn emit(pool: &PgPool, emitter: &OutboxEmitter, event: &ServiceEvent) -> u64 {
-    let mut tx = pool.begin().await.unwrap();
-    let written = emitter.emit(&mut tx, event).await.unwrap();
-    tx.commit().await.unwrap();
-    written
+/// An emitter under test, over the repositories of the same backend.
+enum Emitter {
+    Postgres(PgPool, OutboxEmitter),
+    Memory(InMemoryOutbox),
 }
 
-#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(pool: PgPool) {
-    let repos = Repos::postgres(pool.clone());
+impl Emitter {
+    fn over(repos: &Repos, max_depth: u32) -> Self {
+        match &repos.backend {
+            Backend::Postgres(pool) => Self::Postgres(
+                pool.clone(),
+                OutboxEmitter::new(max_depth, OutboxSignal::spawn(pool.clone())),
+            ),
+            Backend::Memory(memory) => Self::Memory(InMemoryOutbox::new(
+                Arc::clone(&memory.triggers),
+                Arc::clone(&memory.dead_letters),
+                max_depth,
+            )),
+        }
+    }
+
+    /// Emits `event` in a unit of work that commits; returns the rows written.
+    async fn emit(&self, event: &ServiceEvent) -> u64 {
+        let before = self.rows().await.len();
+        match self {
+            Self::Postgres(pool, emitter) => {
+                let mut unit = UnitOfWork::new(PgTx::begin(pool).await.unwrap(), emitter);
+                unit.emit(event).await.unwrap();
+                unit.commit().await.unwrap();
+            }
+            Self::Memory(outbox) => {
+                let mut unit = UnitOfWork::new(InMemoryTx::new(), outbox);
+                unit.emit(event).await.unwrap();
+                unit.commit().await.unwrap();
+            }
+        }
+        u64::try_from(self.rows().await.len() - before).unwrap()
+    }
+
+    /// Emits `event` in a unit of work that is dropped uncommitted.
+    async fn emit_rolled_back(&self, event: &ServiceEvent) {
+        match self {
+            Self::Postgres(pool, emitter) => {
+                let mut unit = UnitOfWork::new(PgTx::begin(pool).await.unwrap(), emitter);
+                unit.emit(event).await.unwrap();
+            }
+            Self::Memory(outbox) => {
+                let mut unit = UnitOfWork::new(InMemoryTx::new(), outbox);
+                unit.emit(event).await.unwrap();
+            }
+        }
+    }
+
+    /// `(trigger, script, event, depth, dead letter)` of every committed row, oldest first.
+    async fn rows(&self) -> Vec<(TriggerId, Uuid, Value, u32, Option<Uuid>)> {
+        match self {
+            Self::Postgres(pool, _) => outbox(pool)
+                .await
+                .into_iter()
+                .map(|r| {
+                    (
+                        TriggerId::from_uuid(r.trigger_id),
+                        r.script_id,
+                        r.event,
+                        u32::try_from(r.depth).unwrap(),
+                        r.dead_letter_id,
+                    )
+                })
+                .collect(),
+            Self::Memory(outbox) => outbox
+                .rows()
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.trigger_id,
+                        r.script_id.as_uuid(),
+                        r.event,
+                        r.depth,
+                        r.dead_letter_id.map(|id| id.as_uuid()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    async fn clear(&self) {
+        match self {
+            Self::Postgres(pool, _) => {
+                sqlx::query("DELETE FROM outbox")
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Self::Memory(outbox) => outbox.clear(),
+        }
+    }
+}
+
+pub async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let script = repos.add_script(shop, "on-change").await;
@@ -113,43 +198,46 @@ async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(pool:
     let blog_all = create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set])).await;
     create(dead_letter_trigger(shop, &script, user)).await;
 
-    let emitter = OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone()));
+    let emitter = Emitter::over(&repos, 8);
     let event = kv_event(shop, "orders:2024", KvOp::Set, 3);
-    assert_eq!(emit(&pool, &emitter, &event).await, 3);
+    assert_eq!(emitter.emit(&event).await, 3);
 
-    let rows = outbox(&pool).await;
-    assert_eq!(triggers_of(&rows), vec![all.id, prefix.id, exact.id]);
-    for row in &rows {
-        assert_eq!(row.app_id, shop.as_uuid());
-        assert_eq!(row.event, event.payload());
-        assert_eq!(row.depth, 3);
-        assert_eq!(row.attempts, 0);
-        assert_eq!(row.dead_letter_id, None);
-        assert!(row.due, "a new row is due at once");
-        assert!(!row.claimed);
+    let rows = emitter.rows().await;
+    let triggers: Vec<TriggerId> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(triggers, vec![all.id, prefix.id, exact.id]);
+    for (_, _, payload, depth, dead_letter) in &rows {
+        assert_eq!(payload, &event.payload());
+        assert_eq!(*depth, 3);
+        assert_eq!(*dead_letter, None);
     }
     // Each row runs its own trigger's script.
-    assert_eq!(rows[1].script_id, other_script.id.as_uuid());
-    assert_eq!(rows[0].script_id, script.id.as_uuid());
-    assert!(!triggers_of(&rows).contains(&deletes_only.id));
-    assert!(!triggers_of(&rows).contains(&blog_all.id));
+    assert_eq!(rows[1].1, other_script.id.as_uuid());
+    assert_eq!(rows[0].1, script.id.as_uuid());
+    assert!(!triggers.contains(&deletes_only.id));
+    assert!(!triggers.contains(&blog_all.id));
+    if let Backend::Postgres(pool) = &repos.backend {
+        for row in outbox(pool).await {
+            assert_eq!(row.app_id, shop.as_uuid());
+            assert_eq!(row.attempts, 0);
+            assert!(row.due, "a new row is due at once");
+            assert!(!row.claimed);
+        }
+    }
 
     // A delete reaches the delete-watching triggers instead.
-    sqlx::query("DELETE FROM outbox")
-        .execute(&pool)
-        .await
-        .unwrap();
+    emitter.clear().await;
     let delete = kv_event(shop, "orders:2024", KvOp::Delete, 1);
-    assert_eq!(emit(&pool, &emitter, &delete).await, 2);
-    let rows = outbox(&pool).await;
-    assert_eq!(triggers_of(&rows), vec![all.id, deletes_only.id]);
-    assert_eq!(rows[0].event["op"], "delete");
-    assert_eq!(rows[0].event["value"], Value::Null);
+    assert_eq!(emitter.emit(&delete).await, 2);
+    let rows = emitter.rows().await;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![all.id, deletes_only.id]
+    );
+    assert_eq!(rows[0].2["op"], "delete");
+    assert_eq!(rows[0].2["value"], Value::Null);
 }
 
-#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn an_event_no_trigger_matches_writes_nothing(pool: PgPool) {
-    let repos = Repos::postgres(pool.clone());
+pub async fn an_event_no_trigger_matches_writes_nothing(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let blog_script = repos.add_script(blog, "b").await;
@@ -159,13 +247,20 @@ async fn an_event_no_trigger_matches_writes_nothing(pool: PgPool) {
         .create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set]))
         .await
         .unwrap();
-    let emitter = OutboxEmitter::new(8, OutboxSignal::spawn(pool.clone()));
+    let emitter = Emitter::over(&repos, 8);
     // App A's events never reach app B's triggers.
     assert_eq!(
-        emit(&pool, &emitter, &kv_event(shop, "users", KvOp::Set, 1)).await,
+        emitter.emit(&kv_event(shop, "users", KvOp::Set, 1)).await,
         0
     );
-    assert!(outbox(&pool).await.is_empty());
+    assert!(emitter.rows().await.is_empty());
+    emitter
+        .emit_rolled_back(&kv_event(blog, "users", KvOp::Set, 1))
+        .await;
+    assert!(
+        emitter.rows().await.is_empty(),
+        "a rolled-back event left rows"
+    );
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -184,9 +279,9 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     listener.listen("picloud_outbox").await.unwrap();
 
     let event = kv_event(shop, "users", KvOp::Set, 1);
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = PgTx::begin(&pool).await.unwrap();
     assert_eq!(emitter.emit(&mut tx, &event).await.unwrap(), 1);
-    tx.rollback().await.unwrap();
+    drop(tx);
     assert!(
         outbox(&pool).await.is_empty(),
         "a rolled-back event left rows"
@@ -194,11 +289,11 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     let woken = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
     assert!(woken.is_err(), "a rolled-back event woke the dispatchers");
 
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = PgTx::begin(&pool).await.unwrap();
     assert_eq!(emitter.emit(&mut tx, &event).await.unwrap(), 1);
     // Not visible, and not announced, before the commit.
     assert!(outbox(&pool).await.is_empty());
-    tx.commit().await.unwrap();
+    picloud_shared::Transaction::commit(tx).await.unwrap();
     assert_eq!(outbox(&pool).await.len(), 1);
     // The commit itself takes no notification lock: the service announces afterwards.
     let woken = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
@@ -209,9 +304,7 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     assert_eq!(notification.channel(), "picloud_outbox");
 }
 
-#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(pool: PgPool) {
-    let repos = Repos::postgres(pool.clone());
+pub async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let script = repos.add_script(shop, "s").await;
     let user = repos.add_user("ada").await;
@@ -222,22 +315,19 @@ async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(pool: 
             .await
             .unwrap();
     }
-    let emitter = OutboxEmitter::new(3, OutboxSignal::spawn(pool.clone()));
+    let emitter = Emitter::over(&repos, 3);
 
     // At the limit: still delivered.
     assert_eq!(
-        emit(&pool, &emitter, &kv_event(shop, "users", KvOp::Set, 3)).await,
+        emitter.emit(&kv_event(shop, "users", KvOp::Set, 3)).await,
         2
     );
-    sqlx::query("DELETE FROM outbox")
-        .execute(&pool)
-        .await
-        .unwrap();
+    emitter.clear().await;
 
     // Past it: no rows, one dead letter however many triggers matched.
     let event = kv_event(shop, "users", KvOp::Set, 4);
-    assert_eq!(emit(&pool, &emitter, &event).await, 0);
-    assert!(outbox(&pool).await.is_empty());
+    assert_eq!(emitter.emit(&event).await, 0);
+    assert!(emitter.rows().await.is_empty());
     let letters = repos
         .dead_letters
         .list(ListDeadLetters {
@@ -261,15 +351,11 @@ async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(pool: 
     assert_eq!(repos.dead_letters.count_unresolved(shop).await.unwrap(), 1);
 
     // The refusal is part of the caller's transaction too.
-    let mut tx = pool.begin().await.unwrap();
-    emitter.emit(&mut tx, &event).await.unwrap();
-    tx.rollback().await.unwrap();
+    emitter.emit_rolled_back(&event).await;
     assert_eq!(repos.dead_letters.count_unresolved(shop).await.unwrap(), 1);
 }
 
-#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn a_deep_event_nothing_watches_is_not_a_dead_letter(pool: PgPool) {
-    let repos = Repos::postgres(pool.clone());
+pub async fn a_deep_event_nothing_watches_is_not_a_dead_letter(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let script = repos.add_script(shop, "s").await;
     let user = repos.add_user("ada").await;
@@ -278,18 +364,16 @@ async fn a_deep_event_nothing_watches_is_not_a_dead_letter(pool: PgPool) {
         .create(kv_trigger(shop, &script, user, "orders", &[KvOp::Set]))
         .await
         .unwrap();
-    let emitter = OutboxEmitter::new(3, OutboxSignal::spawn(pool.clone()));
+    let emitter = Emitter::over(&repos, 3);
     assert_eq!(
-        emit(&pool, &emitter, &kv_event(shop, "users", KvOp::Set, 9)).await,
+        emitter.emit(&kv_event(shop, "users", KvOp::Set, 9)).await,
         0
     );
     assert_eq!(repos.dead_letters.count_unresolved(shop).await.unwrap(), 0);
-    assert!(outbox(&pool).await.is_empty());
+    assert!(emitter.rows().await.is_empty());
 }
 
-#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-async fn a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers(pool: PgPool) {
-    let repos = Repos::postgres(pool.clone());
+pub async fn a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let failing = repos.add_script(shop, "failing").await;
@@ -333,58 +417,50 @@ async fn a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers(pool: P
         })
         .await
         .unwrap();
-    let payload = dead_letter_payload(
-        letter.id,
-        letter.trigger_id,
-        letter.script_id,
-        &letter.event,
-        letter.attempts,
-        &letter.last_error,
-    );
+    let dead_letter_event = |source_kind| ServiceEvent {
+        app_id: shop,
+        subject: EventSubject::DeadLetter {
+            dead_letter_id: letter.id,
+            source_kind,
+            trigger_id: letter.trigger_id,
+            script_id: letter.script_id,
+            event: letter.event.clone(),
+            attempts: letter.attempts,
+            last_error: letter.last_error.clone(),
+        },
+        depth: letter.depth,
+        causation_id: None,
+    };
+    let event = dead_letter_event(TriggerKind::Kv);
+    let payload = event.payload();
     assert_eq!(
         payload,
         json!({
-            "kind": "dead_letter", "dead_letter_id": letter.id, "trigger_id": kv.id,
-            "script_id": failing.id, "event": original, "attempts": 5, "last_error": "boom",
+            "kind": "dead_letter", "dead_letter_id": letter.id, "source_kind": "kv",
+            "trigger_id": kv.id, "script_id": failing.id, "event": original, "attempts": 5,
+            "last_error": "boom", "app_id": shop, "depth": 2, "causation_id": null,
         })
     );
 
-    let mut tx = pool.begin().await.unwrap();
-    let written = fan_out_dead_letter(
-        &mut tx,
-        letter.id.as_uuid(),
-        shop,
-        TriggerKind::Kv,
-        letter.depth,
-        &payload,
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(written, 1);
-    let rows = outbox(&pool).await;
-    assert_eq!(triggers_of(&rows), vec![on_failure.id]);
-    assert_eq!(rows[0].script_id, handler.id.as_uuid());
-    assert_eq!(rows[0].dead_letter_id, Some(letter.id.as_uuid()));
-    assert_eq!(rows[0].event, payload);
-    assert_eq!(rows[0].depth, 2);
-    assert_eq!(rows[0].attempts, 0);
+    let emitter = Emitter::over(&repos, 8);
+    assert_eq!(emitter.emit(&event).await, 1);
+    let rows = emitter.rows().await;
+    assert_eq!(rows.len(), 1);
+    let (trigger, script, event_seen, depth, dead_letter) = &rows[0];
+    assert_eq!(*trigger, on_failure.id);
+    assert_eq!(*script, handler.id.as_uuid());
+    assert_eq!(*dead_letter, Some(letter.id.as_uuid()));
+    assert_eq!(event_seen, &payload);
+    assert_eq!(*depth, 2);
 
     // A failed handler's own failure is never handed to a handler again.
-    let mut tx = pool.begin().await.unwrap();
-    let written = fan_out_dead_letter(
-        &mut tx,
-        DeadLetterId::new().as_uuid(),
-        shop,
-        TriggerKind::DeadLetter,
-        2,
-        &payload,
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(written, 0);
-    assert_eq!(outbox(&pool).await.len(), 1);
+    assert_eq!(
+        emitter
+            .emit(&dead_letter_event(TriggerKind::DeadLetter))
+            .await,
+        0
+    );
+    assert_eq!(emitter.rows().await.len(), 1);
     // Fanning out resolves nothing: the handler's outcome will.
     let read = repos.dead_letters.get(letter.id).await.unwrap().unwrap();
     assert_eq!(read.resolution, None::<Resolution>);

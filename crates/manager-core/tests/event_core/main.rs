@@ -18,6 +18,8 @@ mod triggers;
 
 use std::sync::Arc;
 
+use picloud_manager_core::outbox::OutboxSignal;
+use picloud_manager_core::triggers::kinds::{DeadLetterDetails, KvDetails, KvOps, SourceKinds};
 use picloud_manager_core::{ExecutionLogRepository, NewScript, ScriptRepository};
 use picloud_manager_core::{
     access::PgUserRepository, dead_letters::PgDeadLetterRepository,
@@ -91,7 +93,10 @@ impl Repos {
     pub fn postgres(pool: PgPool) -> Self {
         Self {
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
-            dead_letters: Arc::new(PgDeadLetterRepository::new(pool.clone())),
+            dead_letters: Arc::new(PgDeadLetterRepository::new(
+                pool.clone(),
+                OutboxSignal::spawn(pool.clone()),
+            )),
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
             users: Arc::new(PgUserRepository::new(pool.clone())),
             executions: Arc::new(PgExecutionLogRepository::new(pool.clone())),
@@ -221,10 +226,10 @@ pub fn kv_trigger(
         enabled: true,
         registered_by: user,
         retry: RetryPolicy::default(),
-        details: TriggerDetails::Kv {
+        details: TriggerDetails::Kv(KvDetails {
             collection: CollectionGlob::parse(glob).unwrap(),
-            ops: ops.to_vec(),
-        },
+            ops: KvOps::new(ops).unwrap(),
+        }),
     }
 }
 
@@ -236,9 +241,9 @@ pub fn dead_letter_trigger(app: AppId, script: &Script, user: UserId) -> NewTrig
         enabled: true,
         registered_by: user,
         retry: RetryPolicy::default(),
-        details: TriggerDetails::DeadLetter {
-            source_kinds: vec![TriggerKind::Kv],
-        },
+        details: TriggerDetails::DeadLetter(DeadLetterDetails {
+            source_kinds: SourceKinds::new(&[TriggerKind::Kv]).unwrap(),
+        }),
     }
 }
 
@@ -278,8 +283,9 @@ suite!(
     triggers::a_missing_user_is_not_found,
     triggers::lists_are_filtered_by_app_and_kind_and_paged_oldest_first,
     triggers::set_enabled_switches_a_trigger,
+    triggers::update_replaces_retry_and_details_of_the_same_kind_only,
     triggers::delete_removes_a_trigger,
-    triggers::matching_kv_picks_this_apps_enabled_triggers_by_glob_and_op,
+    triggers::targets_are_this_apps_enabled_triggers_the_kinds_matcher_accepts,
     triggers::deleting_the_script_or_the_user_deletes_their_triggers,
     dead_letters::a_recorded_dead_letter_reads_back_unresolved,
     dead_letters::lists_are_newest_first_filtered_and_paged_by_cursor,
@@ -291,4 +297,9 @@ suite!(
     dead_letters::actions_on_a_missing_dead_letter_are_not_found,
     dead_letters::prune_deletes_only_dead_letters_resolved_before_the_cutoff,
     executions::a_triggered_run_reads_back_with_its_trigger,
+    emitter::a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only,
+    emitter::an_event_no_trigger_matches_writes_nothing,
+    emitter::an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter,
+    emitter::a_deep_event_nothing_watches_is_not_a_dead_letter,
+    emitter::a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers,
 );

@@ -1,8 +1,13 @@
 //! The `TriggerRepository` suite.
 
 use picloud_manager_core::RepoError;
-use picloud_manager_core::triggers::{ListTriggers, TriggerDetails};
-use picloud_shared::{AppId, KvOp, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
+use picloud_manager_core::triggers::kinds::{DeadLetterDetails, KvDetails, KvOps, SourceKinds};
+use picloud_manager_core::triggers::{ListTriggers, Target, TriggerDetails, TriggerUpdate};
+use picloud_shared::{
+    AppId, CollectionGlob, DeadLetterId, EventSubject, KvOp, RetryPolicy, ScriptId, TriggerId,
+    TriggerKind, UserId,
+};
+use serde_json::json;
 
 use crate::{Repos, dead_letter_trigger, ids, kv_trigger};
 
@@ -26,10 +31,10 @@ pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
     assert_eq!(created.retry, retry);
     assert_eq!(created.kind(), TriggerKind::Kv);
     match &created.details {
-        TriggerDetails::Kv { collection, ops } => {
+        TriggerDetails::Kv(KvDetails { collection, ops }) => {
             assert_eq!(collection.as_str(), "orders:*");
             // Always handed back in the order set, delete.
-            assert_eq!(ops, &[KvOp::Set, KvOp::Delete]);
+            assert_eq!(ops.as_slice(), &[KvOp::Set, KvOp::Delete]);
         }
         other => panic!("expected kv details, got {other:?}"),
     }
@@ -50,9 +55,9 @@ pub async fn a_dead_letter_trigger_reads_back_with_its_source_kinds(repos: Repos
     assert_eq!(created.kind(), TriggerKind::DeadLetter);
     assert_eq!(
         created.details,
-        TriggerDetails::DeadLetter {
-            source_kinds: vec![TriggerKind::Kv]
-        }
+        TriggerDetails::DeadLetter(DeadLetterDetails {
+            source_kinds: SourceKinds::new(&[TriggerKind::Kv]).unwrap()
+        })
     );
     assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(created));
 }
@@ -207,6 +212,64 @@ pub async fn set_enabled_switches_a_trigger(repos: Repos) {
     }
 }
 
+pub async fn update_replaces_retry_and_details_of_the_same_kind_only(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "s").await;
+    let user = repos.add_user("ada").await;
+    let created = repos
+        .triggers
+        .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let retry = RetryPolicy {
+        max_attempts: 7,
+        base_delay_ms: 5,
+        max_delay_ms: 50,
+    };
+    let details = TriggerDetails::Kv(KvDetails {
+        collection: CollectionGlob::parse("orders:*").unwrap(),
+        ops: KvOps::new(&[KvOp::Delete]).unwrap(),
+    });
+    let updated = repos
+        .triggers
+        .update(
+            created.id,
+            TriggerUpdate {
+                enabled: None,
+                retry: Some(retry),
+                details: Some(details.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.retry, retry);
+    assert_eq!(updated.details, details);
+    assert!(updated.enabled, "what the update does not name stays");
+    assert_eq!(
+        repos.triggers.get(created.id).await.unwrap(),
+        Some(updated.clone())
+    );
+
+    // A kind never changes: details of another kind are refused and nothing changes.
+    let err = repos
+        .triggers
+        .update(
+            created.id,
+            TriggerUpdate {
+                enabled: Some(false),
+                retry: None,
+                details: Some(TriggerDetails::DeadLetter(DeadLetterDetails {
+                    source_kinds: SourceKinds::new(&[TriggerKind::Kv]).unwrap(),
+                })),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Invalid(_)), "{err:?}");
+    assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(updated));
+}
+
 pub async fn delete_removes_a_trigger(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "s").await;
@@ -222,7 +285,20 @@ pub async fn delete_removes_a_trigger(repos: Repos) {
     assert!(matches!(err, RepoError::NotFound { .. }), "{err:?}");
 }
 
-pub async fn matching_kv_picks_this_apps_enabled_triggers_by_glob_and_op(repos: Repos) {
+fn kv_change(collection: &str, op: KvOp) -> EventSubject {
+    EventSubject::Kv {
+        collection: collection.to_owned(),
+        key: "k".to_owned(),
+        op,
+        value: None,
+    }
+}
+
+fn targets_of(targets: &[Target]) -> Vec<TriggerId> {
+    targets.iter().map(|t| t.trigger_id).collect()
+}
+
+pub async fn targets_are_this_apps_enabled_triggers_the_kinds_matcher_accepts(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let script = repos.add_script(shop, "s").await;
@@ -247,36 +323,57 @@ pub async fn matching_kv_picks_this_apps_enabled_triggers_by_glob_and_op(repos: 
     let off = create(kv_trigger(shop, &script, user, "*", &[KvOp::Set])).await;
     repos.triggers.set_enabled(off.id, false).await.unwrap();
     let elsewhere = create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set])).await;
-    // Not a KV trigger at all.
-    create(dead_letter_trigger(shop, &script, user)).await;
+    // Not a KV trigger at all: it sees only dead letters.
+    let handler = create(dead_letter_trigger(shop, &script, user)).await;
 
     let set = repos
         .triggers
-        .matching_kv(shop, "orders:2024", KvOp::Set)
+        .targets(shop, &kv_change("orders:2024", KvOp::Set))
         .await
         .unwrap();
-    assert_eq!(ids(&set), vec![all.id, prefix.id, exact.id]);
+    assert_eq!(targets_of(&set), vec![all.id, prefix.id, exact.id]);
 
     let delete = repos
         .triggers
-        .matching_kv(shop, "orders:2024", KvOp::Delete)
+        .targets(shop, &kv_change("orders:2024", KvOp::Delete))
         .await
         .unwrap();
-    assert_eq!(ids(&delete), vec![all.id, deletes.id]);
+    assert_eq!(targets_of(&delete), vec![all.id, deletes.id]);
 
     let users = repos
         .triggers
-        .matching_kv(shop, "users", KvOp::Set)
+        .targets(shop, &kv_change("users", KvOp::Set))
         .await
         .unwrap();
-    assert_eq!(ids(&users), vec![all.id, other.id]);
+    assert_eq!(targets_of(&users), vec![all.id, other.id]);
 
     let blog_set = repos
         .triggers
-        .matching_kv(blog, "orders:2024", KvOp::Set)
+        .targets(blog, &kv_change("orders:2024", KvOp::Set))
         .await
         .unwrap();
-    assert_eq!(ids(&blog_set), vec![elsewhere.id]);
+    assert_eq!(targets_of(&blog_set), vec![elsewhere.id]);
+
+    let dead_letter = EventSubject::DeadLetter {
+        dead_letter_id: DeadLetterId::new(),
+        source_kind: TriggerKind::Kv,
+        trigger_id: Some(all.id),
+        script_id: Some(script.id),
+        event: json!({ "kind": "kv" }),
+        attempts: 3,
+        last_error: "boom".to_owned(),
+    };
+    let handlers = repos.triggers.targets(shop, &dead_letter).await.unwrap();
+    assert_eq!(targets_of(&handlers), vec![handler.id]);
+    assert_eq!(handlers[0].script_id, script.id);
+    assert!(
+        repos
+            .triggers
+            .targets(blog, &dead_letter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn deleting_the_script_or_the_user_deletes_their_triggers(repos: Repos) {
@@ -308,4 +405,66 @@ pub async fn deleting_the_script_or_the_user_deletes_their_triggers(repos: Repos
     assert_eq!(repos.triggers.get(of_user.id).await.unwrap(), None);
     let left = repos.triggers.list(list(None, None)).await.unwrap();
     assert_eq!(ids(&left.items), vec![survivor.id]);
+}
+
+/// Layout E is structural: a details row can only belong to a trigger of its own kind, and
+/// a trigger's kind must be a registered one.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_schema_refuses_details_of_another_kind_and_unknown_kinds(pool: sqlx::PgPool) {
+    let repos = Repos::postgres(pool.clone());
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "s").await;
+    let user = repos.add_user("ada").await;
+    let handler = repos
+        .triggers
+        .create(dead_letter_trigger(app, &script, user))
+        .await
+        .unwrap();
+    let err = sqlx::query(
+        "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops) \
+         VALUES ($1, '*', ARRAY['set'])",
+    )
+    .bind(handler.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let constraint = err.as_database_error().and_then(|e| e.constraint());
+    assert_eq!(constraint, Some("kv_trigger_details_trigger_fkey"), "{err}");
+    let err = sqlx::query(
+        "INSERT INTO kv_trigger_details (trigger_id, kind, collection_glob, ops) \
+         VALUES ($1, 'dead_letter', '*', ARRAY['set'])",
+    )
+    .bind(handler.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let constraint = err.as_database_error().and_then(|e| e.constraint());
+    assert_eq!(constraint, Some("kv_trigger_details_kind_check"), "{err}");
+
+    let err = sqlx::query(
+        "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal, \
+                               max_attempts, backoff_base_ms, backoff_max_ms) \
+         VALUES ($1, $2, 'cron', $3, $4, 1, 0, 0)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(app.as_uuid())
+    .bind(script.id.as_uuid())
+    .bind(user.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    let constraint = err.as_database_error().and_then(|e| e.constraint());
+    assert_eq!(constraint, Some("triggers_kind_fkey"), "{err}");
+    // Nor can a trigger change kind under its details.
+    let err = sqlx::query("UPDATE triggers SET kind = 'kv' WHERE id = $1")
+        .bind(handler.id.as_uuid())
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    let constraint = err.as_database_error().and_then(|e| e.constraint());
+    assert_eq!(
+        constraint,
+        Some("dead_letter_trigger_details_trigger_fkey"),
+        "{err}"
+    );
 }

@@ -12,36 +12,15 @@ mod postgres_only;
 mod suite;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use picloud_manager_core::RepoResult;
-use picloud_manager_core::kv::InMemoryKvService;
-use picloud_manager_core::kv::PgKvService;
-use picloud_manager_core::outbox::ServiceEventEmitter;
+use picloud_manager_core::kv::{InMemoryKvService, PgKvService};
+use picloud_manager_core::outbox::RecordingEmitter;
 use picloud_shared::{
     AppId, AppRole, CollectionName, CredentialKind, ExecutionId, KvKey, KvService, Principal,
     Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,
 };
-use sqlx::{PgConnection, PgPool};
-
-/// Stands in for the outbox: remembers every event emitted, without writing anything.
-#[derive(Debug, Default)]
-pub struct RecordingEmitter {
-    events: Mutex<Vec<ServiceEvent>>,
-}
-
-#[async_trait]
-impl ServiceEventEmitter for RecordingEmitter {
-    async fn emit(&self, _tx: &mut PgConnection, event: &ServiceEvent) -> RepoResult<u64> {
-        self.events.lock().unwrap().push(event.clone());
-        Ok(0)
-    }
-
-    fn rows_committed(&self) {
-        unreachable!("this emitter writes no rows, so there is nothing to announce");
-    }
-}
+use sqlx::PgPool;
 
 /// A service under test and what it emitted.
 #[expect(
@@ -50,23 +29,22 @@ impl ServiceEventEmitter for RecordingEmitter {
 )]
 pub struct Kv {
     pub service: Arc<dyn KvService>,
+    emitter: Arc<RecordingEmitter>,
     backend: Backend,
 }
 
 enum Backend {
-    Memory(Arc<InMemoryKvService>),
-    Postgres {
-        pool: PgPool,
-        emitter: Arc<RecordingEmitter>,
-    },
+    Memory,
+    Postgres { pool: PgPool },
 }
 
 impl Kv {
     pub fn in_memory() -> Self {
-        let service = Arc::new(InMemoryKvService::new());
+        let emitter = Arc::new(RecordingEmitter::default());
         Self {
-            service: service.clone(),
-            backend: Backend::Memory(service),
+            service: Arc::new(InMemoryKvService::new(emitter.clone())),
+            emitter,
+            backend: Backend::Memory,
         }
     }
 
@@ -74,22 +52,20 @@ impl Kv {
         let emitter = Arc::new(RecordingEmitter::default());
         Self {
             service: Arc::new(PgKvService::new(pool.clone(), emitter.clone())),
-            backend: Backend::Postgres { pool, emitter },
+            emitter,
+            backend: Backend::Postgres { pool },
         }
     }
 
     /// Every event emitted so far, oldest first.
     pub fn events(&self) -> Vec<ServiceEvent> {
-        match &self.backend {
-            Backend::Memory(service) => service.events(),
-            Backend::Postgres { emitter, .. } => emitter.events.lock().unwrap().clone(),
-        }
+        self.emitter.events()
     }
 
     /// An app to keep entries in (a row in `apps` for PostgreSQL).
     pub async fn add_app(&self, slug: &str) -> AppId {
         let id = AppId::new();
-        if let Backend::Postgres { pool, .. } = &self.backend {
+        if let Backend::Postgres { pool } = &self.backend {
             sqlx::query("INSERT INTO apps (id, slug, name) VALUES ($1, $2, 'Test app')")
                 .bind(id.as_uuid())
                 .bind(slug)

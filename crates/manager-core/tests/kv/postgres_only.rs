@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use picloud_manager_core::RepoError;
 use picloud_manager_core::kv::PgKvService;
-use picloud_manager_core::outbox::ServiceEventEmitter;
-use picloud_manager_core::{RepoError, RepoResult};
+use picloud_manager_core::outbox::{PgTx, RecordingEmitter, ServiceEventEmitter};
 use picloud_shared::{AppId, KvService, ServiceError, ServiceEvent};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
-use crate::{Kv, RecordingEmitter, coll, key, script_ctx};
+use crate::{Kv, coll, key, script_ctx};
 
 /// What each test emitter does after writing its row.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,10 @@ const VALUE_OF: &str =
 async fn value_of(conn: impl sqlx::PgExecutor<'_>, event: &ServiceEvent) -> Option<Value> {
     let picloud_shared::EventSubject::Kv {
         collection, key, ..
-    } = &event.subject;
+    } = &event.subject
+    else {
+        panic!("the kv service emitted a {} event", event.subject.kind());
+    };
     sqlx::query_scalar::<_, sqlx::types::Json<Value>>(VALUE_OF)
         .bind(event.app_id.as_uuid())
         .bind(collection)
@@ -64,21 +67,23 @@ async fn value_of(conn: impl sqlx::PgExecutor<'_>, event: &ServiceEvent) -> Opti
 }
 
 #[async_trait]
-impl ServiceEventEmitter for TableEmitter {
-    async fn emit(&self, tx: &mut PgConnection, event: &ServiceEvent) -> RepoResult<u64> {
-        let inside = value_of(&mut *tx, event).await;
+impl ServiceEventEmitter<PgTx> for TableEmitter {
+    async fn emit(&self, tx: &mut PgTx, event: &ServiceEvent) -> Result<u64, ServiceError> {
+        let inside = value_of(&mut **tx, event).await;
         let outside = value_of(&self.pool, event).await;
         self.seen.lock().unwrap().push((inside, outside));
         sqlx::query("INSERT INTO test_events (event) VALUES ($1)")
             .bind(sqlx::types::Json(event.payload()))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .unwrap();
-        match self.then {
-            Then::Succeed => Ok(1),
-            Then::Fail => Err(RepoError::Internal("the outbox refused the event".into())),
-            Then::FailUnavailable => Err(RepoError::Unavailable(sqlx::Error::PoolTimedOut)),
-        }
+        // Failures come as the repository layer reports them, through its one translation.
+        let failure = match self.then {
+            Then::Succeed => return Ok(1),
+            Then::Fail => RepoError::Internal("the outbox refused the event".into()),
+            Then::FailUnavailable => RepoError::Unavailable(Box::new(sqlx::Error::PoolTimedOut)),
+        };
+        Err(failure.into_service_error("emitting a kv event"))
     }
 
     fn rows_committed(&self) {

@@ -18,7 +18,10 @@ fn changes(events: &[ServiceEvent]) -> Vec<(KvOp, String, String, Option<Value>)
                 key,
                 op,
                 value,
-            } = &e.subject;
+            } = &e.subject
+            else {
+                panic!("the kv service emitted a {} event", e.subject.kind());
+            };
             (*op, collection.clone(), key.clone(), value.clone())
         })
         .collect()
