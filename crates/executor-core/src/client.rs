@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::config::{ConfigError, EnvLookup};
+use picloud_shared::seams::too_late;
 use picloud_shared::{
     CompileError, ExecutionError, ExecutionReport, ExecutionRequest, ExecutorClient,
     SandboxCeiling, SandboxLimits, Script, ScriptChangeObserver, ScriptId, ScriptValidator,
@@ -225,12 +226,13 @@ impl ExecutorClient for LocalExecutorClient {
     async fn execute_batch(
         &self,
         requests: Vec<ExecutionRequest>,
-        start_by: Option<Instant>,
+        start_within: Option<Duration>,
     ) -> Vec<Option<ExecutionReport>> {
         if requests.len() < 2 {
             // Nothing to save: the single path, with its own backstop.
-            return picloud_shared::seams::execute_each(self, requests, start_by).await;
+            return picloud_shared::seams::execute_each(self, requests, start_within).await;
         }
+        let called = Instant::now();
         let permit = match self.inner.gate.acquire().await {
             Ok(permit) => permit,
             Err(err) => {
@@ -261,8 +263,9 @@ impl ExecutorClient for LocalExecutorClient {
         let worker_progress = Arc::clone(&progress);
         let submitted = self.inner.workers.submit(Box::new(move || {
             for (request, limits) in &runs {
-                let late = start_by.is_some_and(|by| Instant::now() > by);
-                if late || worker_progress.cancelled.load(Ordering::Acquire) {
+                if too_late(called, start_within)
+                    || worker_progress.cancelled.load(Ordering::Acquire)
+                {
                     worker_progress.push(None);
                     continue;
                 }

@@ -287,18 +287,17 @@ async fn a_batch_runs_in_order_on_one_worker_and_reports_each_run() {
 }
 
 #[tokio::test]
-async fn a_batch_starts_no_run_after_its_start_by() {
+async fn a_batch_starts_no_run_after_its_start_budget() {
     let client = client();
-    let past = std::time::Instant::now();
     let reports = client
         .execute_batch(
             vec![request(script("1"), None), request(script("2"), None)],
-            Some(past),
+            Some(Duration::ZERO),
         )
         .await;
     assert!(reports.iter().all(Option::is_none), "{reports:?}");
 
-    let soon = std::time::Instant::now() + Duration::from_millis(100);
+    let soon = Duration::from_millis(100);
     let reports = client
         .execute_batch(
             vec![

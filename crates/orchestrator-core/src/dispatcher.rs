@@ -389,8 +389,7 @@ async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
             return;
         };
         // A zero allowance means no row waits: there is no start deadline to keep.
-        let start_by =
-            (!shared.allowance.is_zero()).then(|| (oldest_claim + shared.allowance).into_std());
+        let start_by = (!shared.allowance.is_zero()).then(|| oldest_claim + shared.allowance);
         let items = rows.into_iter().map(|row| row.item).collect();
         let delivered = runner.deliver(items, start_by).await;
         shared.lock_succeeded().extend(delivered.succeeded);
@@ -505,11 +504,7 @@ impl Runner {
     /// Runs `items` as one batch (see [`ExecutorClient::execute_batch`]) and settles each
     /// claim, except after a success: those items are returned for the loop to complete
     /// together. Rows that could not start before `start_by` are handed back unrun.
-    async fn deliver(
-        &self,
-        items: Vec<OutboxItem>,
-        start_by: Option<std::time::Instant>,
-    ) -> Delivered {
+    async fn deliver(&self, items: Vec<OutboxItem>, start_by: Option<Instant>) -> Delivered {
         let mut outcomes: Vec<Option<Delivery>> = Vec::with_capacity(items.len());
         let mut requests = Vec::new();
         let mut runs = Vec::new();
@@ -526,7 +521,9 @@ impl Runner {
         let reports = if requests.is_empty() {
             Vec::new()
         } else {
-            self.executor.execute_batch(requests, start_by).await
+            // Measured now, after the lookups, so they count against the allowance.
+            let start_within = start_by.map(|by| by.saturating_duration_since(Instant::now()));
+            self.executor.execute_batch(requests, start_within).await
         };
         let mut not_started = 0;
         for ((index, script, request_id), report) in runs.into_iter().zip(reports) {

@@ -346,13 +346,13 @@ impl ExecutorClient for FakeExecutor {
     async fn execute_batch(
         &self,
         requests: Vec<ExecutionRequest>,
-        start_by: Option<std::time::Instant>,
+        start_within: Option<Duration>,
     ) -> Vec<Option<ExecutionReport>> {
         self.batches.lock().unwrap().push(requests.len());
-        let start_by = start_by.map(Instant::from_std);
+        let called = Instant::now();
         let mut reports = Vec::new();
         for request in requests {
-            if start_by.is_some_and(|by| Instant::now() > by) {
+            if start_within.is_some_and(|budget| called.elapsed() >= budget) {
                 reports.push(None);
             } else {
                 reports.push(Some(self.execute(request).await));
