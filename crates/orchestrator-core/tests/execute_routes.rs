@@ -109,6 +109,7 @@ impl ExecutorClient for FakeExecutor {
                     "body": String::from_utf8_lossy(&http.body),
                     "request_id": request.request_id.as_str(),
                     "agent": http.header("user-agent"),
+                    "authorization": http.header("authorization"),
                 }))
                 .unwrap()
                 .into(),
@@ -420,7 +421,12 @@ async fn public_scripts_ignore_credentials() {
         .header("authorization", "Bearer garbage")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&h.app, request).await.0, StatusCode::CREATED);
+    let (status, _, body) = send(&h.app, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["authorization"], "Bearer garbage",
+        "a public script reads its own authorization header"
+    );
 }
 
 #[tokio::test]
@@ -465,5 +471,10 @@ async fn scripts_that_require_a_token_check_it_before_running() {
     let (status, _, body) = send(&h.app, call(Some("caller-token"))).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["body"], "x");
+    assert_eq!(
+        body["authorization"],
+        Value::Null,
+        "the token PiCloud checked never reaches the script"
+    );
     assert_eq!(h.records.0.lock().unwrap().len(), 1);
 }

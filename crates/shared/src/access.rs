@@ -244,8 +244,9 @@ pub enum CredentialKind {
     ApiToken,
 }
 
-/// Who an operation runs as: a user, through a session or one of their API tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who an operation runs as: a user, through a session or one of their API tokens. It
+/// travels with a triggered run's request, so it holds ids, never a token or a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// The user behind the credential.
     pub user_id: UserId,
