@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use picloud_manager_core::outbox::PgOutboxStore;
 use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
-    AccessDenied, AppId, AppRole, Capability, CredentialKind, OutboxStore, OutboxWaker, Scope,
+    AccessDenied, AppId, AppRole, Capability, Credential, OutboxStore, OutboxWaker, Scope,
     TriggerKind,
 };
 use serde_json::{Value, json};
@@ -220,7 +220,13 @@ async fn a_claim_carries_the_event_the_retry_policy_and_the_registering_user(poo
     let principal = item.run_as.as_ref().unwrap();
     assert_eq!(principal.user_id.as_uuid(), f.user);
     assert_eq!(principal.username.as_str(), "ada");
-    assert_eq!(principal.credential, CredentialKind::Session);
+    assert_eq!(
+        principal.credential,
+        Credential::Trigger {
+            trigger_id: item.trigger_id
+        },
+        "the run acts through its trigger, not a token"
+    );
     assert_eq!(principal.scopes, Scope::ALL.into_iter().collect());
     assert_eq!(principal.app_restriction, Some(DEFAULT_APP_ID));
     assert_eq!(principal.role_in(DEFAULT_APP_ID), Some(AppRole::Developer));

@@ -18,11 +18,11 @@ use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, SAFETY_RECHECK,
 };
 use picloud_shared::{
-    AppId, AppRole, AppSlug, CredentialKind, ExecutionError, ExecutionId, ExecutionRecord,
-    ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient,
-    InvocationType, OutboxItem, OutboxResult, OutboxStore, OutboxWaker, Principal, ResolveError,
-    Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver, ScriptResponse, TokenId,
-    TriggerId, TriggerKind, UserId, Username,
+    AppId, AppRole, AppSlug, Credential, CredentialKind, ExecutionError, ExecutionId,
+    ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
+    ExecutorClient, InvocationType, OutboxItem, OutboxResult, OutboxStore, OutboxWaker, Principal,
+    ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver,
+    ScriptResponse, TokenId, TriggerId, TriggerKind, UserId, Username,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -409,8 +409,10 @@ fn principal(app: AppId) -> Principal {
         username: Username::parse("ada").unwrap(),
         instance_admin: false,
         roles: HashMap::from([(app, AppRole::Developer)]),
-        credential: CredentialKind::Session,
-        token_id: TokenId::new(),
+        credential: Credential::Token {
+            kind: CredentialKind::Session,
+            token_id: TokenId::new(),
+        },
         scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
         app_restriction: Some(app),
     }

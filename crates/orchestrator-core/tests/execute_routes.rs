@@ -19,7 +19,7 @@ use picloud_orchestrator_core::{
     OrchestratorConfig, OrchestratorState, propagate_request_id, router,
 };
 use picloud_shared::{
-    AppId, AppRole, AppSlug, AuthError, Authenticator, CredentialKind, ExecutionError,
+    AppId, AppRole, AppSlug, AuthError, Authenticator, Credential, CredentialKind, ExecutionError,
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
     ExecutorClient, Principal, ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName,
     ScriptResolver, ScriptResponse, TokenId, UserId, Username,
@@ -63,8 +63,10 @@ impl Authenticator for FakeAuthenticator {
             username: Username::parse("caller").unwrap(),
             instance_admin: false,
             roles: [(app, AppRole::Viewer)].into_iter().collect(),
-            credential: CredentialKind::ApiToken,
-            token_id: TokenId::new(),
+            credential: Credential::Token {
+                kind: CredentialKind::ApiToken,
+                token_id: TokenId::new(),
+            },
             scopes: [Scope::ScriptExecute].into_iter().collect(),
             app_restriction: None,
         })

@@ -330,9 +330,7 @@ mod tests {
     fn a_request_survives_the_trip_to_a_remote_executor() {
         use std::collections::HashMap;
 
-        use crate::{
-            AppRole, CredentialKind, Scope, ScriptLimits, ScriptName, TokenId, UserId, Username,
-        };
+        use crate::{AppRole, Credential, Scope, ScriptLimits, ScriptName, UserId, Username};
 
         let app = AppId::new();
         let now = Utc::now();
@@ -371,8 +369,9 @@ mod tests {
                 username: Username::parse("ada").unwrap(),
                 instance_admin: false,
                 roles: HashMap::from([(app, AppRole::Developer), (AppId::new(), AppRole::Viewer)]),
-                credential: CredentialKind::Session,
-                token_id: TokenId::new(),
+                credential: Credential::Trigger {
+                    trigger_id: TriggerId::new(),
+                },
                 scopes: Scope::ALL.into_iter().collect(),
                 app_restriction: Some(app),
             }),

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_shared::{
-    AppId, AppRole, CredentialKind, OutboxError, OutboxItem, OutboxResult, OutboxStore, Principal,
-    Scope, ScriptId, TokenId, TriggerId, TriggerKind, UserId, Username,
+    AppId, AppRole, Credential, OutboxError, OutboxItem, OutboxResult, OutboxStore, Principal,
+    Scope, ScriptId, TriggerId, TriggerKind, UserId, Username,
 };
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -104,15 +104,13 @@ impl TryFrom<ClaimedRow> for OutboxItem {
         };
         // The run acts as the registering user through the trigger itself: all seven
         // scopes (as a login session would carry), limited to the trigger's app, with the
-        // user's roles as they are now. There is no token, so the trigger's id stands in
-        // for the credential's.
+        // user's roles as they are now.
         let run_as = Principal {
             user_id: UserId::from_uuid(row.user_id),
             username,
             instance_admin: row.instance_admin,
             roles,
-            credential: CredentialKind::Session,
-            token_id: TokenId::from_uuid(row.trigger_id),
+            credential: Credential::Trigger { trigger_id },
             scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
             app_restriction: Some(app_id),
         };
