@@ -449,7 +449,7 @@ fn start(
     store: Arc<FakeStore>,
     scripts: &[Arc<Script>],
     executor: FakeExecutor,
-    batch: u32,
+    max_in_flight: u32,
 ) -> Harness {
     start_with(
         store,
@@ -457,7 +457,7 @@ fn start(
         executor,
         DispatcherConfig {
             worker_id: "test-worker".to_owned(),
-            batch,
+            max_in_flight,
             lease: Duration::from_secs(60),
             max_run: Duration::from_secs(35),
         },
@@ -685,7 +685,7 @@ async fn an_overloaded_executor_postpones_the_run_without_spending_an_attempt() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn at_most_a_batch_of_runs_is_in_flight() {
+async fn at_most_max_in_flight_runs_are_in_flight() {
     let script = script(AppId::new());
     let store = Arc::new(FakeStore::default());
     for _ in 0..10 {
@@ -866,7 +866,7 @@ async fn a_row_that_waited_too_long_for_a_slot_is_handed_back_and_run_afresh() {
         executor,
         DispatcherConfig {
             worker_id: "test-worker".to_owned(),
-            batch: 1,
+            max_in_flight: 1,
             lease: Duration::from_secs(10),
             max_run: Duration::from_secs(9),
         },

@@ -184,7 +184,7 @@ impl Outbox {
             recorder: Arc::new(NoRecords),
             config: DispatcherConfig {
                 worker_id: worker.to_owned(),
-                batch: 8,
+                max_in_flight: 8,
                 lease: Duration::from_secs(60),
                 max_run: Duration::from_secs(35),
             },
