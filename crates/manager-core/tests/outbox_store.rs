@@ -209,8 +209,7 @@ async fn a_claim_carries_the_event_the_retry_policy_and_the_registering_user(poo
     assert_eq!(item.script_id.as_uuid(), f.script);
     assert_eq!(item.event, json!({ "kind": "kv", "key": "ada" }));
     assert_eq!(item.depth, 2);
-    assert_eq!(item.attempts, 0, "no attempt before this one");
-    assert_eq!(item.attempt(), 1);
+    assert_eq!(item.attempts, 1, "the claim counts its attempt, the first");
     assert_eq!(item.max_attempts, 3);
     assert_eq!(item.base_delay, Duration::from_millis(100));
     assert_eq!(item.max_delay, Duration::from_millis(1000));
@@ -323,7 +322,7 @@ async fn an_expired_lease_makes_the_row_claimable_again(pool: PgPool) {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].id, id);
     assert_eq!(
-        second[0].attempts, 1,
+        second[0].attempts, 2,
         "the crashed attempt counts, so a row that kills its claimer ends"
     );
 
@@ -364,7 +363,7 @@ async fn release_hands_a_workers_claims_back_without_counting_them(pool: PgPool)
     let again = f.store.claim_due("w3", 5, LEASE).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, held);
-    assert_eq!(again[0].attempts, 0);
+    assert_eq!(again[0].attempts, 1, "the released claim was not counted");
     assert_eq!(f.store.release("nobody").await.unwrap(), 0);
 }
 
@@ -394,7 +393,7 @@ async fn retry_reschedules_and_defer_does_not_spend_the_attempt(pool: PgPool) {
         .await
         .unwrap();
     let item = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
-    assert_eq!(item.attempts, 1);
+    assert_eq!(item.attempts, 2);
     f.store
         .defer(&item, Duration::from_millis(50), "no free execution slot")
         .await

@@ -570,7 +570,7 @@ impl Runner {
                 tracing::warn!(
                     outbox_id = %item.id,
                     trigger_id = %item.trigger_id,
-                    attempt = item.attempt(),
+                    attempt = item.attempts,
                     max_attempts = item.max_attempts,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     error = %error,
@@ -582,7 +582,7 @@ impl Runner {
                 tracing::warn!(
                     outbox_id = %item.id,
                     trigger_id = %item.trigger_id,
-                    attempt = item.attempt(),
+                    attempt = item.attempts,
                     error = %error,
                     "triggered run failed for good; recording a dead letter"
                 );
@@ -673,7 +673,7 @@ impl Runner {
             execution_id = %execution_id,
             trigger_id = %item.trigger_id,
             outbox_id = %item.id,
-            attempt = item.attempt(),
+            attempt = item.attempts,
             status = status.as_str(),
             duration_ms,
             "triggered script executed"

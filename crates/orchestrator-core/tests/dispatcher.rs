@@ -158,10 +158,10 @@ impl OutboxStore for FakeStore {
             if row.due <= now && free {
                 row.claimed_until = Some(now + lease);
                 row.claimed_by = Some(worker.to_owned());
+                row.attempts += 1;
                 let mut item = row.item.clone();
                 item.attempts = row.attempts;
                 item.claimed_by = worker.to_owned();
-                row.attempts += 1;
                 claimed.push(item);
             }
         }
@@ -176,7 +176,7 @@ impl OutboxStore for FakeStore {
             self.settle(
                 item,
                 Settled::Complete {
-                    attempt: item.attempt(),
+                    attempt: item.attempts,
                 },
             );
         }
@@ -188,7 +188,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::Retry {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 delay,
                 error: error.to_owned(),
             },
@@ -201,7 +201,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::Defer {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 delay,
             },
         );
@@ -213,7 +213,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::GiveUp {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 error: error.to_owned(),
             },
         );

@@ -124,8 +124,7 @@ impl TryFrom<ClaimedRow> for OutboxItem {
             script_id: ScriptId::from_uuid(row.script_id),
             event: row.event,
             depth: count(row.depth),
-            // The claim counted this attempt already; the item reports the ones before it.
-            attempts: count(row.attempts).saturating_sub(1),
+            attempts: count(row.attempts),
             max_attempts: count(row.max_attempts),
             base_delay: delay(row.backoff_base_ms),
             max_delay: delay(row.backoff_max_ms),
@@ -194,7 +193,7 @@ async fn reschedule(
     )
     .bind(item.id)
     .bind(&item.claimed_by)
-    .bind(to_i32(item.attempt()))
+    .bind(to_i32(item.attempts))
     .bind(millis(delay))
     .bind(error)
     .bind(count_attempt)
@@ -297,7 +296,7 @@ impl OutboxStore for PgOutboxStore {
             sqlx::query("DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 AND attempts = $3")
                 .bind(item.id)
                 .bind(&item.claimed_by)
-                .bind(to_i32(item.attempt()))
+                .bind(to_i32(item.attempts))
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_error)?;
@@ -317,7 +316,7 @@ impl OutboxStore for PgOutboxStore {
                         script_id: Some(item.script_id),
                         event: item.event.clone(),
                         depth: item.depth,
-                        attempts: item.attempt(),
+                        attempts: item.attempts,
                         last_error: error.to_owned(),
                     },
                 )
@@ -328,7 +327,7 @@ impl OutboxStore for PgOutboxStore {
                     Some(item.trigger_id),
                     Some(item.script_id),
                     &item.event,
-                    item.attempt(),
+                    item.attempts,
                     error,
                 );
                 // A handler's run is caused by the failed run, one level deeper.
