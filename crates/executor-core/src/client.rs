@@ -1,14 +1,14 @@
 //! The in-process executor: the async face of the synchronous engine.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::config::{ConfigError, EnvLookup};
+use picloud_shared::seams::too_late;
 use picloud_shared::{
     CompileError, ExecutionError, ExecutionReport, ExecutionRequest, ExecutorClient,
     SandboxCeiling, SandboxLimits, Script, ScriptChangeObserver, ScriptId, ScriptValidator,
@@ -16,6 +16,7 @@ use picloud_shared::{
 
 use tokio::sync::oneshot;
 
+use crate::compiled_cache::{CompiledCache, DEFAULT_COMPILED_CACHE_BYTES};
 use crate::engine::{CompiledScript, RunOutput, ScriptEngine, execution_stack_size};
 use crate::gate::{ExecutionGate, ExecutionPermit, GateConfig};
 use crate::pool::WorkerPool;
@@ -27,12 +28,25 @@ use crate::sdk::ScriptServices;
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything the in-process executor is configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
     /// The instance-wide sandbox ceiling.
     pub ceiling: SandboxCeiling,
     /// Concurrency bound and queue wait.
     pub gate: GateConfig,
+    /// The compiled-script cache's budget, in estimated bytes (see
+    /// [`crate::compiled_cache`]).
+    pub compiled_cache_bytes: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            ceiling: SandboxCeiling::default(),
+            gate: GateConfig::default(),
+            compiled_cache_bytes: DEFAULT_COMPILED_CACHE_BYTES,
+        }
+    }
 }
 
 impl ExecutorConfig {
@@ -42,13 +56,15 @@ impl ExecutorConfig {
         Ok(Self {
             ceiling: SandboxCeiling::from_env(env)?,
             gate: GateConfig::from_env(env)?,
+            ..Self::default()
         })
     }
 }
 
 /// Runs scripts in this process: bounded by the [`ExecutionGate`], compiled once per script
-/// version, each run handed to a long-lived script worker thread under a wall-clock
-/// deadline. Clones share the engine, the gate, the workers and the compiled-script cache.
+/// version (the code kept in a cache bounded in bytes), each run handed to a long-lived
+/// script worker thread under a wall-clock deadline. Clones share the engine, the gate,
+/// the workers and the compiled-script cache.
 #[derive(Debug, Clone)]
 pub struct LocalExecutorClient {
     inner: Arc<Inner>,
@@ -59,16 +75,10 @@ struct Inner {
     engine: ScriptEngine,
     gate: ExecutionGate,
     workers: WorkerPool,
-    compiled: RwLock<HashMap<ScriptId, CachedScript>>,
+    compiled: CompiledCache,
     compiles: AtomicU64,
     /// What scripts' SDK calls (`kv::…`) reach; set once, at construction.
     services: OnceLock<ScriptServices>,
-}
-
-#[derive(Debug)]
-struct CachedScript {
-    version: i64,
-    compiled: Arc<CompiledScript>,
 }
 
 impl LocalExecutorClient {
@@ -86,7 +96,7 @@ impl LocalExecutorClient {
                 engine: ScriptEngine::new(config.ceiling),
                 gate,
                 workers,
-                compiled: RwLock::new(HashMap::new()),
+                compiled: CompiledCache::new(config.compiled_cache_bytes),
                 compiles: AtomicU64::new(0),
                 services: OnceLock::new(),
             }),
@@ -126,11 +136,13 @@ impl LocalExecutorClient {
 
     /// How many scripts have compiled code cached.
     pub fn cached_scripts(&self) -> usize {
-        self.inner
-            .compiled
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.inner.compiled.len()
+    }
+
+    /// The estimated bytes the cached compiled code holds; at most the configured
+    /// [`ExecutorConfig::compiled_cache_bytes`].
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.compiled.bytes()
     }
 }
 
@@ -140,36 +152,17 @@ impl Inner {
         script: &Script,
         limits: SandboxLimits,
     ) -> Result<Arc<CompiledScript>, CompileError> {
-        let cached = self
-            .compiled
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&script.id)
-            .filter(|cached| cached.version == script.version)
-            .map(|cached| Arc::clone(&cached.compiled));
-        if let Some(compiled) = cached {
+        if let Some(compiled) = self.compiled.get(script.id, script.version) {
             return Ok(compiled);
         }
-
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let compiled = Arc::new(self.engine.compile(&script.source, limits)?);
-        let mut cache = self
-            .compiled
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        // A slow run of an older version must not replace a newer version's code.
-        let newer_cached = cache
-            .get(&script.id)
-            .is_some_and(|cached| cached.version > script.version);
-        if !newer_cached {
-            cache.insert(
-                script.id,
-                CachedScript {
-                    version: script.version,
-                    compiled: Arc::clone(&compiled),
-                },
-            );
-        }
+        self.compiled.insert(
+            script.id,
+            script.version,
+            Arc::clone(&compiled),
+            script.source.len(),
+        );
         Ok(compiled)
     }
 
@@ -225,12 +218,13 @@ impl ExecutorClient for LocalExecutorClient {
     async fn execute_batch(
         &self,
         requests: Vec<ExecutionRequest>,
-        start_by: Option<Instant>,
+        start_within: Option<Duration>,
     ) -> Vec<Option<ExecutionReport>> {
         if requests.len() < 2 {
             // Nothing to save: the single path, with its own backstop.
-            return picloud_shared::seams::execute_each(self, requests, start_by).await;
+            return picloud_shared::seams::execute_each(self, requests, start_within).await;
         }
+        let called = Instant::now();
         let permit = match self.inner.gate.acquire().await {
             Ok(permit) => permit,
             Err(err) => {
@@ -261,8 +255,9 @@ impl ExecutorClient for LocalExecutorClient {
         let worker_progress = Arc::clone(&progress);
         let submitted = self.inner.workers.submit(Box::new(move || {
             for (request, limits) in &runs {
-                let late = start_by.is_some_and(|by| Instant::now() > by);
-                if late || worker_progress.cancelled.load(Ordering::Acquire) {
+                if too_late(called, start_within)
+                    || worker_progress.cancelled.load(Ordering::Acquire)
+                {
                     worker_progress.push(None);
                     continue;
                 }
@@ -475,11 +470,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 impl ScriptChangeObserver for LocalExecutorClient {
     fn script_changed(&self, id: ScriptId) {
-        self.inner
-            .compiled
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.inner.compiled.remove(id);
     }
 }
 
@@ -495,6 +486,8 @@ impl ScriptValidator for LocalExecutorClient {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn gate() -> ExecutionGate {

@@ -10,11 +10,12 @@
 //!   the response convention.
 //! - [`ExecutionGate`] bounds concurrent runs.
 //! - [`LocalExecutorClient`] puts it together: gate, compiled-code cache per script
-//!   version, long-lived script worker threads with a stack sized to the sandbox ceiling,
+//!   version (bounded in estimated bytes, see [`compiled_cache`]), long-lived script worker threads with a stack sized to the sandbox ceiling,
 //!   wall-clock backstop.
 
 mod base64;
 mod client;
+pub mod compiled_cache;
 mod ctx;
 mod engine;
 mod error;

@@ -18,9 +18,9 @@ use common::*;
 use picloud_executor_core::{ExecutorConfig, LocalExecutorClient, ScriptServices};
 use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value};
 use picloud_shared::{
-    AppId, AppRole, CollectionInfo, CollectionName, CredentialKind, ExecutionError, ExecutorClient,
-    KvEntry, KvKey, KvListOptions, KvPage, KvService, Principal, Scope, ScriptLimits,
-    ServiceContext, ServiceError, TokenId, UserId, Username,
+    AppId, AppRole, CollectionInfo, CollectionName, Credential, CredentialKind, ExecutionError,
+    ExecutorClient, KvEntry, KvKey, KvListOptions, KvPage, KvService, Principal, Scope,
+    ScriptLimits, ServiceContext, ServiceError, TokenId, UserId, Username,
 };
 use serde_json::{Value, json};
 
@@ -140,8 +140,10 @@ fn principal(roles: &[(AppId, AppRole)]) -> Principal {
         username: Username::parse("ada").unwrap(),
         instance_admin: false,
         roles: roles.iter().copied().collect::<HashMap<_, _>>(),
-        credential: CredentialKind::Session,
-        token_id: TokenId::new(),
+        credential: Credential::Token {
+            kind: CredentialKind::Session,
+            token_id: TokenId::new(),
+        },
         scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
         app_restriction: None,
     }

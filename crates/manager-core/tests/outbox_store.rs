@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use picloud_manager_core::outbox::{OutboxEmitter, PgOutboxStore};
 use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
-    AccessDenied, AppId, AppRole, Capability, CredentialKind, OutboxStore, OutboxWaker, Scope,
+    AccessDenied, AppId, AppRole, Capability, Credential, OutboxStore, OutboxWaker, Scope,
     TriggerKind,
 };
 use serde_json::{Value, json};
@@ -212,8 +212,7 @@ async fn a_claim_carries_the_event_the_retry_policy_and_the_registering_user(poo
     assert_eq!(item.script_id.as_uuid(), f.script);
     assert_eq!(item.event, json!({ "kind": "kv", "key": "ada" }));
     assert_eq!(item.depth, 2);
-    assert_eq!(item.attempts, 0, "no attempt before this one");
-    assert_eq!(item.attempt(), 1);
+    assert_eq!(item.attempts, 1, "the claim counts its attempt, the first");
     assert_eq!(item.max_attempts, 3);
     assert_eq!(item.base_delay, Duration::from_millis(100));
     assert_eq!(item.max_delay, Duration::from_millis(1000));
@@ -223,7 +222,13 @@ async fn a_claim_carries_the_event_the_retry_policy_and_the_registering_user(poo
     let principal = item.run_as.as_ref().unwrap();
     assert_eq!(principal.user_id.as_uuid(), f.user);
     assert_eq!(principal.username.as_str(), "ada");
-    assert_eq!(principal.credential, CredentialKind::Session);
+    assert_eq!(
+        principal.credential,
+        Credential::Trigger {
+            trigger_id: item.trigger_id
+        },
+        "the run acts through its trigger, not a token"
+    );
     assert_eq!(principal.scopes, Scope::ALL.into_iter().collect());
     assert_eq!(principal.app_restriction, Some(DEFAULT_APP_ID));
     assert_eq!(principal.role_in(DEFAULT_APP_ID), Some(AppRole::Developer));
@@ -320,7 +325,7 @@ async fn an_expired_lease_makes_the_row_claimable_again(pool: PgPool) {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].id, id);
     assert_eq!(
-        second[0].attempts, 1,
+        second[0].attempts, 2,
         "the crashed attempt counts, so a row that kills its claimer ends"
     );
 
@@ -361,7 +366,7 @@ async fn release_hands_a_workers_claims_back_without_counting_them(pool: PgPool)
     let again = f.store.claim_due("w3", 5, LEASE).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, held);
-    assert_eq!(again[0].attempts, 0);
+    assert_eq!(again[0].attempts, 1, "the released claim was not counted");
     assert_eq!(f.store.release("nobody").await.unwrap(), 0);
 }
 
@@ -391,7 +396,7 @@ async fn retry_reschedules_and_defer_does_not_spend_the_attempt(pool: PgPool) {
         .await
         .unwrap();
     let item = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
-    assert_eq!(item.attempts, 1);
+    assert_eq!(item.attempts, 2);
     f.store
         .defer(&item, Duration::from_millis(50), "no free execution slot")
         .await

@@ -9,13 +9,13 @@
 //! the outbox at least once every [`SAFETY_RECHECK`] even when it believes nothing is due:
 //! one cheap query every few minutes, the only timer it has.
 //!
-//! At most `batch` runs are in flight per dispatcher; the executor's `ExecutionGate` bounds
-//! every run of the process together (HTTP and triggered). A busy dispatcher claims rows
-//! ahead of its free slots (see [`DispatcherConfig::claim_ahead`]) so that one statement
-//! claims many rows; up to `batch` lanes run them one after another, so the next run
-//! starts without a round trip through the loop; and the rows of the runs that succeeded
-//! are deleted together, when the loop next claims or goes idle. The other outcomes are
-//! rare and each run settles its own.
+//! At most `max_in_flight` runs are in flight per dispatcher; the executor's
+//! `ExecutionGate` bounds every run of the process together (HTTP and triggered). A busy
+//! dispatcher claims rows ahead of its free slots (see [`DispatcherConfig::claim_ahead`])
+//! so that one statement claims many rows; up to `max_in_flight` lanes run them one after
+//! another, so the next run starts without a round trip through the loop; and the rows of
+//! the runs that succeeded are deleted together, when the loop next claims or goes idle.
+//! The other outcomes are rare and each run settles its own.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,8 +53,8 @@ const DEFER_DELAY: Duration = Duration::from_secs(5);
 /// [`ExecutorClient::execute_batch`]): one hand-over to a script worker for all of them.
 const MAX_RUNS_PER_HAND_OVER: usize = 8;
 
-/// How many rounds of `batch` runs a dispatcher holds claimed at most: the one running
-/// and this many less one waiting. Claiming ahead is what lets a busy dispatcher take
+/// How many rounds of `max_in_flight` runs a dispatcher holds claimed at most: the one
+/// running and this many less one waiting. Claiming ahead is what lets a busy dispatcher take
 /// rows by the dozen in one statement rather than one per finished run.
 const CLAIM_ROUNDS: u32 = 8;
 
@@ -63,8 +63,8 @@ const CLAIM_ROUNDS: u32 = 8;
 pub struct DispatcherConfig {
     /// Names this dispatcher's claims; unique per process (see [`Self::worker_id`]).
     pub worker_id: String,
-    /// Most runs in flight at once.
-    pub batch: u32,
+    /// Most runs in flight at once: the number of lanes.
+    pub max_in_flight: u32,
     /// How long a claim lasts. Longer than the sandbox's timeout, or a run still going
     /// could be started a second time by another dispatcher.
     pub lease: Duration,
@@ -87,7 +87,7 @@ impl DispatcherConfig {
         if self.queue_allowance().is_zero() {
             0
         } else {
-            self.batch
+            self.max_in_flight
                 .max(1)
                 .saturating_mul(CLAIM_ROUNDS.saturating_sub(1))
         }
@@ -180,7 +180,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         recorder,
         config,
     } = deps;
-    let batch = usize::try_from(config.batch.max(1)).unwrap_or(usize::MAX);
+    let max_in_flight = usize::try_from(config.max_in_flight.max(1)).unwrap_or(usize::MAX);
     let claim_ahead = usize::try_from(config.claim_ahead()).unwrap_or(usize::MAX);
     let runner = Arc::new(Runner {
         store: Arc::clone(&store),
@@ -194,7 +194,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         running_low: Notify::new(),
         handed_back: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
-        batch,
+        max_in_flight,
         allowance: config.queue_allowance(),
     });
     let mut lanes: JoinSet<()> = JoinSet::new();
@@ -204,7 +204,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
     let mut drained = false;
     tracing::info!(
         worker = %config.worker_id,
-        batch,
+        max_in_flight,
         claim_ahead,
         "outbox dispatcher started"
     );
@@ -219,7 +219,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
             drained = false;
         }
         let queued = shared.queued();
-        while lanes.len() < batch.min(queued) {
+        while lanes.len() < max_in_flight.min(queued) {
             lanes.spawn(lane(Arc::clone(&runner), Arc::clone(&shared)));
         }
 
@@ -227,8 +227,8 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         // Claim when a lane is free, or when the queue is empty (a lane soon will be): as
         // many rows as the lanes and the allowance to claim ahead can take. Claiming only
         // then lets rows that trickle in gather into fewer, larger claims.
-        let limit = (batch + claim_ahead).saturating_sub(queued + lanes.len());
-        if !drained && (queued == 0 || lanes.len() < batch) && limit > 0 {
+        let limit = (max_in_flight + claim_ahead).saturating_sub(queued + lanes.len());
+        if !drained && (queued == 0 || lanes.len() < max_in_flight) && limit > 0 {
             // Settling first costs nothing extra: the claim waits for the database anyway.
             complete(store.as_ref(), shared.take_succeeded()).await;
             match claim(store.as_ref(), &config, limit).await {
@@ -264,7 +264,7 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
             }
             None => {
                 // Busy: the rows are deleted with the next claim, unless that is far off.
-                if shared.succeeded_count() >= batch + claim_ahead {
+                if shared.succeeded_count() >= max_in_flight + claim_ahead {
                     complete(store.as_ref(), shared.take_succeeded()).await;
                 }
                 // The lanes wake the loop when the queue runs low or they run out of
@@ -311,21 +311,22 @@ struct Queued {
     claimed_at: Instant,
 }
 
-/// What the loop and its lanes share. The loop claims rows into the queue; up to `batch`
-/// lanes take their share of it, one batch after another, so a busy dispatcher starts the
-/// next run without a round trip through the loop.
+/// What the loop and its lanes share. The loop claims rows into the queue; up to
+/// `max_in_flight` lanes take their share of it, one batch after another, so a busy
+/// dispatcher starts the next run without a round trip through the loop.
 struct Shared {
     /// Claimed rows, oldest claim first.
     queue: Mutex<VecDeque<Queued>>,
     /// Rows whose runs succeeded, for the loop to complete together.
     succeeded: Mutex<Vec<OutboxItem>>,
-    /// Rung by a lane that leaves less than a batch queued: time to claim more.
+    /// Rung by a lane that leaves fewer rows queued than there are lanes: time to claim
+    /// more.
     running_low: Notify,
     /// A lane handed a row back: rows are due that the last claim did not see.
     handed_back: AtomicBool,
     /// Shutting down: lanes take no further batch.
     stopping: AtomicBool,
-    batch: usize,
+    max_in_flight: usize,
     /// How long a row may wait in the queue and still be run (zero: no limit, because
     /// nothing is claimed ahead and every row has a lane waiting for it).
     allowance: Duration,
@@ -354,15 +355,16 @@ impl Shared {
             .extend(items.into_iter().map(|item| Queued { item, claimed_at }));
     }
 
-    /// The next rows for a lane: its share of the queue (split over `batch` lanes), at
-    /// least one and at most [`MAX_RUNS_PER_HAND_OVER`]; none when the queue is empty.
+    /// The next rows for a lane: its share of the queue (split over `max_in_flight`
+    /// lanes), at least one and at most [`MAX_RUNS_PER_HAND_OVER`]; none when the queue is
+    /// empty.
     fn next_rows(&self) -> Vec<Queued> {
         let mut queue = self.lock_queue();
-        let share = (queue.len() / self.batch)
+        let share = (queue.len() / self.max_in_flight)
             .clamp(1, MAX_RUNS_PER_HAND_OVER)
             .min(queue.len());
         let rows: Vec<Queued> = queue.drain(..share).collect();
-        if queue.len() < self.batch {
+        if queue.len() < self.max_in_flight {
             self.running_low.notify_one();
         }
         rows
@@ -389,8 +391,7 @@ async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
             return;
         };
         // A zero allowance means no row waits: there is no start deadline to keep.
-        let start_by =
-            (!shared.allowance.is_zero()).then(|| (oldest_claim + shared.allowance).into_std());
+        let start_by = (!shared.allowance.is_zero()).then(|| oldest_claim + shared.allowance);
         let items = rows.into_iter().map(|row| row.item).collect();
         let delivered = runner.deliver(items, start_by).await;
         shared.lock_succeeded().extend(delivered.succeeded);
@@ -505,11 +506,7 @@ impl Runner {
     /// Runs `items` as one batch (see [`ExecutorClient::execute_batch`]) and settles each
     /// claim, except after a success: those items are returned for the loop to complete
     /// together. Rows that could not start before `start_by` are handed back unrun.
-    async fn deliver(
-        &self,
-        items: Vec<OutboxItem>,
-        start_by: Option<std::time::Instant>,
-    ) -> Delivered {
+    async fn deliver(&self, items: Vec<OutboxItem>, start_by: Option<Instant>) -> Delivered {
         let mut outcomes: Vec<Option<Delivery>> = Vec::with_capacity(items.len());
         let mut requests = Vec::new();
         let mut runs = Vec::new();
@@ -526,7 +523,9 @@ impl Runner {
         let reports = if requests.is_empty() {
             Vec::new()
         } else {
-            self.executor.execute_batch(requests, start_by).await
+            // Measured now, after the lookups, so they count against the allowance.
+            let start_within = start_by.map(|by| by.saturating_duration_since(Instant::now()));
+            self.executor.execute_batch(requests, start_within).await
         };
         let mut not_started = 0;
         for ((index, script, request_id), report) in runs.into_iter().zip(reports) {
@@ -571,7 +570,7 @@ impl Runner {
                 tracing::warn!(
                     outbox_id = %item.id,
                     trigger_id = %item.trigger_id,
-                    attempt = item.attempt(),
+                    attempt = item.attempts,
                     max_attempts = item.max_attempts,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     error = %error,
@@ -583,7 +582,7 @@ impl Runner {
                 tracing::warn!(
                     outbox_id = %item.id,
                     trigger_id = %item.trigger_id,
-                    attempt = item.attempt(),
+                    attempt = item.attempts,
                     error = %error,
                     "triggered run failed for good; recording a dead letter"
                 );
@@ -674,7 +673,7 @@ impl Runner {
             execution_id = %execution_id,
             trigger_id = %item.trigger_id,
             outbox_id = %item.id,
-            attempt = item.attempt(),
+            attempt = item.attempts,
             status = status.as_str(),
             duration_ms,
             "triggered script executed"

@@ -157,6 +157,10 @@ async fn run(
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
 
+    // A token checked here is the caller's PiCloud credential: the script (which could log
+    // it where every viewer of the app reads it) and the executor never see it. A public
+    // script's `Authorization` header is its own business and passes through.
+    let consumed_token = script.require_token;
     let http = HttpRequestData {
         method: parts.method.as_str().to_owned(),
         path: format!("/{sub_path}"),
@@ -164,6 +168,7 @@ async fn run(
         headers: parts
             .headers
             .iter()
+            .filter(|(name, _)| !(consumed_token && *name == AUTHORIZATION))
             .filter_map(|(name, value)| {
                 value
                     .to_str()

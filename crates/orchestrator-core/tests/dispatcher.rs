@@ -18,11 +18,11 @@ use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, SAFETY_RECHECK,
 };
 use picloud_shared::{
-    AppId, AppRole, AppSlug, CredentialKind, ExecutionError, ExecutionId, ExecutionRecord,
-    ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient,
-    InvocationType, OutboxItem, OutboxResult, OutboxStore, OutboxWaker, Principal, ResolveError,
-    Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver, ScriptResponse, TokenId,
-    TriggerId, TriggerKind, UserId, Username,
+    AppId, AppRole, AppSlug, Credential, CredentialKind, ExecutionError, ExecutionId,
+    ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
+    ExecutorClient, InvocationType, OutboxItem, OutboxResult, OutboxStore, OutboxWaker, Principal,
+    ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver,
+    ScriptResponse, TokenId, TriggerId, TriggerKind, UserId, Username,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -158,10 +158,10 @@ impl OutboxStore for FakeStore {
             if row.due <= now && free {
                 row.claimed_until = Some(now + lease);
                 row.claimed_by = Some(worker.to_owned());
+                row.attempts += 1;
                 let mut item = row.item.clone();
                 item.attempts = row.attempts;
                 item.claimed_by = worker.to_owned();
-                row.attempts += 1;
                 claimed.push(item);
             }
         }
@@ -176,7 +176,7 @@ impl OutboxStore for FakeStore {
             self.settle(
                 item,
                 Settled::Complete {
-                    attempt: item.attempt(),
+                    attempt: item.attempts,
                 },
             );
         }
@@ -188,7 +188,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::Retry {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 delay,
                 error: error.to_owned(),
             },
@@ -201,7 +201,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::Defer {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 delay,
             },
         );
@@ -213,7 +213,7 @@ impl OutboxStore for FakeStore {
         self.settle(
             item,
             Settled::GiveUp {
-                attempt: item.attempt(),
+                attempt: item.attempts,
                 error: error.to_owned(),
             },
         );
@@ -346,13 +346,13 @@ impl ExecutorClient for FakeExecutor {
     async fn execute_batch(
         &self,
         requests: Vec<ExecutionRequest>,
-        start_by: Option<std::time::Instant>,
+        start_within: Option<Duration>,
     ) -> Vec<Option<ExecutionReport>> {
         self.batches.lock().unwrap().push(requests.len());
-        let start_by = start_by.map(Instant::from_std);
+        let called = Instant::now();
         let mut reports = Vec::new();
         for request in requests {
-            if start_by.is_some_and(|by| Instant::now() > by) {
+            if start_within.is_some_and(|budget| called.elapsed() >= budget) {
                 reports.push(None);
             } else {
                 reports.push(Some(self.execute(request).await));
@@ -409,8 +409,10 @@ fn principal(app: AppId) -> Principal {
         username: Username::parse("ada").unwrap(),
         instance_admin: false,
         roles: HashMap::from([(app, AppRole::Developer)]),
-        credential: CredentialKind::Session,
-        token_id: TokenId::new(),
+        credential: Credential::Token {
+            kind: CredentialKind::Session,
+            token_id: TokenId::new(),
+        },
         scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
         app_restriction: Some(app),
     }
@@ -447,7 +449,7 @@ fn start(
     store: Arc<FakeStore>,
     scripts: &[Arc<Script>],
     executor: FakeExecutor,
-    batch: u32,
+    max_in_flight: u32,
 ) -> Harness {
     start_with(
         store,
@@ -455,7 +457,7 @@ fn start(
         executor,
         DispatcherConfig {
             worker_id: "test-worker".to_owned(),
-            batch,
+            max_in_flight,
             lease: Duration::from_secs(60),
             max_run: Duration::from_secs(35),
         },
@@ -683,7 +685,7 @@ async fn an_overloaded_executor_postpones_the_run_without_spending_an_attempt() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn at_most_a_batch_of_runs_is_in_flight() {
+async fn at_most_max_in_flight_runs_are_in_flight() {
     let script = script(AppId::new());
     let store = Arc::new(FakeStore::default());
     for _ in 0..10 {
@@ -864,7 +866,7 @@ async fn a_row_that_waited_too_long_for_a_slot_is_handed_back_and_run_afresh() {
         executor,
         DispatcherConfig {
             worker_id: "test-worker".to_owned(),
-            batch: 1,
+            max_in_flight: 1,
             lease: Duration::from_secs(10),
             max_run: Duration::from_secs(9),
         },

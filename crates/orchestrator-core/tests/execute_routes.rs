@@ -19,7 +19,7 @@ use picloud_orchestrator_core::{
     OrchestratorConfig, OrchestratorState, propagate_request_id, router,
 };
 use picloud_shared::{
-    AppId, AppRole, AppSlug, AuthError, Authenticator, CredentialKind, ExecutionError,
+    AppId, AppRole, AppSlug, AuthError, Authenticator, Credential, CredentialKind, ExecutionError,
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
     ExecutorClient, Principal, ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName,
     ScriptResolver, ScriptResponse, TokenId, UserId, Username,
@@ -63,8 +63,10 @@ impl Authenticator for FakeAuthenticator {
             username: Username::parse("caller").unwrap(),
             instance_admin: false,
             roles: [(app, AppRole::Viewer)].into_iter().collect(),
-            credential: CredentialKind::ApiToken,
-            token_id: TokenId::new(),
+            credential: Credential::Token {
+                kind: CredentialKind::ApiToken,
+                token_id: TokenId::new(),
+            },
             scopes: [Scope::ScriptExecute].into_iter().collect(),
             app_restriction: None,
         })
@@ -109,6 +111,7 @@ impl ExecutorClient for FakeExecutor {
                     "body": String::from_utf8_lossy(&http.body),
                     "request_id": request.request_id.as_str(),
                     "agent": http.header("user-agent"),
+                    "authorization": http.header("authorization"),
                 }))
                 .unwrap()
                 .into(),
@@ -420,7 +423,12 @@ async fn public_scripts_ignore_credentials() {
         .header("authorization", "Bearer garbage")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&h.app, request).await.0, StatusCode::CREATED);
+    let (status, _, body) = send(&h.app, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["authorization"], "Bearer garbage",
+        "a public script reads its own authorization header"
+    );
 }
 
 #[tokio::test]
@@ -465,5 +473,10 @@ async fn scripts_that_require_a_token_check_it_before_running() {
     let (status, _, body) = send(&h.app, call(Some("caller-token"))).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["body"], "x");
+    assert_eq!(
+        body["authorization"],
+        Value::Null,
+        "the token PiCloud checked never reaches the script"
+    );
     assert_eq!(h.records.0.lock().unwrap().len(), 1);
 }

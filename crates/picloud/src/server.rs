@@ -138,7 +138,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         recorder: recorder.clone(),
         config: DispatcherConfig {
             worker_id: DispatcherConfig::worker_id(&host_name()),
-            batch: dispatcher_batch(config.executor.gate.max_concurrent),
+            max_in_flight: dispatcher_max_in_flight(config.executor.gate.max_concurrent),
             lease: config.triggers.outbox_lease,
             max_run: config.executor.ceiling.limits().timeout + config.executor.gate.max_wait,
         },
@@ -173,7 +173,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
 
 /// Triggered runs may take at most half of the execution gate's slots, so a burst of
 /// events never leaves HTTP requests waiting for all of them.
-fn dispatcher_batch(max_concurrent: usize) -> u32 {
+fn dispatcher_max_in_flight(max_concurrent: usize) -> u32 {
     u32::try_from(max_concurrent / 2).unwrap_or(u32::MAX).max(1)
 }
 

@@ -448,9 +448,12 @@ async fn the_openapi_document_is_served() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_every_record() {
     let app = spawn_app().await;
-    // Busy for a moment, then answers: in flight when the shutdown starts.
+    // Marks that it started, then stays in flight for half a second.
     let slow = app
-        .create_script("slow", "let n = 0; while n < 300000 { n += 1; } \"done\"")
+        .create_script(
+            "slow",
+            r#"kv::collection("marks").set("started", true); sleep(0.5); "done""#,
+        )
         .await;
     let slow_id = slow["id"].as_str().unwrap().to_owned();
     let in_flight = {
@@ -458,20 +461,44 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_keeps_every_record() 
         let url = app.url(&format!("/api/execute/{slow_id}"));
         tokio::spawn(async move { client.get(url).send().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiting = Instant::now();
+    loop {
+        let marks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM kv_entries WHERE collection = 'marks'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if marks == 1 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the script never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shutdown_began = chrono::Utc::now();
     let pool = app.stop().await;
 
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "done");
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM execution_logs WHERE status = 'success'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let recorded: Vec<(chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT started_at, duration_ms FROM execution_logs WHERE status = 'success'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(
-        recorded, 1,
+        recorded.len(),
+        1,
         "the in-flight execution's record was flushed at shutdown"
+    );
+    let (started_at, duration_ms) = recorded[0];
+    assert!(
+        started_at + chrono::TimeDelta::milliseconds(duration_ms) > shutdown_began,
+        "the run was still going when the shutdown began: started {started_at}, \
+         took {duration_ms} ms, shutdown at {shutdown_began}"
     );
 }
 

@@ -185,7 +185,7 @@ impl Outbox {
             recorder: Arc::new(NoRecords),
             config: DispatcherConfig {
                 worker_id: worker.to_owned(),
-                batch: 8,
+                max_in_flight: 8,
                 lease: Duration::from_secs(60),
                 max_run: Duration::from_secs(35),
             },
@@ -660,13 +660,15 @@ async fn a_self_triggering_script_stops_at_the_depth_limit_with_a_dead_letter() 
     );
 
     // Depths 1, 2 and 3 ran; the change made at depth 3 committed but triggered nothing.
-    let runs = eventually(Duration::from_secs(10), "three recorded runs", || async {
-        let runs = triggered_runs(&app.pool, looping["id"].as_str().unwrap()).await;
-        (runs.len() >= 3).then_some(runs)
+    // Once the outbox is empty no run is pending and none can start.
+    eventually(Duration::from_secs(10), "an empty outbox", || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (rows == 0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs.len(), 3);
     assert_eq!(app.get_kv("counter", "n").await, Some(json!(4)));
     let badge: Value = app
         .client
@@ -680,7 +682,10 @@ async fn a_self_triggering_script_stops_at_the_depth_limit_with_a_dead_letter() 
         .await
         .unwrap();
     assert_eq!(badge["unresolved"], 1, "{badge}");
-    app.stop().await;
+    // Stopping writes every record still queued, so the count is final.
+    let pool = app.stop().await;
+    let runs = triggered_runs(&pool, looping["id"].as_str().unwrap()).await;
+    assert_eq!(runs.len(), 3, "{runs:?}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{AppId, TokenId, UserId, Username};
+use crate::{AppId, TokenId, TriggerId, UserId, Username};
 
 /// A token scope. There are exactly seven; every capability maps onto one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -244,8 +244,39 @@ pub enum CredentialKind {
     ApiToken,
 }
 
-/// Who an operation runs as: a user, through a session or one of their API tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a principal acts through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// A bearer token the caller presented.
+    Token {
+        /// A login session or an API token.
+        kind: CredentialKind,
+        /// The token's id.
+        token_id: TokenId,
+    },
+    /// A trigger's registration: the runs its events cause act as the user who registered
+    /// it. No token is involved, so there is no token id to look up, revoke or log.
+    Trigger {
+        /// The trigger whose event the run handles.
+        trigger_id: TriggerId,
+    },
+}
+
+impl Credential {
+    /// The kind of token presented; `None` for a triggered run.
+    pub fn token_kind(&self) -> Option<CredentialKind> {
+        match self {
+            Self::Token { kind, .. } => Some(*kind),
+            Self::Trigger { .. } => None,
+        }
+    }
+}
+
+/// Who an operation runs as: a user, through a session, one of their API tokens or a
+/// trigger they registered. It travels with a triggered run's request, so it holds ids,
+/// never a token or a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// The user behind the credential.
     pub user_id: UserId,
@@ -256,10 +287,8 @@ pub struct Principal {
     /// The user's role in each app they belong to.
     pub roles: HashMap<AppId, AppRole>,
     /// The credential used.
-    pub credential: CredentialKind,
-    /// The token's id (session or API token).
-    pub token_id: TokenId,
-    /// The scopes the credential carries (all seven for a session).
+    pub credential: Credential,
+    /// The scopes the credential carries (all seven for a session and a trigger).
     pub scopes: BTreeSet<Scope>,
     /// An API token limited to one app can act on that app only.
     pub app_restriction: Option<AppId>,
@@ -464,11 +493,20 @@ mod tests {
             username: Username::parse("ada").unwrap(),
             instance_admin: false,
             roles: roles.iter().copied().collect(),
-            credential: CredentialKind::ApiToken,
-            token_id: TokenId::new(),
+            credential: Credential::Token {
+                kind: CredentialKind::ApiToken,
+                token_id: TokenId::new(),
+            },
             scopes: scopes.iter().copied().collect(),
             app_restriction: None,
         }
+    }
+
+    #[test]
+    fn principals_round_trip_through_json() {
+        let principal = principal(&[(AppId::new(), AppRole::Owner)], &[Scope::DataRead]);
+        let json = serde_json::to_string(&principal).unwrap();
+        assert_eq!(serde_json::from_str::<Principal>(&json).unwrap(), principal);
     }
 
     #[test]

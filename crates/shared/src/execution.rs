@@ -31,7 +31,7 @@ impl InvocationType {
 }
 
 /// The HTTP request a script sees as `ctx.request`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequestData {
     /// Upper-case method, e.g. `POST`.
     pub method: String,
@@ -68,8 +68,10 @@ impl HttpRequestData {
     }
 }
 
-/// One request to run a script.
-#[derive(Debug, Clone)]
+/// One request to run a script. It crosses to a remote executor as it is, so it holds no
+/// secret: the caller's PiCloud token is stripped from `http` before it is built, and
+/// `run_as` names a credential without carrying it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionRequest {
     /// The id this run is recorded under.
     pub execution_id: ExecutionId,
@@ -92,7 +94,7 @@ pub struct ExecutionRequest {
 }
 
 /// What a triggered run knows about why it runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggeredBy {
     /// The trigger that matched.
     pub trigger_id: TriggerId,
@@ -322,5 +324,61 @@ mod tests {
         assert!(with("application/vnd.api+json").is_json());
         assert!(!with("text/plain").is_json());
         assert!(!HttpRequestData::default().is_json());
+    }
+
+    #[test]
+    fn a_request_survives_the_trip_to_a_remote_executor() {
+        use std::collections::HashMap;
+
+        use crate::{AppRole, Credential, Scope, ScriptLimits, ScriptName, UserId, Username};
+
+        let app = AppId::new();
+        let now = Utc::now();
+        let request = ExecutionRequest {
+            execution_id: ExecutionId::new(),
+            script: Arc::new(Script {
+                id: ScriptId::new(),
+                app_id: app,
+                name: ScriptName::parse("on-change").unwrap(),
+                source: "ctx.event".to_owned(),
+                limits: ScriptLimits::default(),
+                version: 4,
+                require_token: true,
+                created_at: now,
+                updated_at: now,
+            }),
+            invocation_type: InvocationType::Trigger,
+            request_id: RequestId::generate(),
+            http: Some(HttpRequestData {
+                method: "POST".to_owned(),
+                path: "/a/b".to_owned(),
+                query: vec![
+                    ("k".to_owned(), "1".to_owned()),
+                    ("k".to_owned(), "2".to_owned()),
+                ],
+                headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+                body: Bytes::from_static(b"{\"not\": \"utf-8 \xff\"}"),
+            }),
+            trigger: Some(TriggeredBy {
+                trigger_id: TriggerId::new(),
+                event: serde_json::json!({ "kind": "kv", "key": "ada" }),
+            }),
+            depth: 2,
+            run_as: Some(Principal {
+                user_id: UserId::new(),
+                username: Username::parse("ada").unwrap(),
+                instance_admin: false,
+                roles: HashMap::from([(app, AppRole::Developer), (AppId::new(), AppRole::Viewer)]),
+                credential: Credential::Trigger {
+                    trigger_id: TriggerId::new(),
+                },
+                scopes: Scope::ALL.into_iter().collect(),
+                app_restriction: Some(app),
+            }),
+        };
+
+        let json = serde_json::to_string(&request).unwrap();
+        let back: ExecutionRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, request);
     }
 }

@@ -22,8 +22,8 @@ pub mod services;
 pub mod triggers;
 
 pub use access::{
-    AccessDenied, AppRole, AuthError, Authenticator, Capability, CredentialKind, Principal, Scope,
-    UnknownScope, bearer_token, role_satisfies,
+    AccessDenied, AppRole, AuthError, Authenticator, Capability, Credential, CredentialKind,
+    Principal, Scope, UnknownScope, bearer_token, role_satisfies,
 };
 pub use envelope::ErrorEnvelope;
 pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transaction, UnitOfWork};

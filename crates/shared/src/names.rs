@@ -251,12 +251,39 @@ mod tests {
         assert!(err.starts_with("script name may contain only"), "{err}");
     }
 
+    /// Script names around the rules' edges: most parse; the rest are empty, too long,
+    /// start with `-` or `_`, or hold one character from just outside the alphabet.
+    fn near_script_names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-zA-Z0-9_-]{0,70}",
+            1 => "[a-zA-Z0-9_-]{0,32}[ ./:~é]?[a-zA-Z0-9_-]{0,32}",
+        ]
+    }
+
+    /// Slugs around the rules' edges: most parse; the rest are empty, too long, start or
+    /// end with `-`, or hold one character from just outside the alphabet.
+    fn near_slugs() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z0-9-]{0,70}",
+            1 => "[a-z0-9-]{0,32}[A-Z_. é]?[a-z0-9-]{0,32}",
+        ]
+    }
+
     proptest! {
         #[test]
-        fn accepted_script_names_are_path_safe(raw in "\\PC{0,80}") {
-            if let Ok(name) = ScriptName::parse(&raw) {
-                prop_assert!(name.as_str().len() <= ScriptName::MAX_LEN);
-                prop_assert!(name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        fn accepted_script_names_are_path_safe(raw in near_script_names()) {
+            match ScriptName::parse(&raw) {
+                Ok(name) => {
+                    prop_assert!(name.as_str().len() <= ScriptName::MAX_LEN);
+                    prop_assert!(name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                }
+                Err(_) => prop_assert!(
+                    raw.is_empty()
+                        || raw.len() > ScriptName::MAX_LEN
+                        || raw.starts_with(['-', '_'])
+                        || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                    "{raw:?} was refused"
+                ),
             }
         }
 
@@ -273,10 +300,20 @@ mod tests {
         }
 
         #[test]
-        fn accepted_slugs_are_dns_labels(raw in "\\PC{0,70}") {
-            if let Ok(slug) = AppSlug::parse(&raw) {
-                prop_assert!(!slug.as_str().starts_with('-') && !slug.as_str().ends_with('-'));
-                prop_assert!(slug.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        fn accepted_slugs_are_dns_labels(raw in near_slugs()) {
+            match AppSlug::parse(&raw) {
+                Ok(slug) => {
+                    prop_assert!(!slug.as_str().starts_with('-') && !slug.as_str().ends_with('-'));
+                    prop_assert!(slug.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                }
+                Err(_) => prop_assert!(
+                    raw.is_empty()
+                        || raw.len() > AppSlug::MAX_LEN
+                        || raw.starts_with('-')
+                        || raw.ends_with('-')
+                        || !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                    "{raw:?} was refused"
+                ),
             }
         }
     }

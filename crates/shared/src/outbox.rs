@@ -33,7 +33,8 @@ pub struct OutboxItem {
     pub event: Value,
     /// The event's trigger depth; the run's own events carry `depth + 1`.
     pub depth: u32,
-    /// Attempts made before this one (0 on the first delivery).
+    /// This attempt's number, from 1: the attempts counted so far, this claim's included,
+    /// as the outbox's `attempts` column holds them (a claim counts its attempt).
     pub attempts: u32,
     /// The trigger's attempt limit: after that many failed attempts the event becomes a
     /// dead letter.
@@ -53,14 +54,9 @@ pub struct OutboxItem {
 }
 
 impl OutboxItem {
-    /// This attempt's number, from 1.
-    pub fn attempt(&self) -> u32 {
-        self.attempts.saturating_add(1)
-    }
-
     /// Whether a failure of this attempt leaves attempts to retry with.
     pub fn can_retry(&self) -> bool {
-        self.attempt() < self.max_attempts
+        self.attempts < self.max_attempts
     }
 
     /// The wait before the next attempt after this one failed: `base · 2^(n-1)` for attempt
@@ -69,7 +65,7 @@ impl OutboxItem {
     /// not all come back together.
     pub fn retry_delay(&self, unit: f64) -> Duration {
         jittered(
-            backoff(self.attempt(), self.base_delay, self.max_delay),
+            backoff(self.attempts, self.base_delay, self.max_delay),
             unit,
         )
     }
@@ -218,16 +214,16 @@ mod tests {
 
     #[test]
     fn the_retry_delay_follows_the_attempt_number() {
-        assert_eq!(item(0, 5).retry_delay(0.5), Duration::from_millis(1000));
-        assert_eq!(item(2, 5).retry_delay(0.5), Duration::from_millis(4000));
-        assert_eq!(item(2, 5).retry_delay(0.0), Duration::from_millis(3200));
+        assert_eq!(item(1, 5).retry_delay(0.5), Duration::from_millis(1000));
+        assert_eq!(item(3, 5).retry_delay(0.5), Duration::from_millis(4000));
+        assert_eq!(item(3, 5).retry_delay(0.0), Duration::from_millis(3200));
     }
 
     #[test]
     fn the_last_attempt_is_not_retried() {
-        assert!(item(0, 5).can_retry());
-        assert!(item(3, 5).can_retry());
-        assert!(!item(4, 5).can_retry(), "attempt 5 of 5 is the last");
-        assert!(!item(0, 1).can_retry());
+        assert!(item(1, 5).can_retry());
+        assert!(item(4, 5).can_retry());
+        assert!(!item(5, 5).can_retry(), "attempt 5 of 5 is the last");
+        assert!(!item(1, 1).can_retry());
     }
 }

@@ -2,7 +2,7 @@
 //! held as `Arc<dyn …>` by whoever uses it; only the binaries choose implementations.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -40,37 +40,46 @@ pub trait ExecutorClient: Send + Sync {
     async fn execute(&self, request: ExecutionRequest) -> ExecutionReport;
 
     /// Runs `requests` one after another, each under its own limits, and reports each in
-    /// order. A request that has not started by `start_by` is not run at all: its report
-    /// is `None`. An executor may run a whole batch in one execution slot on one thread,
-    /// handing over once for all of them (the in-process one does), which is what lets a
-    /// dispatcher work off a queue of triggered events without a thread hand-over per
-    /// event; this default runs each through [`Self::execute`].
+    /// order. A request not started within `start_within` of the call is not run at all:
+    /// its report is `None` (`Some(Duration::ZERO)` runs none). The budget is relative
+    /// because a remote executor cannot read the caller's clock. An executor may run a
+    /// whole batch in one execution slot on one thread, handing over once for all of them
+    /// (the in-process one does), which is what lets a dispatcher work off a queue of
+    /// triggered events without a thread hand-over per event; this default runs each
+    /// through [`Self::execute`].
     async fn execute_batch(
         &self,
         requests: Vec<ExecutionRequest>,
-        start_by: Option<Instant>,
+        start_within: Option<Duration>,
     ) -> Vec<Option<ExecutionReport>> {
-        execute_each(self, requests, start_by).await
+        execute_each(self, requests, start_within).await
     }
 }
 
 /// Runs `requests` one at a time through [`ExecutorClient::execute`], skipping those not
-/// started by `start_by`: the default [`ExecutorClient::execute_batch`], for executors that
-/// gain nothing from running a batch together.
+/// started within `start_within` of the call: the default [`ExecutorClient::execute_batch`],
+/// for executors that gain nothing from running a batch together.
 pub async fn execute_each<E: ExecutorClient + ?Sized>(
     executor: &E,
     requests: Vec<ExecutionRequest>,
-    start_by: Option<Instant>,
+    start_within: Option<Duration>,
 ) -> Vec<Option<ExecutionReport>> {
+    let called = Instant::now();
     let mut reports = Vec::with_capacity(requests.len());
     for request in requests {
-        if start_by.is_some_and(|by| Instant::now() > by) {
+        if too_late(called, start_within) {
             reports.push(None);
         } else {
             reports.push(Some(executor.execute(request).await));
         }
     }
     reports
+}
+
+/// Whether a request of a batch called at `called` may no longer start: its budget, if it
+/// has one, is used up.
+pub fn too_late(called: Instant, start_within: Option<Duration>) -> bool {
+    start_within.is_some_and(|budget| called.elapsed() >= budget)
 }
 
 /// The script store could not be asked.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use picloud_executor_core::{ExecutorConfig, GateConfig, LocalExecutorClient};
+use picloud_executor_core::{ExecutorConfig, LocalExecutorClient};
 use picloud_shared::{
     AppId, ExecutionError, ExecutionId, ExecutionReport, ExecutionRequest, ExecutorClient,
     HttpRequestData, InvocationType, RequestId, SandboxCeiling, SandboxLimits, Script, ScriptId,
@@ -82,7 +82,7 @@ pub fn client_without_op_ceiling() -> LocalExecutorClient {
             max_operations: u64::MAX,
             ..SandboxLimits::default()
         }),
-        gate: GateConfig::default(),
+        ..ExecutorConfig::default()
     })
 }
 

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
-    AccessDenied, AppId, AppRole, Capability, CredentialKind, ErrorEnvelope, Principal, Scope,
-    TokenId, UserId, Username, bearer_token,
+    AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorEnvelope, Principal,
+    Scope, TokenId, UserId, Username, bearer_token,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -378,14 +378,18 @@ pub(crate) async fn logout(
     State(state): State<AdminState>,
     auth: Auth,
 ) -> Result<StatusCode, ApiError> {
-    if auth.credential != CredentialKind::Session {
+    let Credential::Token {
+        kind: CredentialKind::Session,
+        token_id,
+    } = auth.credential
+    else {
         return Err(ApiError::bad_request(
             "not_a_session",
             "this request used an API token; revoke it with DELETE /api/admin/tokens/{id}",
         ));
-    }
-    state.tokens.revoke(auth.token_id, Utc::now()).await?;
-    tracing::info!(user = %auth.username, token_id = %auth.token_id, "logged out");
+    };
+    state.tokens.revoke(token_id, Utc::now()).await?;
+    tracing::info!(user = %auth.username, %token_id, "logged out");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -399,25 +403,33 @@ pub(crate) async fn logout(
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
-pub(crate) async fn me(auth: Auth) -> axum::Json<MeView> {
+pub(crate) async fn me(auth: Auth) -> Result<axum::Json<MeView>, ApiError> {
+    let Credential::Token {
+        kind: credential,
+        token_id,
+    } = auth.credential
+    else {
+        // Admin requests carry a bearer token; a trigger's credential never reaches here.
+        return Err(ApiError::unauthorized());
+    };
     let mut roles: Vec<AppRoleView> = auth
         .roles
         .iter()
         .map(|(&app_id, &role)| AppRoleView { app_id, role })
         .collect();
     roles.sort_unstable_by_key(|r| r.app_id);
-    axum::Json(MeView {
+    Ok(axum::Json(MeView {
         user: SessionUser {
             id: auth.user_id,
             username: auth.username.clone(),
             instance_admin: auth.instance_admin,
         },
-        credential: auth.credential,
-        token_id: auth.token_id,
+        credential,
+        token_id,
         scopes: auth.scopes.iter().copied().collect(),
         app_restriction: auth.app_restriction,
         roles,
-    })
+    }))
 }
 
 #[cfg(test)]

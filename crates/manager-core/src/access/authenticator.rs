@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use picloud_shared::{AuthError, Authenticator, CredentialKind, Principal, Scope, TokenId};
+use picloud_shared::{
+    AuthError, Authenticator, Credential, CredentialKind, Principal, Scope, TokenId,
+};
 
 use crate::access::secrets::{hash_token, is_well_formed_token};
 use crate::error_chain;
@@ -149,8 +151,10 @@ impl Authenticator for TokenAuthenticator {
             username: user.username,
             instance_admin: user.instance_admin,
             roles,
-            credential: token.kind,
-            token_id: token.id,
+            credential: Credential::Token {
+                kind: token.kind,
+                token_id: token.id,
+            },
             scopes,
             app_restriction,
         })
@@ -318,8 +322,13 @@ mod tests {
         let principal = f.auth.authenticate(&secret.secret).await.unwrap();
         assert_eq!(principal.user_id, f.user);
         assert_eq!(principal.username.as_str(), "ada");
-        assert_eq!(principal.credential, CredentialKind::Session);
-        assert_eq!(principal.token_id, token.id);
+        assert_eq!(
+            principal.credential,
+            Credential::Token {
+                kind: CredentialKind::Session,
+                token_id: token.id
+            }
+        );
         assert_eq!(principal.scopes, Scope::ALL.into_iter().collect());
         assert_eq!(principal.app_restriction, None);
         assert!(!principal.instance_admin);
@@ -339,7 +348,10 @@ mod tests {
             )
             .await;
         let principal = f.auth.authenticate(&secret.secret).await.unwrap();
-        assert_eq!(principal.credential, CredentialKind::ApiToken);
+        assert_eq!(
+            principal.credential.token_kind(),
+            Some(CredentialKind::ApiToken)
+        );
         assert_eq!(principal.scopes, BTreeSet::from([Scope::ScriptRead]));
         assert_eq!(principal.app_restriction, Some(f.app));
         assert_eq!(

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_shared::{
-    AppId, AppRole, CredentialKind, EventSubject, OutboxError, OutboxItem, OutboxResult,
-    OutboxStore, Principal, Scope, ScriptId, ServiceError, ServiceEvent, TokenId, TriggerId,
-    TriggerKind, UserId, Username,
+    AppId, AppRole, Credential, EventSubject, OutboxError, OutboxItem, OutboxResult, OutboxStore,
+    Principal, Scope, ScriptId, ServiceError, ServiceEvent, TriggerId, TriggerKind, UserId,
+    Username,
 };
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -114,15 +114,13 @@ impl TryFrom<ClaimedRow> for OutboxItem {
         };
         // The run acts as the registering user through the trigger itself: all seven
         // scopes (as a login session would carry), limited to the trigger's app, with the
-        // user's roles as they are now. There is no token, so the trigger's id stands in
-        // for the credential's.
+        // user's roles as they are now.
         let run_as = Principal {
             user_id: UserId::from_uuid(row.user_id),
             username,
             instance_admin: row.instance_admin,
             roles,
-            credential: CredentialKind::Session,
-            token_id: TokenId::from_uuid(row.trigger_id),
+            credential: Credential::Trigger { trigger_id },
             scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
             app_restriction: Some(app_id),
         };
@@ -136,8 +134,7 @@ impl TryFrom<ClaimedRow> for OutboxItem {
             script_id: ScriptId::from_uuid(row.script_id),
             event: row.event,
             depth: count(row.depth),
-            // The claim counted this attempt already; the item reports the ones before it.
-            attempts: count(row.attempts).saturating_sub(1),
+            attempts: count(row.attempts),
             max_attempts: count(row.max_attempts),
             base_delay: delay(row.backoff_base_ms),
             max_delay: delay(row.backoff_max_ms),
@@ -195,7 +192,7 @@ async fn reschedule(
     )
     .bind(item.id)
     .bind(&item.claimed_by)
-    .bind(to_i32(item.attempt()))
+    .bind(to_i32(item.attempts))
     .bind(millis(delay))
     .bind(error)
     .bind(count_attempt)
@@ -300,7 +297,7 @@ impl OutboxStore for PgOutboxStore {
             sqlx::query("DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 AND attempts = $3")
                 .bind(item.id)
                 .bind(&item.claimed_by)
-                .bind(to_i32(item.attempt()))
+                .bind(to_i32(item.attempts))
                 .execute(&mut **change.tx())
                 .await
                 .map_err(sql_error)?;
@@ -322,7 +319,7 @@ impl OutboxStore for PgOutboxStore {
                         script_id: Some(item.script_id),
                         event: item.event.clone(),
                         depth: item.depth,
-                        attempts: item.attempt(),
+                        attempts: item.attempts,
                         last_error: error.to_owned(),
                     },
                 )
@@ -338,7 +335,7 @@ impl OutboxStore for PgOutboxStore {
                         trigger_id: Some(item.trigger_id),
                         script_id: Some(item.script_id),
                         event: item.event.clone(),
-                        attempts: item.attempt(),
+                        attempts: item.attempts,
                         last_error: error.to_owned(),
                     },
                     depth: item.depth.saturating_add(1),

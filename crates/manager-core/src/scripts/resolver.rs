@@ -20,11 +20,15 @@ use crate::{repository::RepoError, scripts::ScriptRepository};
 /// put in the cache by id as soon as its change commits, so its first call needs no
 /// lookup. Updates and deletes reach the cache through [`ScriptChangeObserver`], which
 /// drops both keys of the script (or, when an app is renamed or deleted, every entry of
-/// that app). When the cache holds `capacity` entries it is cleared rather than evicted
-/// piecemeal: refilling is one query per script and keeps the bookkeeping trivial.
+/// that app). The cache is bounded twice: in entries (`capacity`) and in estimated bytes
+/// (`max_bytes`, an entry counting [`Self::entry_bytes`]). When an insert would pass either
+/// bound the cache is cleared rather than evicted piecemeal: refilling is one query per
+/// script and keeps the bookkeeping trivial. A script larger than the whole byte budget is
+/// answered but not cached.
 pub struct CachedScriptResolver {
     repo: Arc<dyn ScriptRepository>,
     capacity: usize,
+    max_bytes: usize,
     cache: RwLock<Cache>,
 }
 
@@ -32,6 +36,8 @@ pub struct CachedScriptResolver {
 struct Cache {
     by_id: HashMap<ScriptId, Arc<Script>>,
     by_name: HashMap<(AppSlug, ScriptName), Arc<Script>>,
+    /// The estimated bytes of every entry, both maps together.
+    bytes: usize,
     /// Bumped by every invalidation. A lookup that started before an invalidation must not
     /// store what it read, or a script changed mid-lookup would stay stale in the cache.
     generation: u64,
@@ -41,6 +47,41 @@ impl Cache {
     fn len(&self) -> usize {
         self.by_id.len() + self.by_name.len()
     }
+
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.by_name.clear();
+        self.bytes = 0;
+    }
+
+    fn insert_by_id(&mut self, script: Arc<Script>) {
+        self.bytes += CachedScriptResolver::entry_bytes(&script);
+        if let Some(old) = self.by_id.insert(script.id, script) {
+            self.bytes -= CachedScriptResolver::entry_bytes(&old);
+        }
+    }
+
+    fn insert_by_name(&mut self, key: (AppSlug, ScriptName), script: Arc<Script>) {
+        self.bytes += CachedScriptResolver::entry_bytes(&script);
+        if let Some(old) = self.by_name.insert(key, script) {
+            self.bytes -= CachedScriptResolver::entry_bytes(&old);
+        }
+    }
+
+    /// Keeps only the entries of scripts `keep` accepts, under either key.
+    fn retain(&mut self, keep: impl Fn(&Script) -> bool) {
+        let mut dropped = 0;
+        let mut check = |script: &Arc<Script>| {
+            let kept = keep(script);
+            if !kept {
+                dropped += CachedScriptResolver::entry_bytes(script);
+            }
+            kept
+        };
+        self.by_id.retain(|_, script| check(script));
+        self.by_name.retain(|_, script| check(script));
+        self.bytes -= dropped;
+    }
 }
 
 impl fmt::Debug for CachedScriptResolver {
@@ -48,8 +89,10 @@ impl fmt::Debug for CachedScriptResolver {
         let cache = self.read();
         f.debug_struct("CachedScriptResolver")
             .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
             .field("cached_by_id", &cache.by_id.len())
             .field("cached_by_name", &cache.by_name.len())
+            .field("cached_bytes", &cache.bytes)
             .finish_non_exhaustive()
     }
 }
@@ -58,18 +101,58 @@ impl CachedScriptResolver {
     /// Entries held before the cache is cleared, counting both keys of a script.
     pub const DEFAULT_CAPACITY: usize = 10_000;
 
-    /// A resolver over `repo` with [`Self::DEFAULT_CAPACITY`].
+    /// Estimated bytes held before the cache is cleared: 32 MiB, a hundred scripts at the
+    /// largest source the admin API accepts, or thousands of ordinary ones.
+    pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+    /// What an entry is estimated to hold beside its source: the `Script`'s fields and
+    /// name, the key, the map slot and the `Arc`'s counts.
+    pub const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+    /// A resolver over `repo` with [`Self::DEFAULT_CAPACITY`] and [`Self::DEFAULT_MAX_BYTES`].
     pub fn new(repo: Arc<dyn ScriptRepository>) -> Self {
-        Self::with_capacity(repo, Self::DEFAULT_CAPACITY)
+        Self::with_limits(repo, Self::DEFAULT_CAPACITY, Self::DEFAULT_MAX_BYTES)
     }
 
     /// A resolver over `repo` holding at most `capacity` entries (at least 1).
     pub fn with_capacity(repo: Arc<dyn ScriptRepository>, capacity: usize) -> Self {
+        Self::with_limits(repo, capacity, Self::DEFAULT_MAX_BYTES)
+    }
+
+    /// A resolver over `repo` holding at most `capacity` entries (at least 1) and
+    /// `max_bytes` estimated bytes.
+    pub fn with_limits(repo: Arc<dyn ScriptRepository>, capacity: usize, max_bytes: usize) -> Self {
         Self {
             repo,
             capacity: capacity.max(1),
+            max_bytes,
             cache: RwLock::new(Cache::default()),
         }
+    }
+
+    /// The estimated bytes one entry of `script` holds: its source plus
+    /// [`Self::ENTRY_OVERHEAD_BYTES`]. A script cached under both keys counts twice, which
+    /// overestimates when both share one copy and is exact when they hold two versions.
+    pub fn entry_bytes(script: &Script) -> usize {
+        script
+            .source
+            .len()
+            .saturating_add(Self::ENTRY_OVERHEAD_BYTES)
+    }
+
+    /// Clears the cache when adding `entries` entries of `script` would pass either bound;
+    /// false when the script alone does not fit, so it is not cached at all.
+    fn make_room(&self, cache: &mut Cache, script: &Script, entries: usize) -> bool {
+        let bytes = Self::entry_bytes(script).saturating_mul(entries);
+        if bytes > self.max_bytes {
+            return false;
+        }
+        if cache.len() + entries > self.capacity
+            || cache.bytes.saturating_add(bytes) > self.max_bytes
+        {
+            cache.clear();
+        }
+        true
     }
 
     // The cache is rebuilt from the database on demand, so data left by a panicking
@@ -94,13 +177,12 @@ impl CachedScriptResolver {
             return;
         }
         let adding = 1 + usize::from(name_key.is_some());
-        if cache.len() + adding > self.capacity {
-            cache.by_id.clear();
-            cache.by_name.clear();
+        if !self.make_room(&mut cache, script, adding) {
+            return;
         }
-        cache.by_id.insert(script.id, Arc::clone(script));
+        cache.insert_by_id(Arc::clone(script));
         if let Some(key) = name_key {
-            cache.by_name.insert(key, Arc::clone(script));
+            cache.insert_by_name(key, Arc::clone(script));
         }
     }
 }
@@ -158,9 +240,8 @@ impl ScriptChangeObserver for CachedScriptResolver {
     fn script_changed(&self, id: ScriptId) {
         let mut cache = self.write();
         cache.generation = cache.generation.wrapping_add(1);
-        cache.by_id.remove(&id);
         // A rename leaves the old name's key pointing at the script, so match by id.
-        cache.by_name.retain(|_, script| script.id != id);
+        cache.retain(|script| script.id != id);
     }
 
     fn script_saved(&self, script: &Script) {
@@ -173,13 +254,14 @@ impl ScriptChangeObserver for CachedScriptResolver {
         {
             return;
         }
-        if cache.len() + 1 > self.capacity {
-            cache.by_id.clear();
-            cache.by_name.clear();
+        if !self.make_room(&mut cache, script, 1) {
+            // Too large to cache: at least no older version may answer for it.
+            cache.retain(|cached| cached.id != script.id);
+            return;
         }
         // By id only: the by-name key needs the app's slug, which the first by-name
         // lookup fills in.
-        cache.by_id.insert(script.id, Arc::new(script.clone()));
+        cache.insert_by_id(Arc::new(script.clone()));
     }
 
     fn app_changed(&self, id: AppId) {
@@ -187,8 +269,7 @@ impl ScriptChangeObserver for CachedScriptResolver {
         cache.generation = cache.generation.wrapping_add(1);
         // A renamed slug leaves keys under the old slug, and a deleted app takes its
         // scripts with it: drop every entry of the app, whichever key it sits under.
-        cache.by_id.retain(|_, script| script.app_id != id);
-        cache.by_name.retain(|_, script| script.app_id != id);
+        cache.retain(|script| script.app_id != id);
     }
 }
 
@@ -516,6 +597,90 @@ mod tests {
         assert_eq!(repo.reads(), 3);
         assert_eq!(*resolver.by_id(a.id).await.unwrap().unwrap(), a);
         assert_eq!(repo.reads(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_cache_over_its_byte_budget_is_cleared_and_keeps_answering_correctly() {
+        let repo = Probe::new();
+        let a = repo.add("a").await;
+        let b = repo.add("b").await;
+        let c = repo.add("c").await;
+        // Room in bytes for two entries, in count for many more.
+        let budget = 2 * CachedScriptResolver::entry_bytes(&a);
+        let resolver = CachedScriptResolver::with_limits(repo.clone(), 100, budget);
+        for script in [&a, &b] {
+            assert_eq!(*resolver.by_id(script.id).await.unwrap().unwrap(), *script);
+        }
+        resolver.by_id(a.id).await.unwrap();
+        resolver.by_id(b.id).await.unwrap();
+        assert_eq!(repo.reads(), 2, "two entries fit in the budget");
+
+        assert_eq!(*resolver.by_id(c.id).await.unwrap().unwrap(), c);
+        assert_eq!(repo.reads(), 3);
+        // `c` went over the budget: `a` and `b` were cleared, `c` is cached.
+        resolver.by_id(c.id).await.unwrap();
+        assert_eq!(repo.reads(), 3);
+        assert_eq!(*resolver.by_id(a.id).await.unwrap().unwrap(), a);
+        assert_eq!(repo.reads(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_script_larger_than_the_byte_budget_is_answered_but_never_cached() {
+        let repo = Probe::new();
+        let small = repo.add("small").await;
+        let large = repo
+            .update(repo.add("large").await.id, new_source(&"1;".repeat(500)))
+            .await
+            .unwrap();
+        let budget = CachedScriptResolver::entry_bytes(&small) * 3;
+        assert!(CachedScriptResolver::entry_bytes(&large) > budget);
+        let resolver = CachedScriptResolver::with_limits(repo.clone(), 100, budget);
+        resolver.by_id(small.id).await.unwrap();
+
+        for _ in 0..2 {
+            assert_eq!(*resolver.by_id(large.id).await.unwrap().unwrap(), large);
+        }
+        assert_eq!(repo.reads(), 3, "each call for the large script reads it");
+        resolver.by_id(small.id).await.unwrap();
+        assert_eq!(repo.reads(), 3, "and it evicted nothing");
+
+        // A saved version too large to cache drops the older version it replaces.
+        let grown = Script {
+            version: small.version + 1,
+            source: "1;".repeat(500),
+            ..small.clone()
+        };
+        resolver.script_saved(&grown);
+        resolver.by_id(small.id).await.unwrap();
+        assert_eq!(repo.reads(), 4, "the old version no longer answers");
+    }
+
+    #[tokio::test]
+    async fn invalidations_give_back_the_bytes_of_what_they_drop() {
+        let repo = Probe::new();
+        let a = repo.add("a").await;
+        let resolver = CachedScriptResolver::new(repo.clone());
+        resolver
+            .by_name(&AppSlug::default_app(), &name("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            resolver.read().bytes,
+            2 * CachedScriptResolver::entry_bytes(&a),
+            "both keys count"
+        );
+        resolver.script_changed(a.id);
+        assert_eq!(resolver.read().bytes, 0);
+
+        resolver.script_saved(&a);
+        resolver.script_saved(&a);
+        assert_eq!(
+            resolver.read().bytes,
+            CachedScriptResolver::entry_bytes(&a),
+            "a replaced entry is not counted twice"
+        );
+        resolver.app_changed(DEFAULT_APP_ID);
+        assert_eq!(resolver.read().bytes, 0);
     }
 
     #[tokio::test]

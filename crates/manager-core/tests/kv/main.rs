@@ -17,8 +17,8 @@ use std::sync::Arc;
 use picloud_manager_core::kv::{InMemoryKvService, PgKvService};
 use picloud_manager_core::outbox::RecordingEmitter;
 use picloud_shared::{
-    AppId, AppRole, CollectionName, CredentialKind, ExecutionId, KvKey, KvService, Principal,
-    Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,
+    AppId, AppRole, CollectionName, Credential, CredentialKind, ExecutionId, KvKey, KvService,
+    Principal, Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,
 };
 use sqlx::PgPool;
 
@@ -104,8 +104,10 @@ pub fn principal(roles: &[(AppId, AppRole)], scopes: &[Scope]) -> Principal {
         username: Username::parse("ada").unwrap(),
         instance_admin: false,
         roles: roles.iter().copied().collect::<HashMap<_, _>>(),
-        credential: CredentialKind::ApiToken,
-        token_id: TokenId::new(),
+        credential: Credential::Token {
+            kind: CredentialKind::ApiToken,
+            token_id: TokenId::new(),
+        },
         scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
         app_restriction: None,
     }

@@ -164,7 +164,7 @@ fn check_no_escalation(
     scopes: &BTreeSet<Scope>,
     app: Option<AppId>,
 ) -> Result<(), ApiError> {
-    if auth.credential != CredentialKind::ApiToken {
+    if auth.credential.token_kind() != Some(CredentialKind::ApiToken) {
         return Ok(());
     }
     if let Some(missing) = scopes.iter().find(|s| !auth.scopes.contains(s)) {

@@ -317,7 +317,7 @@ pub(crate) async fn set_password(
         }
         // An API token scoped to, say, reading scripts must not be able to take over the
         // account that issued it.
-        if auth.credential != CredentialKind::Session {
+        if auth.credential.token_kind() != Some(CredentialKind::Session) {
             return Err(ApiError::forbidden(
                 "changing your own password needs a login session, not an API token",
             ));
