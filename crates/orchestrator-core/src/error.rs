@@ -1,8 +1,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use picloud_shared::{ErrorEnvelope, ExecutionError};
-use serde_json::json;
+use picloud_shared::{ErrorCode, ErrorEnvelope, ExecutionError};
 
 /// Everything the data plane can answer instead of a script's response.
 #[derive(Debug, thiserror::Error)]
@@ -49,64 +48,61 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The code this error answers with; its status is the code's own.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
-            Self::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-            Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
-            Self::ScriptNotFound(_) => (StatusCode::NOT_FOUND, "script_not_found"),
-            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable"),
-            Self::LookupUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::InvalidResponseHeader(_) => (StatusCode::UNPROCESSABLE_ENTITY, "script_error"),
-            Self::Execution(e) => execution_status_and_code(e),
+            Self::InvalidId(_) => ErrorCode::InvalidId,
+            Self::InvalidName(_) => ErrorCode::InvalidName,
+            Self::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            Self::ScriptNotFound(_) => ErrorCode::NotFound,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::BodyUnreadable(_) => ErrorCode::UnreadableBody,
+            Self::LookupUnavailable => ErrorCode::Unavailable,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::InvalidResponseHeader(_) => ErrorCode::ScriptError,
+            Self::Execution(e) => execution_code(e),
         }
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
-        self.status_and_code().0
+        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
-/// The status and envelope code a failed run answers with (SPEC §2: script error 422,
-/// timeout 504, executor unreachable 502, resource limit 507).
-pub(crate) fn execution_status_and_code(error: &ExecutionError) -> (StatusCode, &'static str) {
+/// The code a failed run answers with (SPEC §2: script error 422, timeout 504, executor
+/// unreachable 502, resource limit 507).
+fn execution_code(error: &ExecutionError) -> ErrorCode {
     match error {
-        ExecutionError::Script { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "script_error"),
-        ExecutionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        ExecutionError::ResourceLimit { .. } => {
-            (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
-        }
-        ExecutionError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        ExecutionError::Unavailable { .. } => (StatusCode::BAD_GATEWAY, "executor_unavailable"),
-        ExecutionError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ExecutionError::Script { .. } => ErrorCode::ScriptError,
+        ExecutionError::Timeout { .. } => ErrorCode::Timeout,
+        ExecutionError::ResourceLimit { .. } => ErrorCode::ResourceLimit,
+        ExecutionError::Overloaded { .. } => ErrorCode::Overloaded,
+        ExecutionError::Unavailable { .. } => ErrorCode::ExecutorUnavailable,
+        ExecutionError::Internal { .. } => ErrorCode::Internal,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let (status, code) = (self.status(), self.code());
         let body = match &self {
-            // A script error's position helps its author; everything else is the envelope.
+            // A script error's position helps its author; absent parts stay absent.
             Self::Execution(ExecutionError::Script {
                 message,
                 line,
                 column,
-            }) => {
-                json!({ "error": { "code": code, "message": message, "line": line, "column": column } })
-            }
+            }) => ErrorEnvelope::new(code, message.clone()).at(*line, *column),
             Self::Execution(ExecutionError::Internal { message }) => {
                 tracing::error!(cause = %message, "execution failed inside picloud");
-                json!(ErrorEnvelope::new(code, "internal error"))
+                ErrorEnvelope::new(code, "internal error")
             }
             Self::Execution(ExecutionError::Unavailable { message }) => {
                 tracing::error!(cause = %message, "executor unavailable");
-                json!(ErrorEnvelope::new(code, "executor unavailable"))
+                ErrorEnvelope::new(code, "executor unavailable")
             }
-            other => json!(ErrorEnvelope::new(code, other.to_string())),
+            other => ErrorEnvelope::new(code, other.to_string()),
         };
         let mut response = (status, Json(body)).into_response();
         if let Self::Unauthorized = &self {

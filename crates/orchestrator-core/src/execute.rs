@@ -18,7 +18,6 @@ use picloud_shared::{
     bearer_token,
 };
 
-use crate::error::execution_status_and_code;
 use crate::{ApiError, OrchestratorConfig};
 
 /// The header that names the execution behind a response, for looking up its record.
@@ -203,11 +202,9 @@ async fn run(
     let result = outcome.map_err(ApiError::from).and_then(into_http_response);
     let (status, http_status, error) = match &result {
         Ok(response) => (ExecutionStatus::Success, response.status(), None),
-        Err(ApiError::Execution(e)) => (
-            e.status(),
-            execution_status_and_code(e).0,
-            Some(e.to_string()),
-        ),
+        Err(failure @ ApiError::Execution(e)) => {
+            (e.status(), failure.status(), Some(e.to_string()))
+        }
         Err(other) => (
             ExecutionStatus::ScriptError,
             other.status(),

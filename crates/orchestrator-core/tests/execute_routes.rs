@@ -257,7 +257,7 @@ async fn unknown_and_malformed_scripts_are_named() {
     let h = harness(None);
     let (status, _, body) = send(&h.app, get(&format!("/api/execute/{}", ScriptId::new()))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["error"]["code"], "script_not_found");
+    assert_eq!(body["error"]["code"], "not_found");
 
     let (status, _, body) = send(&h.app, get("/api/execute/not-a-uuid")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -269,8 +269,9 @@ async fn unknown_and_malformed_scripts_are_named() {
             .contains("not-a-uuid")
     );
 
+    // The same code and status as a bad name anywhere in the admin API.
     let (status, _, body) = send(&h.app, get("/api/run/Bad_App/hello")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "invalid_name");
 
     let (status, _, body) = send(&h.app, get("/api/run/default/nope")).await;
@@ -324,6 +325,15 @@ async fn each_failure_maps_to_its_status_and_is_recorded() {
             "script_error",
         ),
         (
+            ExecutionError::Script {
+                message: "thrown".into(),
+                line: None,
+                column: None,
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "script_error",
+        ),
+        (
             ExecutionError::Timeout {
                 limit: Duration::from_millis(200),
             },
@@ -369,10 +379,16 @@ async fn each_failure_maps_to_its_status_and_is_recorded() {
         assert_eq!(records[0].status, failure.status());
         assert_eq!(records[0].http_status, Some(expected_status.as_u16()));
         match failure {
-            ExecutionError::Script { .. } => {
+            ExecutionError::Script { line: Some(_), .. } => {
                 assert_eq!(body["error"]["line"], 2);
                 assert_eq!(body["error"]["column"], 5);
                 assert_eq!(body["error"]["message"], "boom");
+            }
+            // An unknown position is left out, never `null`.
+            ExecutionError::Script { line: None, .. } => {
+                let error = body["error"].as_object().unwrap();
+                assert!(!error.contains_key("line"), "{body}");
+                assert!(!error.contains_key("column"), "{body}");
             }
             ExecutionError::Overloaded { .. } => assert_eq!(headers["retry-after"], "2"),
             ExecutionError::Internal { .. } => {

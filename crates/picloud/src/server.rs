@@ -32,7 +32,7 @@ use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
 };
-use picloud_shared::{ErrorEnvelope, ScriptChangeObserver};
+use picloud_shared::{ErrorCode, ErrorEnvelope, ScriptChangeObserver};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -279,29 +279,25 @@ async fn readyz(State(pool): State<PgPool>) -> Response {
     }
 }
 
+/// An error answer of the server's own, with the status its code has everywhere.
+fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    let envelope = ErrorEnvelope::new(code, message);
+    let status =
+        StatusCode::from_u16(envelope.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(envelope)).into_response()
+}
+
 fn not_ready(cause: &str) -> Response {
     tracing::warn!(cause, "readiness check failed");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(ErrorEnvelope::new("not_ready", "database unreachable")),
-    )
-        .into_response()
+    error_response(ErrorCode::NotReady, "database unreachable")
 }
 
 async fn no_route(request: Request) -> Response {
     let message = format!("no route for {} {}", request.method(), request.uri().path());
-    (
-        StatusCode::NOT_FOUND,
-        Json(ErrorEnvelope::new("not_found", message)),
-    )
-        .into_response()
+    error_response(ErrorCode::NotFound, message)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(ErrorEnvelope::new("internal", "internal error")),
-    )
-        .into_response()
+    error_response(ErrorCode::Internal, "internal error")
 }

@@ -96,7 +96,7 @@ async fn script_lifecycle_create_list_get_execute_update_delete() {
     let (status, code, _) = error_code(app.execute(&id).await).await;
     assert_eq!(
         (status, code.as_str()),
-        (StatusCode::NOT_FOUND, "script_not_found")
+        (StatusCode::NOT_FOUND, "not_found")
     );
     let (status, _, _) = error_code(
         app.client

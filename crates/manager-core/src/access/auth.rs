@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
-    AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorEnvelope, Principal,
-    Scope, TokenId, UserId, Username, bearer_token,
+    AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorCode, ErrorEnvelope,
+    Principal, Scope, TokenId, UserId, Username, bearer_token,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -383,8 +383,8 @@ pub(crate) async fn logout(
         token_id,
     } = auth.credential
     else {
-        return Err(ApiError::bad_request(
-            "not_a_session",
+        return Err(ApiError::new(
+            ErrorCode::NotASession,
             "this request used an API token; revoke it with DELETE /api/admin/tokens/{id}",
         ));
     };

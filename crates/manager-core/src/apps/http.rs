@@ -6,7 +6,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use picloud_shared::{AppId, AppRole, AppSlug, Capability, ErrorEnvelope, NameError, Scope};
+use picloud_shared::{
+    AppId, AppRole, AppSlug, Capability, ErrorCode, ErrorEnvelope, NameError, Scope,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -301,8 +303,8 @@ pub(crate) async fn update_app(
     }
     // Scripts created without naming an app go to the app called `default`.
     if id == DEFAULT_APP_ID && update.slug.as_ref().is_some_and(|s| *s != current.slug) {
-        return Err(ApiError::conflict_with(
-            "default_app",
+        return Err(ApiError::new(
+            ErrorCode::DefaultApp,
             "the default app's slug cannot change",
         ));
     }
@@ -352,8 +354,8 @@ pub(crate) async fn delete_app(
 ) -> Result<StatusCode, ApiError> {
     let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
     if id == DEFAULT_APP_ID {
-        return Err(ApiError::conflict_with(
-            "default_app",
+        return Err(ApiError::new(
+            ErrorCode::DefaultApp,
             "the default app cannot be deleted",
         ));
     }
@@ -389,8 +391,8 @@ async fn not_empty(state: &AdminState, app: &App) -> ApiError {
         })
         .await;
     match count {
-        Ok(page) => ApiError::conflict_with(
-            "app_not_empty",
+        Ok(page) => ApiError::new(
+            ErrorCode::AppNotEmpty,
             format!(
                 "app '{}' still has {} script{}; delete them first or pass cascade=true",
                 app.slug,

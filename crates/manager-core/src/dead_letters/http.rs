@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, Capability, DeadLetterId, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
+    AppId, Capability, DeadLetterId, ErrorCode, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -216,10 +216,10 @@ fn action_error(err: DeadLetterActionError) -> ApiError {
     match err {
         DeadLetterActionError::NotFound(id) => dead_letter_not_found(id),
         DeadLetterActionError::AlreadyResolved { .. } => {
-            ApiError::conflict_with("already_resolved", err.to_string())
+            ApiError::new(ErrorCode::AlreadyResolved, err.to_string())
         }
         DeadLetterActionError::NoTrigger(_) => {
-            ApiError::conflict_with("trigger_gone", err.to_string())
+            ApiError::new(ErrorCode::TriggerGone, err.to_string())
         }
         DeadLetterActionError::Repo(err) => err.into(),
     }

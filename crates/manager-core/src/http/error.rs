@@ -8,43 +8,17 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use picloud_shared::{
-    AccessDenied, AuthError, CompileError, ErrorEnvelope, LimitsError, NameError, ServiceError,
+    AccessDenied, AuthError, CompileError, ErrorCode, ErrorEnvelope, LimitsError, NameError,
+    ServiceError,
 };
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::error_chain;
 use crate::repository::RepoError;
 
-/// The envelope of a 422 answer: the usual `{"error": {"code", "message"}}`, plus `line`
-/// and `column` when the code is `compile_error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ValidationErrorEnvelope {
-    /// The error itself.
-    pub error: ValidationErrorBody,
-}
-
-/// The body of a [`ValidationErrorEnvelope`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ValidationErrorBody {
-    /// `compile_error`, `invalid_limits`, `invalid_name`, `invalid_body` or
-    /// `source_too_large`.
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// 1-based line of a compile error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    /// 1-based column of a compile error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<u32>,
-}
-
 /// An admin API failure, ready to be answered.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     position: Option<(u32, u32)>,
     // Boxed: rarely set, and it would double the size of every `Result<_, ApiError>`.
@@ -52,9 +26,9 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code` (and so with its one status).
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             position: None,
@@ -71,8 +45,7 @@ impl ApiError {
     /// unknown, malformed, expired or revoked (which of these is not said).
     pub(crate) fn unauthorized() -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid bearer token is required (Authorization: Bearer <token>)",
         )
         .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
@@ -80,16 +53,12 @@ impl ApiError {
 
     /// 401 `invalid_credentials`: the same answer for an unknown user and a wrong password.
     pub(crate) fn invalid_credentials() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        )
+        Self::new(ErrorCode::InvalidCredentials, "wrong username or password")
     }
 
     /// 403 `forbidden`, with a message naming what is missing.
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// Turns a refused capability into its answer: `Hidden` becomes `hidden` (the very
@@ -106,102 +75,68 @@ impl ApiError {
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         let secs = secs.max(1);
         Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             format!("too many failed logins, try again in {secs} s"),
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 
-    /// 409 with a specific code (`app_not_empty`, `default_app`, `cannot_delete_self`, ...).
-    pub(crate) fn conflict_with(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    /// 400 with a specific code (`not_a_session`, ...).
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// 422 with a specific code (`invalid_scope`, `invalid_password`, ...).
-    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
     /// 500 `internal`, logging the cause once.
     pub(crate) fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(cause), "admin request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(ErrorCode::Internal, "internal error")
     }
 
     /// 404 `not_found`.
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     /// 409 `conflict`.
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(ErrorCode::Conflict, message)
     }
 
     /// 400 `invalid_id`: a path segment that should be an id is not a UUID.
     pub(crate) fn invalid_id(raw: &str) -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
+            ErrorCode::InvalidId,
             format!("'{raw}' is not a valid id (expected a UUID)"),
         )
     }
 
     /// 400 `invalid_query`.
     pub(crate) fn invalid_query(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+        Self::new(ErrorCode::InvalidQuery, message)
     }
 
     /// 422 `invalid_body`: well-formed JSON that does not fit the request.
     pub(crate) fn invalid_body(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+        Self::new(ErrorCode::InvalidBody, message)
     }
 
     /// 422 `invalid_name`.
     pub(crate) fn invalid_name(err: &NameError) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-            err.to_string(),
-        )
+        Self::new(ErrorCode::InvalidName, err.to_string())
     }
 
     /// 422 `invalid_limits`.
     pub(crate) fn invalid_limits(err: &LimitsError) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_limits",
-            err.to_string(),
-        )
+        Self::new(ErrorCode::InvalidLimits, err.to_string())
     }
 
     /// 422 `compile_error`, with the position in the body.
     pub(crate) fn compile(err: &CompileError) -> Self {
         Self {
             position: Some((err.line, err.column)),
-            ..Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "compile_error",
-                err.to_string(),
-            )
+            ..Self::new(ErrorCode::CompileError, err.to_string())
         }
     }
 
     /// 422 `source_too_large`.
     pub(crate) fn source_too_large(len: usize, max: usize) -> Self {
         Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "source_too_large",
+            ErrorCode::SourceTooLarge,
             format!("source is {len} bytes, above the limit of {max} bytes"),
         )
     }
@@ -214,8 +149,7 @@ impl ApiError {
     /// 405 `method_not_allowed`.
     pub(crate) fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this endpoint does not support the request's method",
         )
     }
@@ -226,22 +160,22 @@ impl From<RepoError> for ApiError {
         match err {
             RepoError::NotFound { .. } => Self::not_found(err.to_string()),
             RepoError::Conflict { .. } => Self::conflict(err.to_string()),
-            RepoError::Invalid(message) => Self::invalid_body(message),
+            // Every rule a request must meet is checked before the store is asked; a value
+            // the store still refuses (a CHECK constraint) is a fault here, not the client's.
+            RepoError::Invalid(_) => {
+                tracing::error!(error = %error_chain(&err), "admin request failed: the store refused a value that passed validation");
+                Self::new(ErrorCode::Internal, "internal error")
+            }
             RepoError::Unavailable(_) => {
                 tracing::error!(error = %error_chain(&err), "admin request failed: database unavailable");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database is unavailable, try again later",
                 )
             }
             RepoError::Internal(_) => {
                 tracing::error!(error = %error_chain(&err), "admin request failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                Self::new(ErrorCode::Internal, "internal error")
             }
         }
     }
@@ -253,24 +187,15 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::InvalidArgument(message) => {
-                Self::unprocessable("invalid_argument", message)
+                Self::new(ErrorCode::InvalidArgument, message)
             }
-            ServiceError::TooLarge { .. } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_large",
-                err.to_string(),
-            ),
+            ServiceError::TooLarge { .. } => Self::new(ErrorCode::ValueTooLarge, err.to_string()),
             ServiceError::Forbidden(_) => Self::forbidden(err.to_string()),
             ServiceError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the database is unavailable, try again later",
             ),
-            ServiceError::Internal(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            ),
+            ServiceError::Internal(_) => Self::new(ErrorCode::Internal, "internal error"),
         }
     }
 }
@@ -282,8 +207,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unavailable(_) => {
                 tracing::error!(error = %err, "admin request failed: authentication unavailable");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "authentication is unavailable, try again later",
                 )
             }
@@ -299,27 +223,23 @@ impl From<JsonRejection> for ApiError {
                 Self::invalid_body(format!("invalid request body: {detail}"))
             }
             JsonRejection::JsonSyntaxError(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 format!("request body is not valid JSON: {detail}"),
             ),
             JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "request body must be JSON with content-type application/json",
             ),
             JsonRejection::BytesRejection(ref bytes)
                 if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
                 Self::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     "request body is larger than this endpoint accepts",
                 )
             }
             _ => Self::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
+                ErrorCode::UnreadableBody,
                 format!("request body could not be read: {detail}"),
             ),
         }
@@ -337,11 +257,7 @@ impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         // Routes only capture plain strings, so this is a routing fault, not bad input.
         tracing::error!(error = %error_chain(&rejection), "admin path extraction failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(ErrorCode::Internal, "internal error")
     }
 }
 
@@ -356,24 +272,11 @@ fn rejection_detail(rejection: &dyn std::error::Error, fallback: String) -> Stri
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
         let header = self.header.take();
-        let mut response = match self.position {
-            Some((line, column)) => {
-                let body = ValidationErrorEnvelope {
-                    error: ValidationErrorBody {
-                        code: self.code.to_owned(),
-                        message: self.message,
-                        line: Some(line),
-                        column: Some(column),
-                    },
-                };
-                (self.status, axum::Json(body)).into_response()
-            }
-            None => (
-                self.status,
-                axum::Json(ErrorEnvelope::new(self.code, self.message)),
-            )
-                .into_response(),
-        };
+        let (line, column) = self.position.unzip();
+        let envelope = ErrorEnvelope::new(self.code, self.message).at(line, column);
+        let status =
+            StatusCode::from_u16(envelope.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(envelope)).into_response();
         if let Some((name, value)) = header.map(|h| *h) {
             response.headers_mut().insert(name, value);
         }

@@ -20,7 +20,6 @@ use picloud_shared::{
     ScriptValidator,
 };
 
-pub use error::{ValidationErrorBody, ValidationErrorEnvelope};
 pub use openapi::ApiDoc;
 
 use self::error::ApiError;

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::routing::get;
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
-    AppId, Capability, CollectionInfo, CollectionName, ErrorEnvelope, KvKey, KvListOptions, KvPage,
-    ServiceContext,
+    AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvKey,
+    KvListOptions, KvPage, ServiceContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,18 +96,18 @@ fn parse_id(raw: &str) -> Result<AppId, ApiError> {
 /// A key is free text, so unlike other routes' segments it can be percent-encoded into
 /// something that is not UTF-8: that is the client's mistake, not a routing fault.
 fn undecodable(rejection: axum::extract::rejection::PathRejection) -> ApiError {
-    ApiError::bad_request(
-        "invalid_path",
+    ApiError::new(
+        ErrorCode::InvalidPath,
         format!("the path could not be decoded: {}", rejection.body_text()),
     )
 }
 
 fn collection_name(raw: &str) -> Result<CollectionName, ApiError> {
-    CollectionName::parse(raw).map_err(|e| ApiError::unprocessable("invalid_name", e.to_string()))
+    CollectionName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
 }
 
 fn kv_key(raw: &str) -> Result<KvKey, ApiError> {
-    KvKey::parse(raw).map_err(|e| ApiError::unprocessable("invalid_name", e.to_string()))
+    KvKey::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
 }
 
 /// The context admin changes run in: the caller's own identity, depth 0 so the events

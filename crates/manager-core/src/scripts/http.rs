@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::access::auth::Auth;
-use crate::http::error::{ApiError, ValidationErrorEnvelope};
+use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, page_limit};
 use crate::{
@@ -239,7 +239,7 @@ pub(crate) async fn authorized_script(
         (status = 409, description = "The app already has a script with that name", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ValidationErrorEnvelope),
+        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -398,7 +398,7 @@ pub(crate) async fn get_script(
         (status = 409, description = "The app already has a script with the new name", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ValidationErrorEnvelope),
+        (status = 422, description = "Invalid name, limits, body or source; `compile_error` carries line and column", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]

@@ -9,8 +9,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, AppSlug, Capability, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId, ScriptName,
-    TriggerId, TriggerKind, UserId,
+    AppId, AppSlug, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId,
+    ScriptName, TriggerId, TriggerKind, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -233,7 +233,7 @@ fn retry_policy(
     };
     policy
         .validate()
-        .map_err(|e| ApiError::unprocessable("invalid_retry", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRetry, e.to_string()))?;
     Ok(policy)
 }
 
@@ -265,7 +265,7 @@ async fn create(
 }
 
 fn invalid_details(err: InvalidDetails) -> ApiError {
-    ApiError::unprocessable(err.code, err.message)
+    ApiError::new(err.code, err.message)
 }
 
 /// Run a script when an event of the trigger's kind happens in the app: `kv` (a key set or

@@ -78,7 +78,7 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "ExecutionPage",
         "ExecutionRecord",
         "ErrorEnvelope",
-        "ValidationErrorEnvelope",
+        "ErrorCode",
         "ScriptLimits",
         "LoginRequest",
         "LoginResponse",
@@ -116,6 +116,24 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "DeadLetterCount",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    // Every error code is listed, so a generated client knows them all.
+    let codes: Vec<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for code in [
+        "not_found",
+        "invalid_name",
+        "invalid_glob",
+        "compile_error",
+        "script_error",
+        "unreadable_body",
+        "too_many_attempts",
+    ] {
+        assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }
     let create = &doc["paths"]["/api/admin/scripts"]["post"]["responses"];
     for status in ["201", "404", "409", "413", "415", "422", "503"] {

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use picloud_shared::{AppId, AppRole, Capability, ErrorEnvelope, UserId, Username};
+use picloud_shared::{AppId, AppRole, Capability, ErrorCode, ErrorEnvelope, UserId, Username};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -66,8 +66,8 @@ fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiE
     let is_owner = |m: &Member| m.role == AppRole::Owner;
     let target_is_owner = members.iter().any(|m| m.user_id == user && is_owner(m));
     if target_is_owner && members.iter().filter(|m| is_owner(m)).count() == 1 {
-        return Err(ApiError::conflict_with(
-            "last_owner",
+        return Err(ApiError::new(
+            ErrorCode::LastOwner,
             format!(
                 "user {user} is the only owner of app '{}'; make someone else owner first",
                 app.slug

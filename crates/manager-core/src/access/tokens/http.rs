@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use chrono::{DateTime, TimeDelta, Utc};
-use picloud_shared::{AppId, AppSlug, CredentialKind, ErrorEnvelope, NameError, Scope, TokenId};
+use picloud_shared::{
+    AppId, AppSlug, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -143,15 +145,15 @@ fn check_token_name(raw: &str) -> Result<String, ApiError> {
 
 fn parse_scopes(raw: &[String]) -> Result<BTreeSet<Scope>, ApiError> {
     if raw.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_scope",
+        return Err(ApiError::new(
+            ErrorCode::InvalidScope,
             "give at least one scope",
         ));
     }
     raw.iter()
         .map(|s| {
             s.parse::<Scope>()
-                .map_err(|e| ApiError::unprocessable("invalid_scope", e.to_string()))
+                .map_err(|e| ApiError::new(ErrorCode::InvalidScope, e.to_string()))
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use chrono::{DateTime, Utc};
-use picloud_shared::{CredentialKind, ErrorEnvelope, UserId, Username};
+use picloud_shared::{CredentialKind, ErrorCode, ErrorEnvelope, UserId, Username};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -135,7 +135,7 @@ async fn hash_new_password(password: String) -> Result<String, ApiError> {
 }
 
 fn password_refused(err: &PasswordError) -> ApiError {
-    ApiError::unprocessable("invalid_password", err.to_string())
+    ApiError::new(ErrorCode::InvalidPassword, err.to_string())
 }
 
 /// Create a user. Instance admins only.
@@ -274,8 +274,8 @@ pub(crate) async fn delete_user(
     auth.require_instance_admin()?;
     if id == auth.user_id {
         // Besides locking oneself out, this keeps at least one instance admin around.
-        return Err(ApiError::conflict_with(
-            "cannot_delete_self",
+        return Err(ApiError::new(
+            ErrorCode::CannotDeleteSelf,
             "you cannot delete your own user",
         ));
     }

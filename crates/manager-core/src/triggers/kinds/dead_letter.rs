@@ -2,7 +2,7 @@
 //! the app that failed for good. Details in `dead_letter_trigger_details`.
 
 use async_trait::async_trait;
-use picloud_shared::{AppId, EventSubject, ScriptId, TriggerId, TriggerKind};
+use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -25,7 +25,7 @@ impl SourceKinds {
     /// never fans out.
     pub fn new(kinds: &[TriggerKind]) -> Result<Self, InvalidDetails> {
         let invalid = |message: String| InvalidDetails {
-            code: "invalid_source_kinds",
+            code: ErrorCode::InvalidSourceKinds,
             message,
         };
         if let Some(kind) = kinds.iter().find(|k| !k.dead_letters_fan_out()) {
@@ -219,13 +219,13 @@ mod tests {
     fn source_kinds_are_never_empty_nor_a_kind_that_does_not_fan_out() {
         assert_eq!(
             SourceKinds::new(&[]).unwrap_err().code,
-            "invalid_source_kinds"
+            ErrorCode::InvalidSourceKinds
         );
         assert_eq!(
             SourceKinds::new(&[TriggerKind::DeadLetter])
                 .unwrap_err()
                 .code,
-            "invalid_source_kinds"
+            ErrorCode::InvalidSourceKinds
         );
         let kinds = SourceKinds::new(&[TriggerKind::Kv, TriggerKind::Kv]).unwrap();
         assert_eq!(kinds.as_slice(), &[TriggerKind::Kv]);

@@ -2,7 +2,9 @@
 //! that the trigger's glob matches. Details in `kv_trigger_details`.
 
 use async_trait::async_trait;
-use picloud_shared::{AppId, CollectionGlob, EventSubject, KvOp, ScriptId, TriggerId, TriggerKind};
+use picloud_shared::{
+    AppId, CollectionGlob, ErrorCode, EventSubject, KvOp, ScriptId, TriggerId, TriggerKind,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -97,13 +99,13 @@ impl Kind for Kv {
     fn details(request: KvDetailsRequest) -> Result<KvDetails, InvalidDetails> {
         let collection =
             CollectionGlob::parse(&request.collection).map_err(|e| InvalidDetails {
-                code: "invalid_glob",
+                code: ErrorCode::InvalidGlob,
                 message: e.to_string(),
             })?;
         let ops = match request.ops {
             None => KvOps::all(),
             Some(ops) => KvOps::new(&ops).ok_or_else(|| InvalidDetails {
-                code: "invalid_ops",
+                code: ErrorCode::InvalidOps,
                 message: "ops must name at least one of set, delete".to_owned(),
             })?,
         };
@@ -263,11 +265,11 @@ mod tests {
         assert_eq!(deduplicated.ops.as_slice(), &[KvOp::Set, KvOp::Delete]);
         assert_eq!(
             Kv::details(request("x", Some(vec![]))).unwrap_err().code,
-            "invalid_ops"
+            ErrorCode::InvalidOps
         );
         assert_eq!(
             Kv::details(request("a*b", None)).unwrap_err().code,
-            "invalid_glob"
+            ErrorCode::InvalidGlob
         );
     }
 }

@@ -11,7 +11,7 @@ mod dead_letter;
 mod kv;
 
 use async_trait::async_trait;
-use picloud_shared::{AppId, EventSubject, ScriptId, TriggerId, TriggerKind};
+use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -27,7 +27,7 @@ use crate::repository::RepoResult;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidDetails {
     /// The error code, e.g. `invalid_glob`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// What is wrong, naming the field.
     pub message: String,
 }
