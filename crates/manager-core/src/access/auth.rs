@@ -9,18 +9,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorCode, ErrorEnvelope,
     Principal, Scope, TokenId, UserId, Username, bearer_token,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -31,15 +31,16 @@ use crate::http::error::ApiError;
 use crate::http::extract::Json;
 
 /// Routes anyone may call: logging in.
-pub(crate) fn public_routes() -> Router<AdminState> {
-    Router::new().route("/auth/login", post(login))
+pub(crate) fn public_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
 }
 
 /// Routes behind the guard.
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(logout))
+        .routes(routes!(me))
 }
 
 /// The router-level guard: every protected route runs only with an authenticated
@@ -267,7 +268,7 @@ pub struct MeView {
 /// Log in with a username and password to get a session token.
 #[utoipa::path(
     post,
-    path = "/api/admin/auth/login",
+    path = "/auth/login",
     tag = "auth",
     security(()),
     request_body = LoginRequest,
@@ -366,7 +367,7 @@ pub(crate) async fn login(
 /// Log out: the session used for this request stops working at once.
 #[utoipa::path(
     post,
-    path = "/api/admin/auth/logout",
+    path = "/auth/logout",
     tag = "auth",
     responses(
         (status = 204, description = "The session was revoked"),
@@ -396,7 +397,7 @@ pub(crate) async fn logout(
 /// Who the request runs as: the user, the credential, its scopes and the user's roles.
 #[utoipa::path(
     get,
-    path = "/api/admin/auth/me",
+    path = "/auth/me",
     tag = "auth",
     responses(
         (status = 200, description = "The principal", body = MeView),

@@ -1,14 +1,14 @@
 //! `/apps`: create, list, read, rename and delete apps.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppRole, AppSlug, Capability, ErrorCode, ErrorEnvelope, NameError, Scope,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,13 +26,10 @@ use crate::{
 /// Longest app display name accepted, in characters.
 pub const MAX_APP_NAME_CHARS: usize = 100;
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/apps", get(list_apps).post(create_app))
-        .route(
-            "/apps/{id}",
-            get(get_app).patch(update_app).delete(delete_app),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_apps, create_app))
+        .routes(routes!(get_app, update_app, delete_app))
 }
 
 /// Body of `POST /api/admin/apps`.
@@ -161,7 +158,7 @@ pub(crate) async fn authorized_app(
 /// Create an app; the creator becomes its owner. Instance admins only.
 #[utoipa::path(
     post,
-    path = "/api/admin/apps",
+    path = "/apps",
     tag = "apps",
     request_body = CreateAppRequest,
     responses(
@@ -206,7 +203,7 @@ pub(crate) async fn create_app(
 /// List the apps the caller can see, one page at a time.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps",
+    path = "/apps",
     tag = "apps",
     params(ListAppsQuery),
     responses(
@@ -249,7 +246,7 @@ pub(crate) async fn list_apps(
 /// Read one app.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}",
+    path = "/apps/{id}",
     tag = "apps",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
@@ -272,7 +269,7 @@ pub(crate) async fn get_app(
 /// Rename an app: a new slug, a new display name, or both. App owners only.
 #[utoipa::path(
     patch,
-    path = "/api/admin/apps/{id}",
+    path = "/apps/{id}",
     tag = "apps",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     request_body = UpdateAppRequest,
@@ -331,7 +328,7 @@ pub(crate) async fn update_app(
 /// app cannot be deleted.
 #[utoipa::path(
     delete,
-    path = "/api/admin/apps/{id}",
+    path = "/apps/{id}",
     tag = "apps",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),

@@ -1,13 +1,13 @@
 //! Dead letters: an app's failed deliveries, newest first, the unresolved count (the
 //! dashboard badge), and replaying or ignoring one.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, Capability, DeadLetterId, ErrorCode, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -21,12 +21,12 @@ use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
 use crate::http::{AdminState, page_limit};
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/apps/{id}/dead-letters", get(list_dead_letters))
-        .route("/apps/{id}/dead-letters/count", get(count_dead_letters))
-        .route("/dead-letters/{id}/replay", post(replay_dead_letter))
-        .route("/dead-letters/{id}/ignore", post(ignore_dead_letter))
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(count_dead_letters))
+        .routes(routes!(replay_dead_letter))
+        .routes(routes!(ignore_dead_letter))
 }
 
 /// A dead letter as the admin API shows it.
@@ -116,7 +116,7 @@ fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
 /// List an app's dead letters, newest first.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/dead-letters",
+    path = "/apps/{id}/dead-letters",
     tag = "dead-letters",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
@@ -173,7 +173,7 @@ pub(crate) async fn list_dead_letters(
 /// Count an app's unresolved dead letters (the dashboard badge).
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/dead-letters/count",
+    path = "/apps/{id}/dead-letters/count",
     tag = "dead-letters",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
@@ -229,7 +229,7 @@ fn action_error(err: DeadLetterActionError) -> ApiError {
 /// zero, the original event and depth), and the dead letter is resolved as `replayed`.
 #[utoipa::path(
     post,
-    path = "/api/admin/dead-letters/{id}/replay",
+    path = "/dead-letters/{id}/replay",
     tag = "dead-letters",
     params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
     responses(
@@ -255,7 +255,7 @@ pub(crate) async fn replay_dead_letter(
 /// Dismiss a dead letter: it is resolved as `ignored` and leaves the unresolved count.
 #[utoipa::path(
     post,
-    path = "/api/admin/dead-letters/{id}/ignore",
+    path = "/dead-letters/{id}/ignore",
     tag = "dead-letters",
     params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
     responses(

@@ -1,9 +1,9 @@
 //! Execution records: a script's runs, newest first, and single runs by id.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use picloud_shared::{Capability, ErrorEnvelope, ExecutionId, ExecutionRecord, ScriptId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -14,10 +14,10 @@ use crate::http::extract::{PathId, Query};
 use crate::http::{AdminState, page_limit};
 use crate::scripts::http::authorized_script;
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/scripts/{id}/executions", get(list_script_executions))
-        .route("/executions/{id}", get(get_execution))
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_script_executions))
+        .routes(routes!(get_execution))
 }
 
 /// Query of `GET /api/admin/scripts/{id}/executions`.
@@ -44,7 +44,7 @@ pub struct ExecutionPage {
 /// List a script's runs, newest first.
 #[utoipa::path(
     get,
-    path = "/api/admin/scripts/{id}/executions",
+    path = "/scripts/{id}/executions",
     tag = "executions",
     params(
         ("id" = String, Path, format = Uuid, description = "Script id"),
@@ -90,7 +90,7 @@ pub(crate) async fn list_script_executions(
 /// Read one run.
 #[utoipa::path(
     get,
-    path = "/api/admin/executions/{id}",
+    path = "/executions/{id}",
     tag = "executions",
     params(("id" = String, Path, format = Uuid, description = "Execution id")),
     responses(

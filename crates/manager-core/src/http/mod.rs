@@ -15,6 +15,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 use picloud_shared::{
     AppId, Authenticator, KvService, RetryPolicy, Script, ScriptChangeObserver, ScriptId,
     ScriptValidator,
@@ -128,12 +130,10 @@ pub fn router(state: AdminState) -> Router {
     router_with_body_limit(state, ManagerConfig::DEFAULT_ADMIN_MAX_BODY_BYTES)
 }
 
-/// The admin API answering 413 `payload_too_large` to bodies over `max_body_bytes`.
-///
-/// The binary should serve it with `into_make_service_with_connect_info::<SocketAddr>()`,
-/// so that failed logins are counted per client address.
-pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
-    let protected = Router::new()
+/// Every protected route of the admin API with its OpenAPI operation: one list, so a route
+/// cannot exist undocumented (nor be documented without existing).
+fn protected_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
         .merge(scripts::http::routes())
         .merge(executions::http::routes())
         .merge(apps::http::routes())
@@ -144,13 +144,34 @@ pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Route
         .merge(users::http::routes())
         .merge(tokens::http::routes())
         .merge(auth::routes())
-        // Every route registered above, and only those, needs a valid bearer token.
-        .route_layer(from_fn_with_state(state.clone(), auth::require_principal));
-    let public = Router::new()
+}
+
+/// The routes anyone may call: logging in and this API's OpenAPI document.
+fn public_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
         .merge(auth::public_routes())
-        .merge(openapi::routes());
-    let api = protected
-        .merge(public)
+        .merge(openapi::routes())
+}
+
+/// The admin API's OpenAPI document, built from the very routes [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/admin", protected_routes().merge(public_routes()))
+        .split_for_parts();
+    openapi::finish(doc)
+}
+
+/// The admin API answering 413 `payload_too_large` to bodies over `max_body_bytes`.
+///
+/// The binary should serve it with `into_make_service_with_connect_info::<SocketAddr>()`,
+/// so that failed logins are counted per client address.
+pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
+    let (api, _) = protected_routes()
+        // Every protected route, and only those, needs a valid bearer token.
+        .route_layer(from_fn_with_state(state.clone(), auth::require_principal))
+        .merge(public_routes())
+        .split_for_parts();
+    let api = api
         // Set after the routes exist: it applies to the routes registered so far.
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .fallback(|| async { ApiError::no_route() })

@@ -1,80 +1,31 @@
-//! The OpenAPI description of the admin API, served at `/api/admin/openapi.json`; the
-//! dashboard's TypeScript types are generated from it.
+//! The OpenAPI description of the admin API, served at `/api/admin/openapi.json`. Its
+//! paths come from the router itself (each feature's `OpenApiRouter`), so the document and
+//! the routes are one list; clients (the dashboard's, once it lands) generate their types
+//! from it.
 
-use axum::Router;
-use axum::routing::get;
+use std::sync::LazyLock;
+
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AdminState;
-use crate::access::auth;
-use crate::access::members::http as members;
-use crate::access::tokens::http as tokens;
-use crate::access::users::http as users;
-use crate::apps::http as apps;
-use crate::dead_letters::http as dead_letters;
-use crate::executions::http as executions;
-use crate::kv::http as kv;
-use crate::scripts::http as scripts;
-use crate::triggers::http as triggers;
 
 /// The admin API's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "PiCloud admin API",
-        description = "Manage apps, scripts, users and tokens, and read execution records. \
+        description = "Manage apps, scripts, KV data, triggers, dead letters, users and \
+            tokens, and read execution records. \
             Every operation needs `Authorization: Bearer <token>` (a login session's token \
             from `POST /api/admin/auth/login`, or an API token) except logging in and this \
             document. Without a valid token the answer is 401; with one that lacks the \
             permission, 403 naming the scope; for another app's resources, 404."
     ),
-    modifiers(&BearerAuth),
     security(("bearer" = [])),
-    paths(
-        auth::login,
-        auth::logout,
-        auth::me,
-        apps::create_app,
-        apps::list_apps,
-        apps::get_app,
-        apps::update_app,
-        apps::delete_app,
-        members::list_members,
-        members::set_member,
-        members::remove_member,
-        kv::list_collections,
-        kv::list_entries,
-        kv::get_entry,
-        kv::put_entry,
-        kv::delete_entry,
-        triggers::create_trigger,
-        triggers::list_triggers,
-        triggers::get_trigger,
-        triggers::update_trigger,
-        triggers::delete_trigger,
-        dead_letters::list_dead_letters,
-        dead_letters::count_dead_letters,
-        dead_letters::replay_dead_letter,
-        dead_letters::ignore_dead_letter,
-        scripts::create_script,
-        scripts::list_scripts,
-        scripts::get_script,
-        scripts::update_script,
-        scripts::delete_script,
-        executions::list_script_executions,
-        executions::get_execution,
-        users::create_user,
-        users::list_users,
-        users::get_user,
-        users::delete_user,
-        users::set_password,
-        tokens::create_token,
-        tokens::list_tokens,
-        tokens::revoke_token,
-        openapi_json,
-    ),
     tags(
         (name = "auth", description = "Logging in and out; who am I"),
         (name = "apps", description = "Apps: the unit that groups scripts and their data"),
@@ -153,18 +104,28 @@ impl Modify for BearerAuth {
     }
 }
 
-pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route("/openapi.json", get(openapi_json))
+/// The document's final touches once every route is in: the bearer scheme, and the 401
+/// answer of every protected operation.
+pub(super) fn finish(mut doc: OpenApiDoc) -> OpenApiDoc {
+    BearerAuth.modify(&mut doc);
+    doc
 }
+
+pub(super) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
+
+/// Built once, from the same routes the router serves.
+static DOCUMENT: LazyLock<OpenApiDoc> = LazyLock::new(super::openapi);
 
 /// This OpenAPI document.
 #[utoipa::path(
     get,
-    path = "/api/admin/openapi.json",
+    path = "/openapi.json",
     tag = "meta",
     security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
-pub(super) async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+pub(super) async fn openapi_json() -> axum::Json<OpenApiDoc> {
+    axum::Json(DOCUMENT.clone())
 }

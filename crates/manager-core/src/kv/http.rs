@@ -4,16 +4,16 @@
 //! Changes made here go through the same [`KvService`](picloud_shared::KvService) scripts
 //! use, so they fire the app's triggers (at depth 1) like any other change.
 
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::get;
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
     AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvKey,
     KvListOptions, KvPage, ServiceContext,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -24,14 +24,11 @@ use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/apps/{id}/kv", get(list_collections))
-        .route("/apps/{id}/kv/{collection}", get(list_entries))
-        .route(
-            "/apps/{id}/kv/{collection}/{key}",
-            get(get_entry).put(put_entry).delete(delete_entry),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_collections))
+        .routes(routes!(list_entries))
+        .routes(routes!(get_entry, put_entry, delete_entry))
 }
 
 /// An app's KV collections, by name.
@@ -124,7 +121,7 @@ fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
 /// List an app's KV collections with their key counts.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/kv",
+    path = "/apps/{id}/kv",
     tag = "kv",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
@@ -148,7 +145,7 @@ pub(crate) async fn list_collections(
 /// List a collection's entries in key order (bytewise), a page at a time.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/kv/{collection}",
+    path = "/apps/{id}/kv/{collection}",
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
@@ -193,7 +190,7 @@ pub(crate) async fn list_entries(
 /// Read one key's value: the stored JSON, exactly as it was put.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    path = "/apps/{id}/kv/{collection}/{key}",
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
@@ -235,7 +232,7 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
 /// any JSON up to 64 KiB. Fires the app's matching KV triggers.
 #[utoipa::path(
     put,
-    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    path = "/apps/{id}/kv/{collection}/{key}",
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
@@ -274,7 +271,7 @@ pub(crate) async fn put_entry(
 /// Delete a key. Fires the app's matching KV triggers.
 #[utoipa::path(
     delete,
-    path = "/api/admin/apps/{id}/kv/{collection}/{key}",
+    path = "/apps/{id}/kv/{collection}/{key}",
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),

@@ -1,14 +1,14 @@
 //! `/scripts`: create, list, read, update and delete scripts.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -25,13 +25,10 @@ use crate::{
 /// Largest script source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/scripts", get(list_scripts).post(create_script))
-        .route(
-            "/scripts/{id}",
-            get(get_script).put(update_script).delete(delete_script),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_scripts, create_script))
+        .routes(routes!(get_script, update_script, delete_script))
 }
 
 /// Body of `POST /api/admin/scripts`.
@@ -227,7 +224,7 @@ pub(crate) async fn authorized_script(
 /// Create a script.
 #[utoipa::path(
     post,
-    path = "/api/admin/scripts",
+    path = "/scripts",
     tag = "scripts",
     request_body = CreateScriptRequest,
     responses(
@@ -309,7 +306,7 @@ pub(crate) async fn visible_app(
 /// List scripts of the apps the caller can see, one page at a time.
 #[utoipa::path(
     get,
-    path = "/api/admin/scripts",
+    path = "/scripts",
     tag = "scripts",
     params(ListScriptsQuery),
     responses(
@@ -363,7 +360,7 @@ pub(crate) async fn list_scripts(
 /// Read one script, with its source.
 #[utoipa::path(
     get,
-    path = "/api/admin/scripts/{id}",
+    path = "/scripts/{id}",
     tag = "scripts",
     params(("id" = String, Path, format = Uuid, description = "Script id")),
     responses(
@@ -386,7 +383,7 @@ pub(crate) async fn get_script(
 /// Change a script's name, source, limits or token requirement; the version grows by one.
 #[utoipa::path(
     put,
-    path = "/api/admin/scripts/{id}",
+    path = "/scripts/{id}",
     tag = "scripts",
     params(("id" = String, Path, format = Uuid, description = "Script id")),
     request_body = UpdateScriptRequest,
@@ -461,7 +458,7 @@ async fn rename_conflict(state: &AdminState, app: AppId, name: &ScriptName) -> A
 /// Delete a script. Its execution records stay until retention removes them.
 #[utoipa::path(
     delete,
-    path = "/api/admin/scripts/{id}",
+    path = "/scripts/{id}",
     tag = "scripts",
     params(("id" = String, Path, format = Uuid, description = "Script id")),
     responses(

@@ -2,16 +2,16 @@
 //! body's tagged `details`), list, read, change (`PATCH`: enable, retry policy, details) and
 //! delete them.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppSlug, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId,
     ScriptName, TriggerId, TriggerKind, UserId,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -29,15 +29,10 @@ use crate::{
     },
 };
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/triggers", get(list_triggers).post(create_trigger))
-        .route(
-            "/triggers/{id}",
-            get(get_trigger)
-                .patch(update_trigger)
-                .delete(delete_trigger),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_triggers, create_trigger))
+        .routes(routes!(get_trigger, update_trigger, delete_trigger))
 }
 
 /// A trigger's retry policy in a request: absent fields take the instance defaults
@@ -273,7 +268,7 @@ fn invalid_details(err: InvalidDetails) -> ApiError {
 /// for good).
 #[utoipa::path(
     post,
-    path = "/api/admin/triggers",
+    path = "/triggers",
     tag = "triggers",
     request_body = CreateTriggerRequest,
     responses(
@@ -312,7 +307,7 @@ pub(crate) async fn create_trigger(
 /// List triggers, oldest first, one page at a time.
 #[utoipa::path(
     get,
-    path = "/api/admin/triggers",
+    path = "/triggers",
     tag = "triggers",
     params(ListTriggersQuery),
     responses(
@@ -370,7 +365,7 @@ pub(crate) async fn list_triggers(
 /// Read one trigger.
 #[utoipa::path(
     get,
-    path = "/api/admin/triggers/{id}",
+    path = "/triggers/{id}",
     tag = "triggers",
     params(("id" = String, Path, format = Uuid, description = "Trigger id")),
     responses(
@@ -394,7 +389,7 @@ pub(crate) async fn get_trigger(
 /// its own kind). Its id, and so its dead letters and execution records, stay.
 #[utoipa::path(
     patch,
-    path = "/api/admin/triggers/{id}",
+    path = "/triggers/{id}",
     tag = "triggers",
     params(("id" = String, Path, format = Uuid, description = "Trigger id")),
     request_body = UpdateTriggerRequest,
@@ -455,7 +450,7 @@ pub(crate) async fn update_trigger(
 /// trigger (they can be ignored, no longer replayed).
 #[utoipa::path(
     delete,
-    path = "/api/admin/triggers/{id}",
+    path = "/triggers/{id}",
     tag = "triggers",
     params(("id" = String, Path, format = Uuid, description = "Trigger id")),
     responses(

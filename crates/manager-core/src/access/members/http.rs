@@ -1,10 +1,10 @@
 //! `/apps/{id}/members`: who belongs to an app, in which role.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, put};
 use picloud_shared::{AppId, AppRole, Capability, ErrorCode, ErrorEnvelope, UserId, Username};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,13 +15,10 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, PathIds};
 use crate::{access::Member, apps::App, repository::RepoError};
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/apps/{id}/members", get(list_members))
-        .route(
-            "/apps/{id}/members/{user_id}",
-            put(set_member).delete(remove_member),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_members))
+        .routes(routes!(set_member, remove_member))
 }
 
 /// Body of `PUT /api/admin/apps/{id}/members/{user_id}`.
@@ -80,7 +77,7 @@ fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiE
 /// List an app's members.
 #[utoipa::path(
     get,
-    path = "/api/admin/apps/{id}/members",
+    path = "/apps/{id}/members",
     tag = "members",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
@@ -106,7 +103,7 @@ pub(crate) async fn list_members(
 /// Add a user to an app, or change their role there. App owners only.
 #[utoipa::path(
     put,
-    path = "/api/admin/apps/{id}/members/{user_id}",
+    path = "/apps/{id}/members/{user_id}",
     tag = "members",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
@@ -162,7 +159,7 @@ pub(crate) async fn set_member(
 /// Remove a user from an app. App owners only.
 #[utoipa::path(
     delete,
-    path = "/api/admin/apps/{id}/members/{user_id}",
+    path = "/apps/{id}/members/{user_id}",
     tag = "members",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),

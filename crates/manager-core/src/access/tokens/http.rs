@@ -4,15 +4,15 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
     AppId, AppSlug, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,10 +29,10 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 128;
 /// Longest lifetime a token may be given, in days (about ten years).
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token))
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
 }
 
 /// Body of `POST /api/admin/tokens`.
@@ -191,7 +191,7 @@ fn token_not_found(id: TokenId) -> ApiError {
 /// Create an API token for yourself. The secret is in this answer and nowhere else.
 #[utoipa::path(
     post,
-    path = "/api/admin/tokens",
+    path = "/tokens",
     tag = "tokens",
     request_body = CreateTokenRequest,
     responses(
@@ -268,7 +268,7 @@ pub(crate) async fn create_token(
 /// List your own API tokens (never their secrets).
 #[utoipa::path(
     get,
-    path = "/api/admin/tokens",
+    path = "/tokens",
     tag = "tokens",
     responses(
         (status = 200, description = "Your API tokens, newest first", body = TokenList),
@@ -292,7 +292,7 @@ pub(crate) async fn list_tokens(
 /// next use.
 #[utoipa::path(
     delete,
-    path = "/api/admin/tokens/{id}",
+    path = "/tokens/{id}",
     tag = "tokens",
     params(("id" = String, Path, format = Uuid, description = "Token id")),
     responses(

@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
 use chrono::{DateTime, Utc};
 use picloud_shared::{CredentialKind, ErrorCode, ErrorEnvelope, UserId, Username};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,11 +23,11 @@ use crate::{
     repository::RepoError,
 };
 
-pub(crate) fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/users", get(list_users).post(create_user))
-        .route("/users/{id}", get(get_user).delete(delete_user))
-        .route("/users/{id}/password", put(set_password))
+pub(crate) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(set_password))
 }
 
 /// Body of `POST /api/admin/users`.
@@ -141,7 +141,7 @@ fn password_refused(err: &PasswordError) -> ApiError {
 /// Create a user. Instance admins only.
 #[utoipa::path(
     post,
-    path = "/api/admin/users",
+    path = "/users",
     tag = "users",
     request_body = CreateUserRequest,
     responses(
@@ -195,7 +195,7 @@ pub(crate) async fn create_user(
 /// List users. Instance admins only.
 #[utoipa::path(
     get,
-    path = "/api/admin/users",
+    path = "/users",
     tag = "users",
     params(ListUsersQuery),
     responses(
@@ -225,7 +225,7 @@ pub(crate) async fn list_users(
 /// Read one user. Instance admins only.
 #[utoipa::path(
     get,
-    path = "/api/admin/users/{id}",
+    path = "/users/{id}",
     tag = "users",
     params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
@@ -254,7 +254,7 @@ pub(crate) async fn get_user(
 /// themselves.
 #[utoipa::path(
     delete,
-    path = "/api/admin/users/{id}",
+    path = "/users/{id}",
     tag = "users",
     params(("id" = String, Path, format = Uuid, description = "User id")),
     responses(
@@ -291,7 +291,7 @@ pub(crate) async fn delete_user(
 /// anyone's. Every session and API token of the user is revoked.
 #[utoipa::path(
     put,
-    path = "/api/admin/users/{id}/password",
+    path = "/users/{id}/password",
     tag = "users",
     params(("id" = String, Path, format = Uuid, description = "User id")),
     request_body = SetPasswordRequest,
