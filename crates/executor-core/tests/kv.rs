@@ -20,7 +20,7 @@ use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value};
 use picloud_shared::{
     AppId, AppRole, CollectionInfo, CollectionName, Credential, CredentialKind, ExecutionError,
     ExecutorClient, KvEntry, KvKey, KvListOptions, KvPage, KvService, Principal, Scope,
-    ScriptLimits, ServiceContext, ServiceError, TokenId, UserId, Username,
+    ScriptLimits, ServiceContext, ServiceError, ServiceSet, TokenId, UserId, Username,
 };
 use serde_json::{Value, json};
 
@@ -128,7 +128,7 @@ fn client_with(kv: Arc<FakeKv>) -> LocalExecutorClient {
     LocalExecutorClient::with_services(
         ExecutorConfig::default(),
         ScriptServices {
-            kv: Some(kv),
+            services: ServiceSet { kv },
             runtime: tokio::runtime::Handle::current(),
         },
     )
@@ -341,7 +341,7 @@ async fn without_services_kv_calls_throw_that_kv_is_not_available() {
     "#;
     assert_eq!(
         text(&ok(run(&client(), source).await)),
-        "kv is not available"
+        "service unavailable: kv is not available in this process"
     );
 }
 
