@@ -295,16 +295,16 @@ impl CompiledScript {
         scope.push_constant("ctx", ctx::build(request, &sizes));
 
         let state = RunState::new(self.limits.max_operations, self.limits.timeout).with_services(
-            RunServices {
-                ctx: ServiceContext {
+            RunServices::new(
+                ServiceContext {
                     app_id: request.script.app_id,
                     execution_id: Some(request.execution_id),
                     depth: request.depth,
                     run_as: request.run_as.clone(),
                 },
-                services: services.cloned(),
+                services,
                 sizes,
-            },
+            ),
         );
         let (result, state) = run_state::scoped(state, || {
             self.engine

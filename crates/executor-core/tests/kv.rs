@@ -1,6 +1,6 @@
-//! The `kv` SDK module, over a small in-test `KvService` (the real ones live in the
-//! manager, which the executor must not depend on): the script's view of get, set,
-//! delete and list, its thrown errors, and the context every call carries.
+//! The `kv` SDK module over the manager's in-memory `KvService` (a dev-dependency only:
+//! the manager never depends on the executor): the script's view of get, set, delete and
+//! list, its thrown errors, and the context every call carries.
 
 #![expect(
     clippy::unwrap_used,
@@ -9,32 +9,45 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
 use picloud_executor_core::{ExecutorConfig, LocalExecutorClient, ScriptServices};
-use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value};
+use picloud_manager_core::kv::InMemoryKvService;
+use picloud_manager_core::outbox::RecordingEmitter;
 use picloud_shared::{
     AppId, AppRole, CollectionInfo, CollectionName, Credential, CredentialKind, ExecutionError,
-    ExecutorClient, KvEntry, KvKey, KvListOptions, KvPage, KvService, Principal, Scope,
-    ScriptLimits, ServiceContext, ServiceError, TokenId, UserId, Username,
+    ExecutorClient, KvKey, KvListOptions, KvPage, KvService, Principal, Scope, ScriptLimits,
+    ServiceContext, ServiceError, ServiceSet, TokenId, UserId, Username,
 };
 use serde_json::{Value, json};
 
-/// Entries keyed by `(app, collection, key)`, with the same checks as the real services,
-/// remembering the context of every call.
-#[derive(Debug, Default)]
-struct FakeKv {
-    entries: Mutex<BTreeMap<(AppId, String, String), Value>>,
+/// The manager's in-memory KV service, and the events its changes emit.
+fn kv() -> (Arc<InMemoryKvService>, Arc<RecordingEmitter>) {
+    let events = Arc::new(RecordingEmitter::default());
+    (Arc::new(InMemoryKvService::new(events.clone())), events)
+}
+
+/// A KV service that remembers the context of every call and takes `delay` over each,
+/// around the in-memory one: what the context and deadline tests look at.
+struct Observed {
+    inner: Arc<InMemoryKvService>,
     contexts: Mutex<Vec<ServiceContext>>,
-    /// How long each call takes.
     delay: Duration,
 }
 
-impl FakeKv {
+impl Observed {
+    fn new(inner: Arc<InMemoryKvService>, delay: Duration) -> Self {
+        Self {
+            inner,
+            contexts: Mutex::new(Vec::new()),
+            delay,
+        }
+    }
+
     async fn enter(&self, ctx: &ServiceContext) {
         self.contexts.lock().unwrap().push(ctx.clone());
         if !self.delay.is_zero() {
@@ -43,12 +56,8 @@ impl FakeKv {
     }
 }
 
-fn id(ctx: &ServiceContext, c: &CollectionName, k: &str) -> (AppId, String, String) {
-    (ctx.app_id, c.to_string(), k.to_owned())
-}
-
 #[async_trait]
-impl KvService for FakeKv {
+impl KvService for Observed {
     async fn get(
         &self,
         ctx: &ServiceContext,
@@ -56,9 +65,7 @@ impl KvService for FakeKv {
         key: &KvKey,
     ) -> Result<Option<Value>, ServiceError> {
         self.enter(ctx).await;
-        authorize_kv_read(ctx)?;
-        let entries = self.entries.lock().unwrap();
-        Ok(entries.get(&id(ctx, collection, key.as_str())).cloned())
+        self.inner.get(ctx, collection, key).await
     }
 
     async fn set(
@@ -69,11 +76,7 @@ impl KvService for FakeKv {
         value: Value,
     ) -> Result<(), ServiceError> {
         self.enter(ctx).await;
-        authorize_kv_write(ctx)?;
-        check_kv_value(key, &value)?;
-        let mut entries = self.entries.lock().unwrap();
-        entries.insert(id(ctx, collection, key.as_str()), value);
-        Ok(())
+        self.inner.set(ctx, collection, key, value).await
     }
 
     async fn delete(
@@ -83,9 +86,7 @@ impl KvService for FakeKv {
         key: &KvKey,
     ) -> Result<bool, ServiceError> {
         self.enter(ctx).await;
-        authorize_kv_write(ctx)?;
-        let mut entries = self.entries.lock().unwrap();
-        Ok(entries.remove(&id(ctx, collection, key.as_str())).is_some())
+        self.inner.delete(ctx, collection, key).await
     }
 
     async fn list(
@@ -95,43 +96,50 @@ impl KvService for FakeKv {
         options: KvListOptions,
     ) -> Result<KvPage, ServiceError> {
         self.enter(ctx).await;
-        authorize_kv_read(ctx)?;
-        let bounds = options.bounds()?;
-        let entries = self.entries.lock().unwrap();
-        let mut page: Vec<KvEntry> = entries
-            .iter()
-            .filter(|((app, c, k), _)| {
-                *app == ctx.app_id && c == collection.as_str() && bounds.contains(k)
-            })
-            .take(bounds.limit as usize + 1)
-            .map(|((_, _, k), v)| KvEntry {
-                key: KvKey::parse(k).unwrap(),
-                value: v.clone(),
-                updated_at: chrono::Utc::now(),
-            })
-            .collect();
-        let more = page.len() > bounds.limit as usize;
-        page.truncate(bounds.limit as usize);
-        Ok(KvPage {
-            next_cursor: more.then(|| page.last().unwrap().key.to_string()),
-            entries: page,
-        })
+        self.inner.list(ctx, collection, options).await
     }
 
     async fn collections(&self, ctx: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {
         self.enter(ctx).await;
-        Ok(Vec::new())
+        self.inner.collections(ctx).await
     }
 }
 
-fn client_with(kv: Arc<FakeKv>) -> LocalExecutorClient {
+fn client_with(kv: Arc<dyn KvService>) -> LocalExecutorClient {
     LocalExecutorClient::with_services(
         ExecutorConfig::default(),
         ScriptServices {
-            kv: Some(kv),
+            services: ServiceSet { kv },
             runtime: tokio::runtime::Handle::current(),
         },
     )
+}
+
+/// A call with `app`'s own authority, to look at what its scripts stored.
+fn as_app(app: AppId) -> ServiceContext {
+    ServiceContext {
+        app_id: app,
+        execution_id: None,
+        depth: 0,
+        run_as: None,
+    }
+}
+
+/// `app`'s collections with their key counts.
+async fn stored(kv: &InMemoryKvService, app: AppId) -> Vec<(String, u64)> {
+    kv.collections(&as_app(app))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name.to_string(), c.keys))
+        .collect()
+}
+
+/// The value `app` holds under `collection`/`key`.
+async fn value(kv: &InMemoryKvService, app: AppId, collection: &str, key: &str) -> Option<Value> {
+    let collection = CollectionName::parse(collection).unwrap();
+    let key = KvKey::parse(key).unwrap();
+    kv.get(&as_app(app), &collection, &key).await.unwrap()
 }
 
 fn principal(roles: &[(AppId, AppRole)]) -> Principal {
@@ -151,8 +159,8 @@ fn principal(roles: &[(AppId, AppRole)]) -> Principal {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_set_and_delete_round_trip_json_values() {
-    let kv = Arc::new(FakeKv::default());
-    let client = client_with(kv.clone());
+    let (kv, _) = kv();
+    let client = client_with(kv);
     let source = r#"
         let users = kv::collection("users");
         let before = users.get("ada");
@@ -184,7 +192,7 @@ async fn get_set_and_delete_round_trip_json_values() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_pages_through_a_collection_by_prefix() {
-    let kv = Arc::new(FakeKv::default());
+    let (kv, _) = kv();
     let client = client_with(kv);
     let source = r#"
         let c = kv::collection("things");
@@ -207,7 +215,7 @@ async fn list_pages_through_a_collection_by_prefix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_throw_catchable_messages_naming_the_problem() {
-    let kv = Arc::new(FakeKv::default());
+    let (kv, _) = kv();
     let client = client_with(kv.clone());
     let source = r#"
         let c = kv::collection("c");
@@ -229,7 +237,9 @@ async fn failures_throw_catchable_messages_naming_the_problem() {
         }
         messages
     "#;
-    let body = json(&ok(run(&client, source).await));
+    let script = script(source);
+    let app = script.app_id;
+    let body = json(&ok(client.execute(request(script, Some(get()))).await));
     assert_eq!(
         body,
         json!([
@@ -243,7 +253,7 @@ async fn failures_throw_catchable_messages_naming_the_problem() {
             "limit must be between 1 and 1000, not 0",
         ])
     );
-    assert!(kv.entries.lock().unwrap().is_empty(), "nothing was stored");
+    assert!(stored(&kv, app).await.is_empty(), "nothing was stored");
 
     // Uncaught, the throw fails the run with the same message.
     let (message, line, _) = script_error(
@@ -262,7 +272,8 @@ async fn failures_throw_catchable_messages_naming_the_problem() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
-    let kv = Arc::new(FakeKv::default());
+    let (store, events) = kv();
+    let kv = Arc::new(Observed::new(store.clone(), Duration::ZERO));
     let client = client_with(kv.clone());
     let alpha = script(
         r#"kv::collection("users").set("ada", "alpha's"); kv::collection("users").get("ada")"#,
@@ -284,15 +295,29 @@ async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
         0,
         "beta's script saw no entry: alpha's is not its own"
     );
-    let entries = kv.entries.lock().unwrap().clone();
-    assert_eq!(entries.len(), 2);
+    for app in [alpha.app_id, beta.app_id] {
+        assert_eq!(stored(&store, app).await, [("users".to_owned(), 1)]);
+    }
     assert_eq!(
-        entries[&(alpha.app_id, "users".to_owned(), "ada".to_owned())],
-        "alpha's"
+        value(&store, alpha.app_id, "users", "ada").await,
+        Some(json!("alpha's"))
     );
     assert_eq!(
-        entries[&(beta.app_id, "users".to_owned(), "ada".to_owned())],
-        "beta's"
+        value(&store, beta.app_id, "users", "ada").await,
+        Some(json!("beta's"))
+    );
+    let caused: Vec<_> = events
+        .events()
+        .iter()
+        .map(|e| (e.app_id, e.causation_id, e.depth))
+        .collect();
+    assert_eq!(
+        caused,
+        [
+            (alpha.app_id, Some(alpha_run), 1),
+            (beta.app_id, Some(beta_run), 4)
+        ],
+        "each change's event is caused by its run, one level deeper"
     );
 
     let contexts = kv.contexts.lock().unwrap().clone();
@@ -312,7 +337,7 @@ async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_triggered_run_whose_principal_lacks_the_role_is_refused() {
-    let kv = Arc::new(FakeKv::default());
+    let (kv, _) = kv();
     let client = client_with(kv.clone());
     let script = script(
         r#"let c = kv::collection("c");
@@ -328,7 +353,7 @@ async fn a_triggered_run_whose_principal_lacks_the_role_is_refused() {
         text(&reply),
         "|permission denied: ada lacks data:write in this app"
     );
-    assert!(kv.entries.lock().unwrap().is_empty());
+    assert!(stored(&kv, script.app_id).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,16 +366,13 @@ async fn without_services_kv_calls_throw_that_kv_is_not_available() {
     "#;
     assert_eq!(
         text(&ok(run(&client(), source).await)),
-        "kv is not available"
+        "service unavailable: kv is not available in this process"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_call_counts_against_the_runs_deadline() {
-    let kv = Arc::new(FakeKv {
-        delay: Duration::from_secs(30),
-        ..FakeKv::default()
-    });
+    let kv = Arc::new(Observed::new(kv().0, Duration::from_secs(30)));
     let client = client_with(kv);
     let limits = ScriptLimits {
         timeout_ms: Some(300),

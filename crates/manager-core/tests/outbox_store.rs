@@ -1,6 +1,7 @@
-//! The outbox's claim side against PostgreSQL: claims under a lease with `SKIP LOCKED`,
-//! every way a claim is settled, dead letters and their fan-out, and the LISTEN/NOTIFY
-//! waker.
+//! The outbox's claim side against PostgreSQL: the contract every `OutboxStore` meets
+//! (`picloud_testkit::outbox::contract`), then what is PostgreSQL's own: claims under a
+//! lease with `SKIP LOCKED`, the columns every settlement writes, dead letters and their
+//! fan-out, and the LISTEN/NOTIFY waker.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,12 +12,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use picloud_manager_core::outbox::{OutboxEmitter, PgOutboxStore};
 use picloud_manager_core::{DEFAULT_APP_ID, OutboxSignal, PgOutboxWaker};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, Credential, OutboxStore, OutboxWaker, Scope,
     TriggerKind,
 };
+use picloud_testkit::outbox::{OutboxFixture, RowState};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -183,6 +186,66 @@ impl Fixture {
         .unwrap()
     }
 }
+
+/// Rows for the fixture's trigger (3 attempts, no dead-letter triggers); time passes by
+/// moving every due time and lease end back, which is what the passing of time looks like
+/// to statements that compare them with `now()`.
+#[async_trait]
+impl OutboxFixture for Fixture {
+    fn store(&self) -> &dyn OutboxStore {
+        &self.store
+    }
+
+    async fn add_row(&self, event: Value, due_in: Duration) -> Uuid {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO outbox (id, app_id, trigger_id, script_id, event, depth, due_at)
+             VALUES ($1, $2, $3, $4, $5, 2, now() + $6::float8 * interval '1 millisecond')",
+        )
+        .bind(id)
+        .bind(self.app)
+        .bind(self.trigger)
+        .bind(self.script)
+        .bind(event)
+        .bind(due_in.as_secs_f64() * 1000.0)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn row(&self, id: Uuid) -> Option<RowState> {
+        let row: Option<(i32, Option<String>)> =
+            sqlx::query_as("SELECT attempts, claimed_by FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .unwrap();
+        row.map(|(attempts, claimed_by)| RowState {
+            attempts: u32::try_from(attempts).unwrap(),
+            claimed_by,
+        })
+    }
+
+    async fn elapse(&self, by: Duration) {
+        sqlx::query(
+            "UPDATE outbox
+             SET due_at = due_at - $1::float8 * interval '1 millisecond',
+                 claimed_until = claimed_until - $1::float8 * interval '1 millisecond'",
+        )
+        .bind(by.as_secs_f64() * 1000.0)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+}
+
+picloud_testkit::outbox_store_contract!(
+    #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+    async fn(pool: PgPool) {
+        Fixture::new(pool).await
+    }
+);
 
 #[derive(Debug, sqlx::FromRow)]
 struct DeadLetterRow {

@@ -20,233 +20,14 @@ use picloud_orchestrator_core::{
 use picloud_shared::{
     AppId, AppRole, AppSlug, Credential, CredentialKind, ExecutionError, ExecutionId,
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
-    ExecutorClient, InvocationType, OutboxItem, OutboxResult, OutboxStore, OutboxWaker, Principal,
-    ResolveError, Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver,
-    ScriptResponse, TokenId, TriggerId, TriggerKind, UserId, Username,
+    ExecutorClient, InvocationType, OutboxItem, OutboxWaker, Principal, ResolveError, Scope,
+    Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver, ScriptResponse, TokenId, TriggerId,
+    TriggerKind, UserId, Username,
 };
+use picloud_testkit::outbox::{FakeOutboxStore, Settled};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// What the dispatcher did with a claim.
-#[derive(Debug, Clone, PartialEq)]
-enum Settled {
-    Complete {
-        attempt: u32,
-    },
-    Retry {
-        attempt: u32,
-        delay: Duration,
-        error: String,
-    },
-    Defer {
-        attempt: u32,
-        delay: Duration,
-    },
-    GiveUp {
-        attempt: u32,
-        error: String,
-    },
-}
-
-struct Row {
-    item: OutboxItem,
-    /// Attempts counted so far, this claim's included.
-    attempts: u32,
-    due: Instant,
-    claimed_until: Option<Instant>,
-    claimed_by: Option<String>,
-}
-
-/// An outbox in memory, on tokio's (paused) clock.
-#[derive(Default)]
-struct FakeStore {
-    rows: Mutex<Vec<Row>>,
-    settled: Mutex<Vec<(usize, Settled)>>,
-    claims: AtomicUsize,
-    completions: AtomicUsize,
-    next_due_asks: AtomicUsize,
-    released: Mutex<Vec<String>>,
-    changed: Notify,
-}
-
-impl FakeStore {
-    /// Adds a row due after `after`; returns its index, the name settlements report it by.
-    fn push(&self, item: OutboxItem, after: Duration) -> usize {
-        let mut rows = self.rows.lock().unwrap();
-        rows.push(Row {
-            item,
-            attempts: 0,
-            due: Instant::now() + after,
-            claimed_until: None,
-            claimed_by: None,
-        });
-        rows.len() - 1
-    }
-
-    fn index_of(&self, item: &OutboxItem) -> usize {
-        self.rows
-            .lock()
-            .unwrap()
-            .iter()
-            .position(|row| row.item.id == item.id)
-            .unwrap()
-    }
-
-    fn settle(&self, item: &OutboxItem, how: Settled) {
-        let index = self.index_of(item);
-        self.settled.lock().unwrap().push((index, how));
-        self.changed.notify_waiters();
-    }
-
-    fn settled(&self) -> Vec<(usize, Settled)> {
-        self.settled.lock().unwrap().clone()
-    }
-
-    /// Waits (on the paused clock, so for free) until `done` holds.
-    async fn until(&self, done: impl Fn(&[(usize, Settled)]) -> bool) {
-        tokio::time::timeout(Duration::from_secs(3600), async {
-            loop {
-                let changed = self.changed.notified();
-                if done(&self.settled()) {
-                    return;
-                }
-                changed.await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("gave up waiting; settled so far: {:?}", self.settled()));
-    }
-
-    fn reschedule(&self, item: &OutboxItem, delay: Duration, count: bool) {
-        let mut rows = self.rows.lock().unwrap();
-        let row = rows.iter_mut().find(|row| row.item.id == item.id).unwrap();
-        row.claimed_until = None;
-        row.claimed_by = None;
-        row.due = Instant::now() + delay;
-        if !count {
-            row.attempts -= 1;
-        }
-    }
-
-    fn remove(&self, item: &OutboxItem) {
-        let mut rows = self.rows.lock().unwrap();
-        let row = rows.iter_mut().find(|row| row.item.id == item.id).unwrap();
-        // Never due again; kept so indexes stay stable.
-        row.due = Instant::now() + Duration::from_secs(1_000_000_000);
-        row.claimed_until = None;
-    }
-}
-
-#[async_trait]
-impl OutboxStore for FakeStore {
-    async fn claim_due(
-        &self,
-        worker: &str,
-        limit: u32,
-        lease: Duration,
-    ) -> OutboxResult<Vec<OutboxItem>> {
-        self.claims.fetch_add(1, Ordering::SeqCst);
-        let now = Instant::now();
-        let mut rows = self.rows.lock().unwrap();
-        let mut claimed = Vec::new();
-        for row in rows.iter_mut() {
-            if claimed.len() == limit as usize {
-                break;
-            }
-            let free = row.claimed_until.is_none_or(|until| until < now);
-            if row.due <= now && free {
-                row.claimed_until = Some(now + lease);
-                row.claimed_by = Some(worker.to_owned());
-                row.attempts += 1;
-                let mut item = row.item.clone();
-                item.attempts = row.attempts;
-                item.claimed_by = worker.to_owned();
-                claimed.push(item);
-            }
-        }
-        Ok(claimed)
-    }
-
-    async fn complete(&self, items: &[OutboxItem]) -> OutboxResult<()> {
-        assert!(!items.is_empty(), "completing nothing is a wasted call");
-        self.completions.fetch_add(1, Ordering::SeqCst);
-        for item in items {
-            self.remove(item);
-            self.settle(
-                item,
-                Settled::Complete {
-                    attempt: item.attempts,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    async fn retry(&self, item: &OutboxItem, delay: Duration, error: &str) -> OutboxResult<()> {
-        self.reschedule(item, delay, true);
-        self.settle(
-            item,
-            Settled::Retry {
-                attempt: item.attempts,
-                delay,
-                error: error.to_owned(),
-            },
-        );
-        Ok(())
-    }
-
-    async fn defer(&self, item: &OutboxItem, delay: Duration, _: &str) -> OutboxResult<()> {
-        self.reschedule(item, delay, false);
-        self.settle(
-            item,
-            Settled::Defer {
-                attempt: item.attempts,
-                delay,
-            },
-        );
-        Ok(())
-    }
-
-    async fn give_up(&self, item: &OutboxItem, error: &str) -> OutboxResult<()> {
-        self.remove(item);
-        self.settle(
-            item,
-            Settled::GiveUp {
-                attempt: item.attempts,
-                error: error.to_owned(),
-            },
-        );
-        Ok(())
-    }
-
-    async fn release(&self, worker: &str) -> OutboxResult<u64> {
-        self.released.lock().unwrap().push(worker.to_owned());
-        let mut released = 0;
-        for row in self.rows.lock().unwrap().iter_mut() {
-            if row.claimed_by.as_deref() == Some(worker) && row.claimed_until.is_some() {
-                row.claimed_until = None;
-                row.claimed_by = None;
-                row.attempts -= 1;
-                released += 1;
-            }
-        }
-        Ok(released)
-    }
-
-    async fn next_due_in(&self) -> OutboxResult<Option<Duration>> {
-        self.next_due_asks.fetch_add(1, Ordering::SeqCst);
-        let now = Instant::now();
-        Ok(self
-            .rows
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|row| row.due.max(row.claimed_until.unwrap_or(row.due)))
-            .min()
-            .map(|at| at.saturating_duration_since(now)))
-    }
-}
 
 #[derive(Default)]
 struct FakeWaker(Notify);
@@ -438,7 +219,7 @@ fn item(script: &Script, max_attempts: u32) -> OutboxItem {
 }
 
 struct Harness {
-    store: Arc<FakeStore>,
+    store: Arc<FakeOutboxStore>,
     waker: Arc<FakeWaker>,
     executor: Arc<FakeExecutor>,
     records: Arc<Records>,
@@ -446,7 +227,7 @@ struct Harness {
 }
 
 fn start(
-    store: Arc<FakeStore>,
+    store: Arc<FakeOutboxStore>,
     scripts: &[Arc<Script>],
     executor: FakeExecutor,
     max_in_flight: u32,
@@ -465,7 +246,7 @@ fn start(
 }
 
 fn start_with(
-    store: Arc<FakeStore>,
+    store: Arc<FakeOutboxStore>,
     scripts: &[Arc<Script>],
     executor: FakeExecutor,
     config: DispatcherConfig,
@@ -496,7 +277,7 @@ fn start_with(
 async fn a_successful_run_completes_its_row_and_is_recorded_as_triggered() {
     let app = AppId::new();
     let script = script(app);
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let row = item(&script, 5);
     store.push(row.clone(), Duration::ZERO);
     let h = start(
@@ -540,7 +321,7 @@ async fn a_successful_run_completes_its_row_and_is_recorded_as_triggered() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_run_is_retried_with_growing_delays_then_given_up() {
     let script = script(AppId::new());
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     store.push(item(&script, 4), Duration::ZERO);
     let started = Instant::now();
     let h = start(
@@ -603,7 +384,7 @@ async fn a_failing_run_is_retried_with_growing_delays_then_given_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deleted_script_becomes_a_dead_letter_at_once() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let gone = script(AppId::new());
     store.push(item(&gone, 5), Duration::ZERO);
     let h = start(store, &[], FakeExecutor::new(|_| ok()), 4);
@@ -625,7 +406,7 @@ async fn a_deleted_script_becomes_a_dead_letter_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_script_of_another_app_is_never_run() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let foreign = script(AppId::new());
     let mut row = item(&foreign, 5);
     row.app_id = AppId::new();
@@ -645,7 +426,7 @@ async fn a_script_of_another_app_is_never_run() {
 #[tokio::test(start_paused = true)]
 async fn an_overloaded_executor_postpones_the_run_without_spending_an_attempt() {
     let script = script(AppId::new());
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     store.push(item(&script, 1), Duration::ZERO);
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -687,7 +468,7 @@ async fn an_overloaded_executor_postpones_the_run_without_spending_an_attempt() 
 #[tokio::test(start_paused = true)]
 async fn at_most_max_in_flight_runs_are_in_flight() {
     let script = script(AppId::new());
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     for _ in 0..10 {
         store.push(item(&script, 5), Duration::ZERO);
     }
@@ -704,7 +485,7 @@ async fn at_most_max_in_flight_runs_are_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_dispatcher_looks_at_the_outbox_only_when_woken_or_every_few_minutes() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let script = script(AppId::new());
     let h = start(
         store,
@@ -714,16 +495,12 @@ async fn an_idle_dispatcher_looks_at_the_outbox_only_when_woken_or_every_few_min
     );
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(h.store.claims.load(Ordering::SeqCst), 1);
+    assert_eq!(h.store.claims(), 1);
     tokio::time::sleep(SAFETY_RECHECK - Duration::from_secs(2)).await;
-    assert_eq!(
-        h.store.claims.load(Ordering::SeqCst),
-        1,
-        "no polling while idle"
-    );
+    assert_eq!(h.store.claims(), 1, "no polling while idle");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        h.store.claims.load(Ordering::SeqCst),
+        h.store.claims(),
         2,
         "one safety re-check after {SAFETY_RECHECK:?}"
     );
@@ -735,10 +512,10 @@ async fn an_idle_dispatcher_looks_at_the_outbox_only_when_woken_or_every_few_min
     h.store.until(|s| s.len() == 1).await;
     assert!(woken_at.elapsed() < Duration::from_secs(1));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let settled_claims = h.store.claims.load(Ordering::SeqCst);
+    let settled_claims = h.store.claims();
     tokio::time::sleep(SAFETY_RECHECK - Duration::from_secs(2)).await;
     assert_eq!(
-        h.store.claims.load(Ordering::SeqCst),
+        h.store.claims(),
         settled_claims,
         "no polling once idle again"
     );
@@ -747,7 +524,7 @@ async fn an_idle_dispatcher_looks_at_the_outbox_only_when_woken_or_every_few_min
 
 #[tokio::test(start_paused = true)]
 async fn it_sleeps_until_the_next_due_row_and_then_runs_it() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let script = script(AppId::new());
     store.push(item(&script, 5), Duration::from_secs(30));
     let started = Instant::now();
@@ -760,7 +537,7 @@ async fn it_sleeps_until_the_next_due_row_and_then_runs_it() {
         "ran at {elapsed:?}"
     );
     assert_eq!(
-        h.store.claims.load(Ordering::SeqCst),
+        h.store.claims(),
         2,
         "one look at the start and one at the due time; the run finishing with nothing \
          else due costs no claim"
@@ -770,7 +547,7 @@ async fn it_sleeps_until_the_next_due_row_and_then_runs_it() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_runs_in_flight_then_releases_claims() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let script = script(AppId::new());
     store.push(item(&script, 5), Duration::ZERO);
     let gate = Arc::new(Notify::new());
@@ -790,15 +567,12 @@ async fn shutdown_waits_for_runs_in_flight_then_releases_claims() {
     let shutdown = tokio::spawn(h.handle.shutdown());
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!shutdown.is_finished(), "shutdown waits for the run");
-    assert!(store.released.lock().unwrap().is_empty());
+    assert!(store.released().is_empty());
 
     gate.notify_one();
     shutdown.await.unwrap();
     assert_eq!(store.settled(), vec![(0, Settled::Complete { attempt: 1 })]);
-    assert_eq!(
-        *store.released.lock().unwrap(),
-        vec!["test-worker".to_owned()]
-    );
+    assert_eq!(store.released(), vec!["test-worker".to_owned()]);
 }
 
 #[test]
@@ -814,7 +588,7 @@ fn worker_ids_name_the_host_and_process_and_never_repeat() {
 
 #[tokio::test(start_paused = true)]
 async fn a_busy_dispatcher_claims_ahead_and_completes_many_rows_per_call() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let script = script(AppId::new());
     for _ in 0..12 {
         store.push(item(&script, 5), Duration::ZERO);
@@ -832,11 +606,11 @@ async fn a_busy_dispatcher_claims_ahead_and_completes_many_rows_per_call() {
     );
     assert_eq!(h.executor.most_running.load(Ordering::SeqCst), 2);
     assert_eq!(
-        h.store.claims.load(Ordering::SeqCst),
+        h.store.claims(),
         1,
         "twelve rows fit in one claim of two slots and fourteen ahead"
     );
-    let completions = h.store.completions.load(Ordering::SeqCst);
+    let completions = h.store.completions();
     assert!(
         completions <= 6,
         "{completions} calls to complete twelve rows run two at a time"
@@ -852,7 +626,7 @@ async fn a_busy_dispatcher_claims_ahead_and_completes_many_rows_per_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_row_that_waited_too_long_for_a_slot_is_handed_back_and_run_afresh() {
-    let store = Arc::new(FakeStore::default());
+    let store = Arc::new(FakeOutboxStore::default());
     let script = script(AppId::new());
     for _ in 0..3 {
         store.push(item(&script, 5), Duration::ZERO);

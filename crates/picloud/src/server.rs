@@ -32,7 +32,7 @@ use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
 };
-use picloud_shared::{ErrorCode, ErrorEnvelope, ScriptChangeObserver};
+use picloud_shared::{ErrorCode, ErrorEnvelope, ScriptChangeObserver, ServiceSet};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -90,7 +90,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     let executor = Arc::new(LocalExecutorClient::with_services(
         config.executor.clone(),
         ScriptServices {
-            kv: Some(kv.clone()),
+            services: ServiceSet { kv: kv.clone() },
             runtime: tokio::runtime::Handle::current(),
         },
     ));

@@ -44,7 +44,7 @@ pub use seams::{
     CompileError, ExecutionRecorder, ExecutorClient, ResolveError, ScriptChangeObserver,
     ScriptResolver, ScriptValidator,
 };
-pub use services::{ServiceContext, ServiceError};
+pub use services::{ServiceContext, ServiceError, ServiceSet};
 pub use triggers::{
     CollectionGlob, GlobError, RetryPolicy, RetryPolicyError, TriggerConfig, TriggerKind,
     UnknownTriggerKind, collection_matches,

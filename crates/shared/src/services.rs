@@ -1,7 +1,101 @@
-//! What every service call carries and can fail with: the context of the run that makes
-//! it (app, identity, causation, depth) and the one error type scripts see as a throw.
+//! The script-facing services as one set, what every service call carries (the context
+//! of the run that makes it: app, identity, causation, depth) and the one error type
+//! scripts see as a throw.
 
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::kv::{CollectionInfo, CollectionName, KvKey, KvListOptions, KvPage, KvService};
 use crate::{AccessDenied, AppId, Capability, ExecutionId, Principal};
+
+/// Every service scripts can call, one field each, held by whoever hands calls to them
+/// (the executor's SDK, the admin API).
+///
+/// No field is optional: a process without some service holds one that refuses every
+/// call (see [`ServiceSet::unavailable`]), so a new service is one more field and callers
+/// never branch on whether it is there.
+#[derive(Clone)]
+pub struct ServiceSet {
+    /// Key-value collections (`kv::collection(…)`).
+    pub kv: Arc<dyn KvService>,
+}
+
+impl ServiceSet {
+    /// A set whose every service answers every call with [`ServiceError::Unavailable`],
+    /// naming the service: for an executor that only validates scripts, and for tests.
+    /// Start from it and replace the services a test needs.
+    pub fn unavailable() -> Self {
+        Self {
+            kv: Arc::new(Unavailable { service: "kv" }),
+        }
+    }
+}
+
+impl fmt::Debug for ServiceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The services are trait objects with nothing useful to show.
+        f.debug_struct("ServiceSet").finish_non_exhaustive()
+    }
+}
+
+/// A service this process does not have.
+#[derive(Debug, Clone, Copy)]
+struct Unavailable {
+    service: &'static str,
+}
+
+impl Unavailable {
+    fn refuse(&self) -> ServiceError {
+        ServiceError::Unavailable(format!("{} is not available in this process", self.service))
+    }
+}
+
+#[async_trait]
+impl KvService for Unavailable {
+    async fn get(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+    ) -> Result<Option<Value>, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn set(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+        _: Value,
+    ) -> Result<(), ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn delete(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+    ) -> Result<bool, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn list(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: KvListOptions,
+    ) -> Result<KvPage, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn collections(&self, _: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {
+        Err(self.refuse())
+    }
+}
 
 /// The context of a service call: whose data, on whose behalf, caused by what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +155,50 @@ pub enum ServiceError {
     /// The identity the call acts as may not do this.
     #[error("permission denied: {0}")]
     Forbidden(String),
-    /// The store could not be reached; a retry later may succeed.
+    /// The store could not be reached (a retry later may succeed), or this process has no
+    /// such service.
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A fault inside PiCloud.
     #[error("internal error")]
     Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unavailable_service_refuses_every_call_naming_itself() {
+        let set = ServiceSet::unavailable();
+        let ctx = ServiceContext {
+            app_id: AppId::new(),
+            execution_id: None,
+            depth: 0,
+            run_as: None,
+        };
+        let (Ok(collection), Ok(key)) = (CollectionName::parse("c"), KvKey::parse("k")) else {
+            panic!("valid names were refused");
+        };
+        let refused = ServiceError::Unavailable("kv is not available in this process".to_owned());
+        assert_eq!(
+            set.kv.get(&ctx, &collection, &key).await,
+            Err(refused.clone())
+        );
+        assert_eq!(
+            set.kv.set(&ctx, &collection, &key, Value::Null).await,
+            Err(refused.clone())
+        );
+        assert_eq!(
+            set.kv.delete(&ctx, &collection, &key).await,
+            Err(refused.clone())
+        );
+        assert_eq!(
+            set.kv
+                .list(&ctx, &collection, KvListOptions::default())
+                .await,
+            Err(refused.clone())
+        );
+        assert_eq!(set.kv.collections(&ctx).await, Err(refused));
+    }
 }

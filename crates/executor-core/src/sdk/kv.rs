@@ -13,7 +13,7 @@
 //!
 //! Values cross as JSON. Every failure throws a message naming the problem; absence is `()`.
 
-use picloud_shared::{CollectionName, KvKey, KvListOptions, KvService};
+use picloud_shared::{CollectionName, KvKey, KvListOptions};
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Module, Shared};
 use serde_json::{Value, json};
 
@@ -87,13 +87,6 @@ fn kv_key(key: Dynamic) -> RhaiResult<KvKey> {
     KvKey::parse(&key).map_err(|e| throw(e.to_string()))
 }
 
-/// The KV service of the current run, or the throw that says there is none.
-fn service(call: &Call) -> RhaiResult<&dyn KvService> {
-    call.services()
-        .and_then(|s| s.kv.as_deref())
-        .ok_or_else(|| throw("kv is not available"))
-}
-
 fn to_script(call: &Call, value: &Value, what: &str) -> RhaiResult<Dynamic> {
     json_to_dynamic(value, call.sizes())
         .map_err(|e| throw(format!("{what} is too large for this script: {e}")))
@@ -102,7 +95,7 @@ fn to_script(call: &Call, value: &Value, what: &str) -> RhaiResult<Dynamic> {
 fn get(c: &mut KvCollection, key: Dynamic) -> RhaiResult<Dynamic> {
     let key = kv_key(key)?;
     let call = current()?;
-    let kv = service(&call)?;
+    let kv = &call.services().kv;
     match call.block_on(kv.get(call.ctx(), &c.name, &key))? {
         Some(value) => to_script(&call, &value, &format!("value for key '{key}'")),
         None => Ok(Dynamic::UNIT),
@@ -114,21 +107,21 @@ fn set(c: &mut KvCollection, key: Dynamic, value: Dynamic) -> RhaiResult<()> {
     let value = dynamic_to_json(&value)
         .map_err(|e| throw(format!("value for key '{key}' cannot be stored: {e}")))?;
     let call = current()?;
-    let kv = service(&call)?;
+    let kv = &call.services().kv;
     call.block_on(kv.set(call.ctx(), &c.name, &key, value))
 }
 
 fn delete(c: &mut KvCollection, key: Dynamic) -> RhaiResult<bool> {
     let key = kv_key(key)?;
     let call = current()?;
-    let kv = service(&call)?;
+    let kv = &call.services().kv;
     call.block_on(kv.delete(call.ctx(), &c.name, &key))
 }
 
 fn list(c: &mut KvCollection, options: Map) -> RhaiResult<Dynamic> {
     let options = list_options(options)?;
     let call = current()?;
-    let kv = service(&call)?;
+    let kv = &call.services().kv;
     let page = call.block_on(kv.list(call.ctx(), &c.name, options))?;
     // Converted as one value, so the page as a whole must fit the sandbox's size limits.
     let entries: Vec<Value> = page

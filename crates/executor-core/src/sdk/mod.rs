@@ -13,12 +13,13 @@
 
 pub(crate) mod kv;
 
-use std::fmt;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use picloud_shared::{KvService, ServiceContext, ServiceError};
+use picloud_shared::{ServiceContext, ServiceError, ServiceSet};
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use tokio::runtime::Handle;
 
@@ -26,32 +27,46 @@ use crate::json::SizeLimits;
 use crate::run_state;
 
 /// The services scripts can call, and the runtime their async implementations run on.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ScriptServices {
-    /// The KV service (`kv::collection(...)`); `None` makes every KV call throw
-    /// "kv is not available".
-    pub kv: Option<Arc<dyn KvService>>,
+    /// Every service a script reaches (`kv::collection(…)`, …).
+    pub services: ServiceSet,
     /// The runtime service calls are driven on, from the run's own thread.
     pub runtime: Handle,
-}
-
-impl fmt::Debug for ScriptServices {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScriptServices")
-            .field("kv", &self.kv.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 /// What a run's service calls need: who they act for and with what.
 #[derive(Debug)]
 pub(crate) struct RunServices {
     /// The run's context: its app, execution, depth and identity.
-    pub(crate) ctx: ServiceContext,
-    /// The services, when the executor has any.
-    pub(crate) services: Option<ScriptServices>,
+    ctx: ServiceContext,
+    /// The executor's services, or [`ServiceSet::unavailable`] when it has none.
+    services: ServiceSet,
+    /// `None` exactly when `services` is [`ServiceSet::unavailable`], whose answers need
+    /// no runtime.
+    runtime: Option<Handle>,
     /// Values handed to the script must fit the sandbox like any other value.
-    pub(crate) sizes: SizeLimits,
+    sizes: SizeLimits,
+}
+
+impl RunServices {
+    /// A run's view of `services`; without any, every call is refused as unavailable.
+    pub(crate) fn new(
+        ctx: ServiceContext,
+        services: Option<&ScriptServices>,
+        sizes: SizeLimits,
+    ) -> Self {
+        let (services, runtime) = match services {
+            Some(s) => (s.services.clone(), Some(s.runtime.clone())),
+            None => (ServiceSet::unavailable(), None),
+        };
+        Self {
+            ctx,
+            services,
+            runtime,
+            sizes,
+        }
+    }
 }
 
 /// Registers every service module on `engine`.
@@ -90,9 +105,9 @@ impl Call {
         &self.run.sizes
     }
 
-    /// The executor's services, if it has any.
-    pub(crate) fn services(&self) -> Option<&ScriptServices> {
-        self.run.services.as_ref()
+    /// The executor's services.
+    pub(crate) fn services(&self) -> &ServiceSet {
+        &self.run.services
     }
 
     /// Drives `future` (a service call) to completion from the run's thread. A service
@@ -101,8 +116,12 @@ impl Call {
         &self,
         future: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, Box<EvalAltResult>> {
-        let Some(services) = self.services() else {
-            return Err(throw("services are not available"));
+        let Some(runtime) = &self.run.runtime else {
+            // The unavailable set answers at once; anything else would need the runtime.
+            return match ready_now(future) {
+                Some(result) => result.map_err(|err| throw(err.to_string())),
+                None => Err(throw("services are not available")),
+            };
         };
         // Blocking a thread that drives the runtime on that runtime would deadlock it.
         if Handle::try_current().is_ok() {
@@ -114,13 +133,20 @@ impl Call {
         if remaining.is_zero() {
             return Err(run_state::timed_out());
         }
-        let outcome = services
-            .runtime
-            .block_on(async move { tokio::time::timeout(remaining, future).await });
+        let outcome =
+            runtime.block_on(async move { tokio::time::timeout(remaining, future).await });
         match outcome {
             Ok(_) if Instant::now() >= self.deadline => Err(run_state::timed_out()),
             Ok(result) => result.map_err(|err| throw(err.to_string())),
             Err(_elapsed) => Err(run_state::timed_out()),
         }
+    }
+}
+
+/// The output of `future` if it is ready on its first poll, without any runtime.
+fn ready_now<T>(future: impl Future<Output = T>) -> Option<T> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
     }
 }
