@@ -33,7 +33,7 @@ pub use executions::{
     BatchingExecutionRecorder, ExecutionCursor, ExecutionLogRepository, RecorderHandle,
     RecorderOptions,
 };
-pub use http::{AdminState, router, router_with_body_limit};
+pub use http::{AdminDeps, AdminState, router, router_with_body_limit};
 pub use outbox::{OutboxSignal, PgOutboxWaker};
 pub use repository::{Page, RepoError, RepoResult};
 pub use retention::{

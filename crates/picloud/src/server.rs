@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use picloud_executor_core::{LocalExecutorClient, ScriptServices};
 use picloud_manager_core::access::LoginRateLimiter;
 use picloud_manager_core::{
-    AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver, EventRetention,
-    OutboxSignal, PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator,
+    AdminDeps, AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver,
+    EventRetention, OutboxSignal, PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator,
     ensure_instance_admin, spawn_event_retention_pruner, spawn_retention_pruner,
 };
 use picloud_manager_core::{
@@ -25,14 +25,14 @@ use picloud_manager_core::{
     executions::PgExecutionLogRepository,
     kv::PgKvService,
     outbox::{OutboxEmitter, PgOutboxStore},
-    scripts::PgScriptRepository,
+    scripts::{PgScriptRepository, ScriptObservers},
     triggers::PgTriggerRepository,
 };
 use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
 };
-use picloud_shared::{ErrorCode, ErrorEnvelope, ScriptChangeObserver, ServiceSet};
+use picloud_shared::{ErrorCode, ErrorEnvelope, ServiceSet};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -84,13 +84,16 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     // memory, other nodes by a coalesced NOTIFY.
     let signal = OutboxSignal::spawn(pool.clone());
     let emitter = OutboxEmitter::new(config.triggers.max_trigger_depth, signal.clone());
-    let kv = Arc::new(PgKvService::new(pool.clone(), Arc::new(emitter.clone())));
+    // One set of services for scripts and for the admin API alike.
+    let services = ServiceSet {
+        kv: Arc::new(PgKvService::new(pool.clone(), Arc::new(emitter.clone()))),
+    };
     // Scripts reach the services through the executor, which drives their async calls on
     // this runtime from each run's own thread.
     let executor = Arc::new(LocalExecutorClient::with_services(
         config.executor.clone(),
         ScriptServices {
-            services: ServiceSet { kv: kv.clone() },
+            services: services.clone(),
             runtime: tokio::runtime::Handle::current(),
         },
     ));
@@ -104,16 +107,17 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         abandoned_retention: config.triggers.abandoned_executions_retention,
     });
 
-    let observers: Vec<Arc<dyn ScriptChangeObserver>> = vec![resolver.clone(), executor.clone()];
+    // Told of every committed change to scripts and apps, by the services that make them.
+    let observers = ScriptObservers::new(vec![resolver.clone(), executor.clone()]);
     let admin = picloud_manager_core::router_with_body_limit(
-        AdminState {
-            scripts,
+        AdminState::new(AdminDeps {
             apps,
+            scripts,
             executions,
             users,
             tokens,
             memberships,
-            kv,
+            services,
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
             dead_letters,
             trigger_defaults: config.triggers.retry,
@@ -125,7 +129,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             session_ttl: config.manager.session_ttl,
             validator: executor.clone(),
             observers,
-        },
+        }),
         config.manager.admin_max_body_bytes,
     );
     let recorder = Arc::new(recorder);

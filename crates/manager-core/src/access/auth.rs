@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -19,11 +19,12 @@ use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorCode, ErrorEnvelope,
     Principal, Scope, TokenId, UserId, Username, bearer_token,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::AccessState;
 use crate::access::NewToken;
 use crate::access::secrets::{self, GeneratedToken};
 use crate::http::AdminState;
@@ -32,8 +33,7 @@ use crate::http::extract::Json;
 
 /// Routes anyone may call: logging in.
 pub(crate) fn public_routes() -> OpenApiRouter<AdminState> {
-    OpenApiRouter::new()
-        .routes(routes!(login))
+    OpenApiRouter::new().routes(routes!(login))
 }
 
 /// Routes behind the guard.
@@ -47,7 +47,7 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 /// principal, which it leaves in the request for [`Auth`]. A handler that forgot to ask for
 /// `Auth` is therefore still never reached anonymously.
 pub(crate) async fn require_principal(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -60,7 +60,7 @@ pub(crate) async fn require_principal(
     }
 }
 
-async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+async fn authenticate(state: &AccessState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -83,19 +83,20 @@ impl Deref for Auth {
     }
 }
 
-impl FromRequestParts<AdminState> for Auth {
+impl<S> FromRequestParts<S> for Auth
+where
+    AccessState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AdminState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(principal) = parts.extensions.get::<Arc<Principal>>() {
             return Ok(Self(principal.clone()));
         }
         // Outside the guard (it is the only way in today) the extractor still refuses
         // anonymous callers on its own.
-        authenticate(state, &parts.headers)
+        authenticate(&AccessState::from_ref(state), &parts.headers)
             .await
             .map(|p| Self(Arc::new(p)))
     }
@@ -283,7 +284,7 @@ pub struct MeView {
     )
 )]
 pub(crate) async fn login(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     ClientAddr(client): ClientAddr,
     Json(body): Json<LoginRequest>,
 ) -> Result<axum::Json<LoginResponse>, ApiError> {
@@ -376,7 +377,7 @@ pub(crate) async fn login(
     )
 )]
 pub(crate) async fn logout(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
 ) -> Result<StatusCode, ApiError> {
     let Credential::Token {

@@ -18,3 +18,38 @@ pub use login_limiter::LoginRateLimiter;
 pub use members::*;
 pub use tokens::*;
 pub use users::*;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use picloud_shared::Authenticator;
+
+use crate::apps::AppRepository;
+
+/// What the access routes (login, users, tokens, members) and the authenticating guard
+/// work with.
+#[derive(Clone)]
+pub struct AccessState {
+    /// Users.
+    pub users: Arc<dyn UserRepository>,
+    /// Login sessions and API tokens.
+    pub tokens: Arc<dyn TokenRepository>,
+    /// Who belongs to which app.
+    pub memberships: Arc<dyn MembershipRepository>,
+    /// Apps, to find the one a membership or token names.
+    pub apps: Arc<dyn AppRepository>,
+    /// Turns the bearer token of every protected request into its principal.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Counts failed logins per username and client address.
+    pub login_limiter: Arc<LoginRateLimiter>,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+}
+
+impl std::fmt::Debug for AccessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessState")
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
+    }
+}

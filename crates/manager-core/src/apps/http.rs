@@ -1,5 +1,7 @@
 //! `/apps`: create, list, read, rename and delete apps.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -7,24 +9,36 @@ use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppRole, AppSlug, Capability, ErrorCode, ErrorEnvelope, NameError, Scope,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::DEFAULT_APP_ID;
 use crate::access::auth::Auth;
+use crate::apps::{App, AppChangeError, AppRepository, AppService, AppUpdate, ListApps};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, page_limit};
-use crate::{
-    apps::{App, AppUpdate, ListApps},
-    repository::RepoError,
-    scripts::ListScripts,
-};
+use crate::repository::RepoError;
+use crate::scripts::{ListScripts, ScriptRepository};
 
 /// Longest app display name accepted, in characters.
 pub const MAX_APP_NAME_CHARS: usize = 100;
+
+/// What the app routes work with.
+#[derive(Clone)]
+pub struct AppsState {
+    /// Apps, changed by their rules.
+    pub apps: AppService,
+    /// Scripts, to say how many are in the way of a deletion.
+    pub scripts: Arc<dyn ScriptRepository>,
+}
+
+impl std::fmt::Debug for AppsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppsState").finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -145,12 +159,12 @@ fn slug_taken(slug: &AppSlug) -> ApiError {
 /// The app with this id if the principal holds `capability` in it; an app the principal
 /// cannot see is "not found", exactly like a missing one.
 pub(crate) async fn authorized_app(
-    state: &AdminState,
+    apps: &dyn AppRepository,
     auth: &Auth,
     id: AppId,
     capability: fn(AppId) -> Capability,
 ) -> Result<App, ApiError> {
-    let app = state.apps.get(id).await?.ok_or_else(|| app_not_found(id))?;
+    let app = apps.get(id).await?.ok_or_else(|| app_not_found(id))?;
     auth.require(capability(id), || app_not_found(id))?;
     Ok(app)
 }
@@ -173,7 +187,7 @@ pub(crate) async fn authorized_app(
     )
 )]
 pub(crate) async fn create_app(
-    State(state): State<AdminState>,
+    State(state): State<AppsState>,
     auth: Auth,
     Json(body): Json<CreateAppRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -185,7 +199,7 @@ pub(crate) async fn create_app(
         .create(slug.clone(), name, Some(auth.user_id))
         .await
         .map_err(|err| match err {
-            RepoError::Conflict { .. } => slug_taken(&slug),
+            AppChangeError::Store(RepoError::Conflict { .. }) => slug_taken(&slug),
             other => other.into(),
         })?;
     tracing::info!(app_id = %app.id, app = %app.slug, user = %auth.username, "app created");
@@ -214,7 +228,7 @@ pub(crate) async fn create_app(
     )
 )]
 pub(crate) async fn list_apps(
-    State(state): State<AdminState>,
+    State(state): State<AppsState>,
     auth: Auth,
     Query(query): Query<ListAppsQuery>,
 ) -> Result<axum::Json<AppPage>, ApiError> {
@@ -225,6 +239,7 @@ pub(crate) async fn list_apps(
     let only = (!auth.sees_every_app()).then(|| auth.visible_apps());
     let page = state
         .apps
+        .repo()
         .list(ListApps {
             only,
             limit,
@@ -258,11 +273,11 @@ pub(crate) async fn list_apps(
     )
 )]
 pub(crate) async fn get_app(
-    State(state): State<AdminState>,
+    State(state): State<AppsState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<AppView>, ApiError> {
-    let app = authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    let app = authorized_app(state.apps.repo(), &auth, id, Capability::AppRead).await?;
     Ok(axum::Json(AppView::new(app, &auth)))
 }
 
@@ -285,12 +300,12 @@ pub(crate) async fn get_app(
     )
 )]
 pub(crate) async fn update_app(
-    State(state): State<AdminState>,
+    State(state): State<AppsState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
     Json(body): Json<UpdateAppRequest>,
 ) -> Result<axum::Json<AppView>, ApiError> {
-    let current = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let current = authorized_app(state.apps.repo(), &auth, id, Capability::AppAdmin).await?;
     let update = AppUpdate {
         slug: body.slug.as_deref().map(parse_slug).transpose()?,
         name: body.name.as_deref().map(check_app_name).transpose()?,
@@ -298,27 +313,19 @@ pub(crate) async fn update_app(
     if update.slug.is_none() && update.name.is_none() {
         return Err(ApiError::invalid_body("give at least one of slug or name"));
     }
-    // Scripts created without naming an app go to the app called `default`.
-    if id == DEFAULT_APP_ID && update.slug.as_ref().is_some_and(|s| *s != current.slug) {
-        return Err(ApiError::new(
-            ErrorCode::DefaultApp,
-            "the default app's slug cannot change",
-        ));
-    }
     let new_slug = update.slug.clone();
     let app = state
         .apps
-        .update(id, update)
+        .update(&current, update)
         .await
         .map_err(|err| match err {
-            RepoError::Conflict { .. } => new_slug.as_ref().map_or_else(
+            AppChangeError::Store(RepoError::Conflict { .. }) => new_slug.as_ref().map_or_else(
                 || ApiError::conflict("the app changed concurrently"),
                 slug_taken,
             ),
-            RepoError::NotFound { .. } => app_not_found(id),
+            AppChangeError::Store(RepoError::NotFound { .. }) => app_not_found(id),
             other => other.into(),
         })?;
-    state.notify_app(id);
     tracing::info!(app_id = %id, app = %app.slug, user = %auth.username, "app renamed");
     Ok(axum::Json(AppView::new(app, &auth)))
 }
@@ -344,29 +351,21 @@ pub(crate) async fn update_app(
     )
 )]
 pub(crate) async fn delete_app(
-    State(state): State<AdminState>,
+    State(state): State<AppsState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
     Query(query): Query<DeleteAppQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
-    if id == DEFAULT_APP_ID {
-        return Err(ApiError::new(
-            ErrorCode::DefaultApp,
-            "the default app cannot be deleted",
-        ));
-    }
+    let app = authorized_app(state.apps.repo(), &auth, id, Capability::AppAdmin).await?;
     let cascade = query.cascade.unwrap_or(false);
     let deleted = match state.apps.delete(id, cascade).await {
         Ok(deleted) => deleted,
-        Err(RepoError::Conflict { .. }) => return Err(not_empty(&state, &app).await),
-        Err(RepoError::NotFound { .. }) => return Err(app_not_found(id)),
+        Err(AppChangeError::Store(RepoError::Conflict { .. })) => {
+            return Err(not_empty(&state, &app).await);
+        }
+        Err(AppChangeError::Store(RepoError::NotFound { .. })) => return Err(app_not_found(id)),
         Err(other) => return Err(other.into()),
     };
-    for script in &deleted {
-        state.notify(*script);
-    }
-    state.notify_app(id);
     tracing::info!(
         app_id = %id,
         app = %app.slug,
@@ -378,7 +377,7 @@ pub(crate) async fn delete_app(
 }
 
 /// 409 `app_not_empty`, counting the scripts that are in the way.
-async fn not_empty(state: &AdminState, app: &App) -> ApiError {
+async fn not_empty(state: &AppsState, app: &App) -> ApiError {
     let count = state
         .scripts
         .list(ListScripts {

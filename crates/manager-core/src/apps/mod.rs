@@ -4,14 +4,16 @@ pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
+mod service;
 
 pub use http::{
-    AppPage, AppView, CreateAppRequest, DeleteAppQuery, ListAppsQuery, MAX_APP_NAME_CHARS,
-    UpdateAppRequest,
+    AppPage, AppView, AppsState, CreateAppRequest, DeleteAppQuery, ListAppsQuery,
+    MAX_APP_NAME_CHARS, UpdateAppRequest,
 };
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryAppRepository;
 pub use pg::PgAppRepository;
+pub use service::{AppChangeError, AppService};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,25 +1,44 @@
 //! Dead letters: an app's failed deliveries, newest first, the unresolved count (the
 //! dashboard badge), and replaying or ignoring one.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, Capability, DeadLetterId, ErrorCode, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
+use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::dead_letters::{
-    DeadLetter, DeadLetterActionError, DeadLetterCursor, ListDeadLetters, Resolution,
+    DeadLetter, DeadLetterActionError, DeadLetterCursor, DeadLetterRepository, ListDeadLetters,
+    Resolution,
 };
 use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
 use crate::http::{AdminState, page_limit};
+
+/// What the dead-letter routes work with.
+#[derive(Clone)]
+pub struct DeadLettersState {
+    /// Dead letters.
+    pub dead_letters: Arc<dyn DeadLetterRepository>,
+    /// Apps, to check the caller may see the one a path names.
+    pub apps: Arc<dyn AppRepository>,
+}
+
+impl std::fmt::Debug for DeadLettersState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLettersState").finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -131,13 +150,13 @@ fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
     )
 )]
 pub(crate) async fn list_dead_letters(
-    State(state): State<AdminState>,
+    State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
     Query(query): Query<ListDeadLettersQuery>,
 ) -> Result<axum::Json<DeadLetterPage>, ApiError> {
     let limit = page_limit(query.limit)?;
-    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
     let before = match query.before {
         Some(before) => match state.dead_letters.get(before).await? {
             Some(letter) if letter.app_id == id => Some(DeadLetterCursor::from(&letter)),
@@ -185,11 +204,11 @@ pub(crate) async fn list_dead_letters(
     )
 )]
 pub(crate) async fn count_dead_letters(
-    State(state): State<AdminState>,
+    State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<DeadLetterCount>, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
     let unresolved = state.dead_letters.count_unresolved(id).await?;
     Ok(axum::Json(DeadLetterCount { unresolved }))
 }
@@ -197,7 +216,7 @@ pub(crate) async fn count_dead_letters(
 /// The dead letter if the principal may manage its app's dead letters; another app's is
 /// "not found", exactly like a missing one.
 async fn authorized_dead_letter(
-    state: &AdminState,
+    state: &DeadLettersState,
     auth: &Auth,
     id: DeadLetterId,
 ) -> Result<DeadLetter, ApiError> {
@@ -242,7 +261,7 @@ fn action_error(err: DeadLetterActionError) -> ApiError {
     )
 )]
 pub(crate) async fn replay_dead_letter(
-    State(state): State<AdminState>,
+    State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<DeadLetterId>,
 ) -> Result<axum::Json<DeadLetterView>, ApiError> {
@@ -268,7 +287,7 @@ pub(crate) async fn replay_dead_letter(
     )
 )]
 pub(crate) async fn ignore_dead_letter(
-    State(state): State<AdminState>,
+    State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<DeadLetterId>,
 ) -> Result<axum::Json<DeadLetterView>, ApiError> {

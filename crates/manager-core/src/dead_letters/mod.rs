@@ -7,7 +7,9 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 
-pub use http::{DeadLetterCount, DeadLetterPage, DeadLetterView, ListDeadLettersQuery};
+pub use http::{
+    DeadLetterCount, DeadLetterPage, DeadLetterView, DeadLettersState, ListDeadLettersQuery,
+};
 #[cfg(feature = "testsuite")]
 pub use memory::{
     EnqueuedReplay, InMemoryAbandonedExecutionRepository, InMemoryDeadLetterRepository,

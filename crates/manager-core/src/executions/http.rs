@@ -1,18 +1,36 @@
 //! Execution records: a script's runs, newest first, and single runs by id.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use picloud_shared::{Capability, ErrorEnvelope, ExecutionId, ExecutionRecord, ScriptId};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
-use crate::executions::ExecutionCursor;
+use crate::executions::{ExecutionCursor, ExecutionLogRepository};
 use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
 use crate::http::{AdminState, page_limit};
+use crate::scripts::ScriptRepository;
 use crate::scripts::http::authorized_script;
+
+/// What the execution-record routes work with.
+#[derive(Clone)]
+pub struct ExecutionsState {
+    /// Execution records.
+    pub executions: Arc<dyn ExecutionLogRepository>,
+    /// Scripts, to check the caller may read the script a record belongs to.
+    pub scripts: Arc<dyn ScriptRepository>,
+}
+
+impl std::fmt::Debug for ExecutionsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionsState").finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -59,13 +77,19 @@ pub struct ExecutionPage {
     )
 )]
 pub(crate) async fn list_script_executions(
-    State(state): State<AdminState>,
+    State(state): State<ExecutionsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
     Query(query): Query<ListExecutionsQuery>,
 ) -> Result<axum::Json<ExecutionPage>, ApiError> {
     let limit = page_limit(query.limit)?;
-    authorized_script(&state, &auth, id, Capability::AppScriptsRead).await?;
+    authorized_script(
+        state.scripts.as_ref(),
+        &auth,
+        id,
+        Capability::AppScriptsRead,
+    )
+    .await?;
     let before = match query.before {
         Some(before) => match state.executions.get(before).await? {
             Some(run) if run.script_id == id => Some(ExecutionCursor::from(&run)),
@@ -102,7 +126,7 @@ pub(crate) async fn list_script_executions(
     )
 )]
 pub(crate) async fn get_execution(
-    State(state): State<AdminState>,
+    State(state): State<ExecutionsState>,
     auth: Auth,
     PathId(id): PathId<ExecutionId>,
 ) -> Result<axum::Json<ExecutionRecord>, ApiError> {

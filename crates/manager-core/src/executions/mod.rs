@@ -7,7 +7,7 @@ mod memory;
 mod pg;
 pub mod recorder;
 
-pub use http::{ExecutionPage, ListExecutionsQuery};
+pub use http::{ExecutionPage, ExecutionsState, ListExecutionsQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryExecutionLogRepository;
 pub use pg::PgExecutionLogRepository;

@@ -12,8 +12,10 @@ use picloud_shared::{
     ServiceError,
 };
 
+use crate::apps::AppChangeError;
 use crate::error_chain;
 use crate::repository::RepoError;
+use crate::scripts::ScriptChangeError;
 
 /// An admin API failure, ready to be answered.
 #[derive(Debug)]
@@ -196,6 +198,28 @@ impl From<ServiceError> for ApiError {
                 "the database is unavailable, try again later",
             ),
             ServiceError::Internal(_) => Self::new(ErrorCode::Internal, "internal error"),
+        }
+    }
+}
+
+impl From<ScriptChangeError> for ApiError {
+    fn from(err: ScriptChangeError) -> Self {
+        match err {
+            ScriptChangeError::SourceTooLarge { len, max } => Self::source_too_large(len, max),
+            ScriptChangeError::Compile(err) => Self::compile(&err),
+            ScriptChangeError::Limits(err) => Self::invalid_limits(&err),
+            ScriptChangeError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<AppChangeError> for ApiError {
+    fn from(err: AppChangeError) -> Self {
+        match err {
+            AppChangeError::DefaultSlug | AppChangeError::DefaultApp => {
+                Self::new(ErrorCode::DefaultApp, err.to_string())
+            }
+            AppChangeError::Store(err) => err.into(),
         }
     }
 }

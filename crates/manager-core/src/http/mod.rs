@@ -8,42 +8,60 @@ pub(crate) mod error;
 pub(crate) mod extract;
 mod openapi;
 
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware::from_fn_with_state;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use openapi::ApiDoc;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use picloud_shared::{
-    AppId, Authenticator, KvService, RetryPolicy, Script, ScriptChangeObserver, ScriptId,
-    ScriptValidator,
-};
-
-pub use openapi::ApiDoc;
+use picloud_shared::{Authenticator, RetryPolicy, ScriptValidator, ServiceSet};
 
 use self::error::ApiError;
 use crate::access::{
-    LoginRateLimiter, MembershipRepository, TokenRepository, UserRepository, auth, members, tokens,
-    users,
+    AccessState, LoginRateLimiter, MembershipRepository, TokenRepository, UserRepository, auth,
+    members, tokens, users,
 };
-use crate::apps::{self, AppRepository};
+use crate::apps::{self, AppRepository, AppService, AppsState};
 use crate::config::ManagerConfig;
-use crate::dead_letters::{self, DeadLetterRepository};
-use crate::executions::{self, ExecutionLogRepository};
-use crate::kv;
-use crate::scripts::{self, ScriptRepository};
-use crate::triggers::{self, TriggerRepository};
+use crate::dead_letters::{self, DeadLetterRepository, DeadLettersState};
+use crate::executions::{self, ExecutionLogRepository, ExecutionsState};
+use crate::kv::{self, KvState};
+use crate::scripts::{self, ScriptObservers, ScriptRepository, ScriptService, ScriptsState};
+use crate::triggers::{self, TriggerRepository, TriggersState};
 
-/// What the admin handlers work with.
-#[derive(Clone)]
+/// What the admin API works with: one state per feature, each holding only what its
+/// routes need. A handler takes its feature's state (axum's `FromRef`), so a new service
+/// adds a field here and touches no other feature.
+#[derive(Debug, Clone)]
 pub struct AdminState {
-    /// Script storage.
-    pub scripts: Arc<dyn ScriptRepository>,
+    /// Users, tokens, memberships, authentication and login limits.
+    pub access: AccessState,
+    /// Apps.
+    pub apps: AppsState,
+    /// Scripts.
+    pub scripts: ScriptsState,
+    /// Execution records.
+    pub executions: ExecutionsState,
+    /// Apps' KV entries.
+    pub kv: KvState,
+    /// Triggers.
+    pub triggers: TriggersState,
+    /// Dead letters.
+    pub dead_letters: DeadLettersState,
+}
+
+/// Everything the admin API is built from: the stores and services the binary chose.
+pub struct AdminDeps {
     /// Apps.
     pub apps: Arc<dyn AppRepository>,
+    /// Scripts.
+    pub scripts: Arc<dyn ScriptRepository>,
     /// Execution records.
     pub executions: Arc<dyn ExecutionLogRepository>,
     /// Users.
@@ -52,8 +70,8 @@ pub struct AdminState {
     pub tokens: Arc<dyn TokenRepository>,
     /// Who belongs to which app.
     pub memberships: Arc<dyn MembershipRepository>,
-    /// Apps' KV entries (the KV browser reads and changes them as the caller).
-    pub kv: Arc<dyn KvService>,
+    /// The script-facing services the admin API also serves (the KV browser).
+    pub services: ServiceSet,
     /// Triggers.
     pub triggers: Arc<dyn TriggerRepository>,
     /// Dead letters.
@@ -68,44 +86,96 @@ pub struct AdminState {
     pub session_ttl: Duration,
     /// Compiles sources and holds the sandbox ceiling limits are checked against.
     pub validator: Arc<dyn ScriptValidator>,
-    /// Told after a script is updated or deleted, and after an app is renamed or deleted
-    /// (caches of compiled code and lookups).
-    pub observers: Vec<Arc<dyn ScriptChangeObserver>>,
+    /// Told of every committed change to scripts and apps (caches of compiled code and
+    /// lookups).
+    pub observers: ScriptObservers,
 }
 
-impl fmt::Debug for AdminState {
+impl fmt::Debug for AdminDeps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminState")
-            .field("session_ttl", &self.session_ttl)
-            .field("observers", &self.observers.len())
-            .finish_non_exhaustive()
+        f.debug_struct("AdminDeps").finish_non_exhaustive()
     }
 }
 
 impl AdminState {
-    /// Tells every observer that a script changed; called only after the change committed.
-    pub(crate) fn notify(&self, id: ScriptId) {
-        for observer in &self.observers {
-            observer.script_changed(id);
-        }
-    }
-
-    /// Tells every observer that a script was created or updated; called only after the
-    /// change committed (after [`Self::notify`] for an update).
-    pub(crate) fn notify_saved(&self, script: &Script) {
-        for observer in &self.observers {
-            observer.script_saved(script);
-        }
-    }
-
-    /// Tells every observer that an app was renamed or deleted; called only after the
-    /// change committed.
-    pub(crate) fn notify_app(&self, id: AppId) {
-        for observer in &self.observers {
-            observer.app_changed(id);
+    /// Each feature's state, from `deps`.
+    pub fn new(deps: AdminDeps) -> Self {
+        let AdminDeps {
+            apps,
+            scripts,
+            executions,
+            users,
+            tokens,
+            memberships,
+            services,
+            triggers,
+            dead_letters,
+            trigger_defaults,
+            authenticator,
+            login_limiter,
+            session_ttl,
+            validator,
+            observers,
+        } = deps;
+        Self {
+            access: AccessState {
+                users,
+                tokens,
+                memberships,
+                apps: apps.clone(),
+                authenticator,
+                login_limiter,
+                session_ttl,
+            },
+            apps: AppsState {
+                apps: AppService::new(apps.clone(), observers.clone()),
+                scripts: scripts.clone(),
+            },
+            scripts: ScriptsState {
+                scripts: ScriptService::new(scripts.clone(), validator, observers),
+                apps: apps.clone(),
+            },
+            executions: ExecutionsState {
+                executions,
+                scripts: scripts.clone(),
+            },
+            kv: KvState {
+                kv: services.kv,
+                apps: apps.clone(),
+            },
+            triggers: TriggersState {
+                triggers,
+                scripts,
+                apps: apps.clone(),
+                trigger_defaults,
+            },
+            dead_letters: DeadLettersState { dead_letters, apps },
         }
     }
 }
+
+/// Lets a handler extract its feature's part of [`AdminState`].
+macro_rules! feature_states {
+    ($($field:ident: $state:ty),* $(,)?) => {
+        $(
+            impl FromRef<AdminState> for $state {
+                fn from_ref(state: &AdminState) -> Self {
+                    state.$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+feature_states!(
+    access: AccessState,
+    apps: AppsState,
+    scripts: ScriptsState,
+    executions: ExecutionsState,
+    kv: KvState,
+    triggers: TriggersState,
+    dead_letters: DeadLettersState,
+);
 
 /// Page size when the request names none.
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -168,7 +238,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
     let (api, _) = protected_routes()
         // Every protected route, and only those, needs a valid bearer token.
-        .route_layer(from_fn_with_state(state.clone(), auth::require_principal))
+        .route_layer(from_fn_with_state(
+            state.access.clone(),
+            auth::require_principal,
+        ))
         .merge(public_routes())
         .split_for_parts();
     let api = api

@@ -4,25 +4,43 @@
 //! Changes made here go through the same [`KvService`](picloud_shared::KvService) scripts
 //! use, so they fire the app's triggers (at depth 1) like any other change.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
     AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvKey,
-    KvListOptions, KvPage, ServiceContext,
+    KvListOptions, KvPage, KvService, ServiceContext,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
+use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
+
+/// What the KV browser works with.
+#[derive(Clone)]
+pub struct KvState {
+    /// Apps' KV entries, read and changed as the caller.
+    pub kv: Arc<dyn KvService>,
+    /// Apps, to check the caller may see the one a path names.
+    pub apps: Arc<dyn AppRepository>,
+}
+
+impl std::fmt::Debug for KvState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvState").finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -133,11 +151,11 @@ fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
     )
 )]
 pub(crate) async fn list_collections(
-    State(state): State<AdminState>,
+    State(state): State<KvState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<CollectionList>, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let items = state.kv.collections(&admin_context(id, &auth)).await?;
     Ok(axum::Json(CollectionList { items }))
 }
@@ -162,7 +180,7 @@ pub(crate) async fn list_collections(
     )
 )]
 pub(crate) async fn list_entries(
-    State(state): State<AdminState>,
+    State(state): State<KvState>,
     auth: Auth,
     CollectionPath(id, collection): CollectionPath,
     Query(query): Query<ListKvQuery>,
@@ -173,7 +191,7 @@ pub(crate) async fn list_entries(
             "limit must be between 1 and {MAX_KV_LIST_LIMIT}"
         )));
     }
-    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let collection = collection_name(&collection)?;
     let options = KvListOptions {
         prefix: query.prefix,
@@ -207,11 +225,11 @@ pub(crate) async fn list_entries(
     )
 )]
 pub(crate) async fn get_entry(
-    State(state): State<AdminState>,
+    State(state): State<KvState>,
     auth: Auth,
     EntryPath(id, collection, key): EntryPath,
 ) -> Result<axum::Json<Value>, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppKvRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     state
@@ -252,12 +270,12 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
     )
 )]
 pub(crate) async fn put_entry(
-    State(state): State<AdminState>,
+    State(state): State<KvState>,
     auth: Auth,
     EntryPath(id, collection, key): EntryPath,
     Json(value): Json<Value>,
 ) -> Result<StatusCode, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppKvWrite).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvWrite).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     state
@@ -288,11 +306,11 @@ pub(crate) async fn put_entry(
     )
 )]
 pub(crate) async fn delete_entry(
-    State(state): State<AdminState>,
+    State(state): State<KvState>,
     auth: Auth,
     EntryPath(id, collection, key): EntryPath,
 ) -> Result<StatusCode, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppKvWrite).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvWrite).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     let existed = state

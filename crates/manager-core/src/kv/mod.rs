@@ -7,7 +7,7 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 
-pub use http::{CollectionList, ListKvQuery};
+pub use http::{CollectionList, KvState, ListKvQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryKvService;
 pub use pg::PgKvService;

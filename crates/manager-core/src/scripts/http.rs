@@ -1,5 +1,7 @@
 //! `/scripts`: create, list, read, update and delete scripts.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -7,23 +9,36 @@ use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
+use crate::apps::{App, AppRepository};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, page_limit};
-use crate::{
-    apps::App,
-    repository::RepoError,
-    scripts::{ListScripts, NewScript, ScriptSummary, ScriptUpdate},
+use crate::repository::RepoError;
+use crate::scripts::{
+    ListScripts, NewScript, ScriptChangeError, ScriptRepository, ScriptService, ScriptSummary,
+    ScriptUpdate,
 };
 
-/// Largest script source accepted, in bytes.
-pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+/// What the script routes work with.
+#[derive(Clone)]
+pub struct ScriptsState {
+    /// Scripts, changed by their rules.
+    pub scripts: ScriptService,
+    /// Apps, to find the one a request names.
+    pub apps: Arc<dyn AppRepository>,
+}
+
+impl std::fmt::Debug for ScriptsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptsState").finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -175,25 +190,6 @@ fn parse_name(raw: &str) -> Result<ScriptName, ApiError> {
     ScriptName::parse(raw).map_err(|e| ApiError::invalid_name(&e))
 }
 
-/// Checks a source's size, then that it compiles.
-fn check_source(state: &AdminState, source: &str) -> Result<(), ApiError> {
-    if source.len() > MAX_SOURCE_BYTES {
-        return Err(ApiError::source_too_large(source.len(), MAX_SOURCE_BYTES));
-    }
-    state
-        .validator
-        .validate(source)
-        .map_err(|e| ApiError::compile(&e))
-}
-
-fn check_limits(state: &AdminState, limits: &ScriptLimits) -> Result<(), ApiError> {
-    state
-        .validator
-        .ceiling()
-        .check(limits)
-        .map_err(|e| ApiError::invalid_limits(&e))
-}
-
 fn name_taken(name: &ScriptName, app: &AppSlug) -> ApiError {
     ApiError::conflict(format!(
         "a script named '{name}' already exists in app '{app}'"
@@ -207,16 +203,12 @@ fn script_not_found(id: ScriptId) -> ApiError {
 /// The script with this id if the principal holds `capability` in its app; a script in an
 /// app the principal cannot see is "not found", exactly like a missing one.
 pub(crate) async fn authorized_script(
-    state: &AdminState,
+    scripts: &dyn ScriptRepository,
     auth: &Auth,
     id: ScriptId,
     capability: fn(AppId) -> Capability,
 ) -> Result<Script, ApiError> {
-    let script = state
-        .scripts
-        .get(id)
-        .await?
-        .ok_or_else(|| script_not_found(id))?;
+    let script = scripts.get(id).await?.ok_or_else(|| script_not_found(id))?;
     auth.require(capability(script.app_id), || script_not_found(id))?;
     Ok(script)
 }
@@ -241,7 +233,7 @@ pub(crate) async fn authorized_script(
     )
 )]
 pub(crate) async fn create_script(
-    State(state): State<AdminState>,
+    State(state): State<ScriptsState>,
     auth: Auth,
     Json(body): Json<CreateScriptRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -250,27 +242,23 @@ pub(crate) async fn create_script(
         None => AppSlug::default_app(),
     };
     // Permission first: a caller who may not write here learns nothing from validation.
-    let app = visible_app(&state, &auth, &slug).await?;
+    let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
     auth.require(Capability::AppScriptsWrite(app.id), || app_not_found(&slug))?;
     let name = parse_name(&body.name)?;
-    let limits = body.limits.unwrap_or_default();
-    check_limits(&state, &limits)?;
-    check_source(&state, &body.source)?;
     let created = state
         .scripts
         .create(NewScript {
             app_id: app.id,
             name: name.clone(),
             source: body.source,
-            limits,
+            limits: body.limits.unwrap_or_default(),
             require_token: body.require_token.unwrap_or(false),
         })
         .await
         .map_err(|err| match err {
-            RepoError::Conflict { .. } => name_taken(&name, &slug),
+            ScriptChangeError::Store(RepoError::Conflict { .. }) => name_taken(&name, &slug),
             other => other.into(),
         })?;
-    state.notify_saved(&created);
     tracing::info!(
         script_id = %created.id,
         app = %slug,
@@ -293,11 +281,11 @@ pub(crate) fn app_not_found(slug: &AppSlug) -> ApiError {
 
 /// The app with this slug if the principal can see it at all.
 pub(crate) async fn visible_app(
-    state: &AdminState,
+    apps: &dyn AppRepository,
     auth: &Auth,
     slug: &AppSlug,
 ) -> Result<App, ApiError> {
-    match state.apps.get_by_slug(slug).await? {
+    match apps.get_by_slug(slug).await? {
         Some(app) if auth.can_see(app.id) => Ok(app),
         _ => Err(app_not_found(slug)),
     }
@@ -318,7 +306,7 @@ pub(crate) async fn visible_app(
     )
 )]
 pub(crate) async fn list_scripts(
-    State(state): State<AdminState>,
+    State(state): State<ScriptsState>,
     auth: Auth,
     Query(query): Query<ListScriptsQuery>,
 ) -> Result<axum::Json<ScriptPage>, ApiError> {
@@ -328,7 +316,7 @@ pub(crate) async fn list_scripts(
         Some(raw) => {
             let slug =
                 AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
-            let app = visible_app(&state, &auth, &slug).await?;
+            let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
             auth.require(Capability::AppScriptsRead(app.id), || app_not_found(&slug))?;
             Some(vec![app.id])
         }
@@ -339,6 +327,7 @@ pub(crate) async fn list_scripts(
     };
     let page = state
         .scripts
+        .repo()
         .list(ListScripts {
             apps,
             limit,
@@ -372,11 +361,12 @@ pub(crate) async fn list_scripts(
     )
 )]
 pub(crate) async fn get_script(
-    State(state): State<AdminState>,
+    State(state): State<ScriptsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
 ) -> Result<axum::Json<ScriptView>, ApiError> {
-    let script = authorized_script(&state, &auth, id, Capability::AppScriptsRead).await?;
+    let script =
+        authorized_script(state.scripts.repo(), &auth, id, Capability::AppScriptsRead).await?;
     Ok(axum::Json(script.into()))
 }
 
@@ -400,12 +390,13 @@ pub(crate) async fn get_script(
     )
 )]
 pub(crate) async fn update_script(
-    State(state): State<AdminState>,
+    State(state): State<ScriptsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
     Json(body): Json<UpdateScriptRequest>,
 ) -> Result<axum::Json<ScriptView>, ApiError> {
-    let current = authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
+    let current =
+        authorized_script(state.scripts.repo(), &auth, id, Capability::AppScriptsWrite).await?;
     let update = ScriptUpdate {
         name: body.name.as_deref().map(parse_name).transpose()?,
         source: body.source,
@@ -417,17 +408,13 @@ pub(crate) async fn update_script(
             "give at least one of name, source, limits or require_token",
         ));
     }
-    if let Some(limits) = &update.limits {
-        check_limits(&state, limits)?;
-    }
-    if let Some(source) = &update.source {
-        check_source(&state, source)?;
-    }
     let new_name = update.name.clone();
     let updated = match state.scripts.update(id, update).await {
         Ok(script) => script,
-        Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
-        Err(RepoError::Conflict { what }) => {
+        Err(ScriptChangeError::Store(RepoError::NotFound { .. })) => {
+            return Err(script_not_found(id));
+        }
+        Err(ScriptChangeError::Store(RepoError::Conflict { what })) => {
             return Err(match new_name {
                 Some(name) => rename_conflict(&state, current.app_id, &name).await,
                 None => ApiError::conflict(format!("{what} already exists")),
@@ -435,8 +422,6 @@ pub(crate) async fn update_script(
         }
         Err(other) => return Err(other.into()),
     };
-    state.notify(id);
-    state.notify_saved(&updated);
     tracing::info!(
         script_id = %id,
         version = updated.version,
@@ -447,7 +432,7 @@ pub(crate) async fn update_script(
 }
 
 /// Names the app in a rename conflict; the lookup only runs on this rare path.
-async fn rename_conflict(state: &AdminState, app: AppId, name: &ScriptName) -> ApiError {
+async fn rename_conflict(state: &ScriptsState, app: AppId, name: &ScriptName) -> ApiError {
     match state.apps.get(app).await {
         Ok(Some(app)) => name_taken(name, &app.slug),
         Ok(None) => ApiError::conflict(format!("a script named '{name}' already exists")),
@@ -470,17 +455,18 @@ async fn rename_conflict(state: &AdminState, app: AppId, name: &ScriptName) -> A
     )
 )]
 pub(crate) async fn delete_script(
-    State(state): State<AdminState>,
+    State(state): State<ScriptsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
 ) -> Result<StatusCode, ApiError> {
-    authorized_script(&state, &auth, id, Capability::AppScriptsWrite).await?;
+    authorized_script(state.scripts.repo(), &auth, id, Capability::AppScriptsWrite).await?;
     match state.scripts.delete(id).await {
         Ok(()) => {}
-        Err(RepoError::NotFound { .. }) => return Err(script_not_found(id)),
+        Err(ScriptChangeError::Store(RepoError::NotFound { .. })) => {
+            return Err(script_not_found(id));
+        }
         Err(other) => return Err(other.into()),
     }
-    state.notify(id);
     tracing::info!(script_id = %id, user = %auth.username, "script deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,15 +5,17 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 pub mod resolver;
+mod service;
 
 pub use http::{
-    CreateScriptRequest, ListScriptsQuery, MAX_SOURCE_BYTES, ScriptPage, ScriptSummaryView,
-    ScriptView, UpdateScriptRequest,
+    CreateScriptRequest, ListScriptsQuery, ScriptPage, ScriptSummaryView, ScriptView, ScriptsState,
+    UpdateScriptRequest,
 };
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryScriptRepository;
 pub use pg::PgScriptRepository;
 pub use resolver::CachedScriptResolver;
+pub use service::{MAX_SOURCE_BYTES, ScriptChangeError, ScriptObservers, ScriptService};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -2,6 +2,8 @@
 //! body's tagged `details`), list, read, change (`PATCH`: enable, retry policy, details) and
 //! delete them.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -10,16 +12,19 @@ use picloud_shared::{
     AppId, AppSlug, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId,
     ScriptName, TriggerId, TriggerKind, UserId,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
+use crate::apps::AppRepository;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, page_limit};
+use crate::scripts::ScriptRepository;
 use crate::scripts::http::{app_not_found, visible_app};
+use crate::triggers::TriggerRepository;
 use crate::{
     apps::App,
     repository::RepoError,
@@ -28,6 +33,27 @@ use crate::{
         kinds::InvalidDetails,
     },
 };
+
+/// What the trigger routes work with.
+#[derive(Clone)]
+pub struct TriggersState {
+    /// Triggers.
+    pub triggers: Arc<dyn TriggerRepository>,
+    /// Scripts, to find a trigger's target.
+    pub scripts: Arc<dyn ScriptRepository>,
+    /// Apps, to find the one a request names.
+    pub apps: Arc<dyn AppRepository>,
+    /// The retry policy of triggers created without one (`TriggerConfig::retry`).
+    pub trigger_defaults: RetryPolicy,
+}
+
+impl std::fmt::Debug for TriggersState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TriggersState")
+            .field("trigger_defaults", &self.trigger_defaults)
+            .finish_non_exhaustive()
+    }
+}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -167,7 +193,7 @@ fn trigger_not_found(id: TriggerId) -> ApiError {
 /// The trigger with this id if the principal may manage its app's triggers; another
 /// app's trigger is "not found", exactly like a missing one.
 async fn authorized_trigger(
-    state: &AdminState,
+    state: &TriggersState,
     auth: &Auth,
     id: TriggerId,
 ) -> Result<Trigger, ApiError> {
@@ -183,12 +209,16 @@ async fn authorized_trigger(
 }
 
 /// The app a create request names, once the caller may manage its triggers.
-async fn target_app(state: &AdminState, auth: &Auth, raw: Option<&str>) -> Result<App, ApiError> {
+async fn target_app(
+    state: &TriggersState,
+    auth: &Auth,
+    raw: Option<&str>,
+) -> Result<App, ApiError> {
     let slug = match raw {
         Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
         None => AppSlug::default_app(),
     };
-    let app = visible_app(state, auth, &slug).await?;
+    let app = visible_app(state.apps.as_ref(), auth, &slug).await?;
     auth.require(Capability::AppManageTriggers(app.id), || {
         app_not_found(&slug)
     })?;
@@ -196,7 +226,7 @@ async fn target_app(state: &AdminState, auth: &Auth, raw: Option<&str>) -> Resul
 }
 
 /// The script a create request names, by id or by name, which must be in `app`.
-async fn target_script(state: &AdminState, app: &App, raw: &str) -> Result<Script, ApiError> {
+async fn target_script(state: &TriggersState, app: &App, raw: &str) -> Result<Script, ApiError> {
     let missing = || {
         ApiError::not_found(format!(
             "script '{raw}' not found in app '{slug}'",
@@ -216,7 +246,7 @@ async fn target_script(state: &AdminState, app: &App, raw: &str) -> Result<Scrip
 
 /// The retry policy of a create request over the instance defaults.
 fn retry_policy(
-    state: &AdminState,
+    state: &TriggersState,
     request: Option<RetryRequest>,
 ) -> Result<RetryPolicy, ApiError> {
     let defaults = state.trigger_defaults;
@@ -234,7 +264,7 @@ fn retry_policy(
 
 /// Stores a validated trigger and answers 201 with its location.
 async fn create(
-    state: &AdminState,
+    state: &TriggersState,
     auth: &Auth,
     new: NewTrigger,
 ) -> Result<impl IntoResponse + use<>, ApiError> {
@@ -284,7 +314,7 @@ fn invalid_details(err: InvalidDetails) -> ApiError {
     )
 )]
 pub(crate) async fn create_trigger(
-    State(state): State<AdminState>,
+    State(state): State<TriggersState>,
     auth: Auth,
     Json(body): Json<CreateTriggerRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -319,7 +349,7 @@ pub(crate) async fn create_trigger(
     )
 )]
 pub(crate) async fn list_triggers(
-    State(state): State<AdminState>,
+    State(state): State<TriggersState>,
     auth: Auth,
     Query(query): Query<ListTriggersQuery>,
 ) -> Result<axum::Json<TriggerPage>, ApiError> {
@@ -329,7 +359,7 @@ pub(crate) async fn list_triggers(
         Some(raw) => {
             let slug =
                 AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
-            let app = visible_app(&state, &auth, &slug).await?;
+            let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
             auth.require(Capability::AppManageTriggers(app.id), || {
                 app_not_found(&slug)
             })?;
@@ -377,7 +407,7 @@ pub(crate) async fn list_triggers(
     )
 )]
 pub(crate) async fn get_trigger(
-    State(state): State<AdminState>,
+    State(state): State<TriggersState>,
     auth: Auth,
     PathId(id): PathId<TriggerId>,
 ) -> Result<axum::Json<TriggerView>, ApiError> {
@@ -405,7 +435,7 @@ pub(crate) async fn get_trigger(
     )
 )]
 pub(crate) async fn update_trigger(
-    State(state): State<AdminState>,
+    State(state): State<TriggersState>,
     auth: Auth,
     PathId(id): PathId<TriggerId>,
     Json(body): Json<UpdateTriggerRequest>,
@@ -462,7 +492,7 @@ pub(crate) async fn update_trigger(
     )
 )]
 pub(crate) async fn delete_trigger(
-    State(state): State<AdminState>,
+    State(state): State<TriggersState>,
     auth: Auth,
     PathId(id): PathId<TriggerId>,
 ) -> Result<StatusCode, ApiError> {

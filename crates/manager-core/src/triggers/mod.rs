@@ -9,7 +9,7 @@ mod memory;
 mod pg;
 
 pub use http::{
-    CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerPage, TriggerView,
+    CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerPage, TriggerView, TriggersState,
     UpdateTriggerRequest,
 };
 pub use kinds::{Target, TriggerDetails, TriggerDetailsRequest};

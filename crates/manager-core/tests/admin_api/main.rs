@@ -45,8 +45,9 @@ use picloud_manager_core::access::{
 };
 use picloud_manager_core::kv::PgKvService;
 use picloud_manager_core::outbox::{OutboxSignal, RecordingEmitter};
+use picloud_manager_core::scripts::ScriptObservers;
 use picloud_manager_core::{
-    AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
+    AdminDeps, AdminState, AppRepository, TokenAuthenticator, ensure_instance_admin, router,
 };
 use picloud_manager_core::{
     access::{PgMembershipRepository, PgTokenRepository, PgUserRepository},
@@ -55,11 +56,11 @@ use picloud_manager_core::{
     scripts::PgScriptRepository,
 };
 use picloud_manager_core::{dead_letters::PgDeadLetterRepository, triggers::PgTriggerRepository};
-use picloud_shared::RetryPolicy;
 use picloud_shared::{
     AppId, AppRole, AppSlug, CompileError, CredentialKind, SandboxCeiling, SandboxLimits, Scope,
     ScriptChangeObserver, ScriptId, ScriptValidator, TokenId, UserId, Username,
 };
+use picloud_shared::{RetryPolicy, ServiceSet};
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -199,14 +200,16 @@ impl TestApp {
             Arc::new(RecordingObserver::default()),
         ];
         let kv_events = Arc::new(RecordingEmitter::default());
-        let state = AdminState {
-            scripts: Arc::new(PgScriptRepository::new(pool.clone())),
+        let state = AdminState::new(AdminDeps {
             apps: apps.clone(),
+            scripts: Arc::new(PgScriptRepository::new(pool.clone())),
             executions: Arc::new(PgExecutionLogRepository::new(pool.clone())),
             users: users.clone(),
             tokens: tokens.clone(),
             memberships: memberships.clone(),
-            kv: Arc::new(PgKvService::new(pool.clone(), kv_events.clone())),
+            services: ServiceSet {
+                kv: Arc::new(PgKvService::new(pool.clone(), kv_events.clone())),
+            },
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
             dead_letters: Arc::new(PgDeadLetterRepository::new(
                 pool.clone(),
@@ -221,11 +224,13 @@ impl TestApp {
             login_limiter: Arc::new(LoginRateLimiter::new(max_failures, window)),
             session_ttl: Duration::from_secs(12 * 3600),
             validator: Arc::new(StubValidator),
-            observers: observers
-                .iter()
-                .map(|o| o.clone() as Arc<dyn ScriptChangeObserver>)
-                .collect(),
-        };
+            observers: ScriptObservers::new(
+                observers
+                    .iter()
+                    .map(|o| o.clone() as Arc<dyn ScriptChangeObserver>)
+                    .collect(),
+            ),
+        });
         let mut app = Self {
             router: router(state),
             observers,

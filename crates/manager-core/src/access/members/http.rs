@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use picloud_shared::{AppId, AppRole, Capability, ErrorCode, ErrorEnvelope, UserId, Username};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::access::AccessState;
 use crate::access::auth::Auth;
 use crate::apps::http::authorized_app;
 use crate::http::AdminState;
@@ -89,11 +90,11 @@ fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiE
     )
 )]
 pub(crate) async fn list_members(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<MemberList>, ApiError> {
-    authorized_app(&state, &auth, id, Capability::AppRead).await?;
+    authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
     let members = state.memberships.members(id).await?;
     Ok(axum::Json(MemberList {
         items: members.into_iter().map(MemberView::from).collect(),
@@ -122,12 +123,12 @@ pub(crate) async fn list_members(
     )
 )]
 pub(crate) async fn set_member(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathIds(id, user_id): PathIds<AppId, UserId>,
     Json(body): Json<SetMemberRequest>,
 ) -> Result<axum::Json<MemberView>, ApiError> {
-    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let app = authorized_app(state.apps.as_ref(), &auth, id, Capability::AppAdmin).await?;
     let user_not_found = || ApiError::not_found(format!("user {user_id} not found"));
     let user = state.users.get(user_id).await?.ok_or_else(user_not_found)?;
     if body.role != AppRole::Owner {
@@ -175,11 +176,11 @@ pub(crate) async fn set_member(
     )
 )]
 pub(crate) async fn remove_member(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathIds(id, user_id): PathIds<AppId, UserId>,
 ) -> Result<StatusCode, ApiError> {
-    let app = authorized_app(&state, &auth, id, Capability::AppAdmin).await?;
+    let app = authorized_app(state.apps.as_ref(), &auth, id, Capability::AppAdmin).await?;
     let members = state.memberships.members(id).await?;
     let not_member = || {
         ApiError::not_found(format!(

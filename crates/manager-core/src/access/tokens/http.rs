@@ -11,11 +11,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
     AppId, AppSlug, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
 };
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::access::AccessState;
 use crate::access::auth::Auth;
 use crate::access::secrets::{self, GeneratedToken};
 use crate::access::{NewToken, Token};
@@ -205,7 +206,7 @@ fn token_not_found(id: TokenId) -> ApiError {
     )
 )]
 pub(crate) async fn create_token(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     Json(body): Json<CreateTokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -225,7 +226,7 @@ pub(crate) async fn create_token(
     let app = match body.app.as_deref() {
         Some(raw) => {
             let slug = AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?;
-            Some(visible_app(&state, &auth, &slug).await?.id)
+            Some(visible_app(state.apps.as_ref(), &auth, &slug).await?.id)
         }
         None => None,
     };
@@ -276,7 +277,7 @@ pub(crate) async fn create_token(
     )
 )]
 pub(crate) async fn list_tokens(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     let tokens = state
@@ -303,7 +304,7 @@ pub(crate) async fn list_tokens(
     )
 )]
 pub(crate) async fn revoke_token(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<TokenId>,
 ) -> Result<StatusCode, ApiError> {

@@ -8,11 +8,12 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{CredentialKind, ErrorCode, ErrorEnvelope, UserId, Username};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::access::AccessState;
 use crate::access::auth::Auth;
 use crate::access::secrets::{self, PasswordError};
 use crate::http::error::ApiError;
@@ -156,7 +157,7 @@ fn password_refused(err: &PasswordError) -> ApiError {
     )
 )]
 pub(crate) async fn create_user(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     Json(body): Json<CreateUserRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -206,7 +207,7 @@ pub(crate) async fn create_user(
     )
 )]
 pub(crate) async fn list_users(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     Query(query): Query<ListUsersQuery>,
 ) -> Result<axum::Json<UserPage>, ApiError> {
@@ -237,7 +238,7 @@ pub(crate) async fn list_users(
     )
 )]
 pub(crate) async fn get_user(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<UserId>,
 ) -> Result<axum::Json<UserView>, ApiError> {
@@ -267,7 +268,7 @@ pub(crate) async fn get_user(
     )
 )]
 pub(crate) async fn delete_user(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<UserId>,
 ) -> Result<StatusCode, ApiError> {
@@ -306,7 +307,7 @@ pub(crate) async fn delete_user(
     )
 )]
 pub(crate) async fn set_password(
-    State(state): State<AdminState>,
+    State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<UserId>,
     Json(body): Json<SetPasswordRequest>,
