@@ -107,7 +107,8 @@ pub async fn run(
     let script = picloud::create_script(addr, token, "bench-event-trigger", TRIGGER_SCRIPT).await?;
     let writer = picloud::create_script(addr, token, "bench-event-writer", WRITER_SCRIPT).await?;
     let body = json!({
-        "script": "bench-event-trigger",
+        "app_id": picloud_manager_core::DEFAULT_APP_ID,
+        "script_name": "bench-event-trigger",
         "details": { "kind": "kv", "collection": COLLECTION, "ops": ["set"] },
     });
     let trigger = crate::http::json(

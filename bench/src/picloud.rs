@@ -193,7 +193,9 @@ pub async fn create_script(
     name: &str,
     source: &str,
 ) -> Result<String> {
-    let body = json!({ "name": name, "source": source }).to_string();
+    let body =
+        json!({ "app_id": picloud_manager_core::DEFAULT_APP_ID, "name": name, "source": source })
+            .to_string();
     let answer = http::json(
         addr,
         &Call::post_json("/api/admin/scripts", body).bearer(token),

@@ -35,7 +35,7 @@ pub use executions::{
 };
 pub use http::{AdminDeps, AdminState, router, router_with_body_limit};
 pub use outbox::{OutboxSignal, PgOutboxWaker};
-pub use repository::{Page, RepoError, RepoResult};
+pub use repository::{RepoError, RepoResult};
 pub use retention::{
     EventRetention, EventsPruned, PrunerHandle, spawn_event_retention_pruner,
     spawn_retention_pruner,

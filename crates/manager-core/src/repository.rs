@@ -1,5 +1,4 @@
-//! What every repository reports besides success, and the offset page some of them
-//! return. Each feature folder holds its own repository trait with a PostgreSQL
+//! What every repository reports besides success. Each feature folder holds its own repository trait with a PostgreSQL
 //! implementation (`pg.rs`) and an in-memory one (`memory.rs`, `testsuite` feature).
 
 /// What a repository call can come to besides success.
@@ -32,15 +31,6 @@ pub enum RepoError {
 
 /// Result of a repository call.
 pub type RepoResult<T> = Result<T, RepoError>;
-
-/// One page of a longer, offset-paged list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<T> {
-    /// The items on this page, in the list's order.
-    pub items: Vec<T>,
-    /// How many items the whole list holds.
-    pub total: u64,
-}
 
 impl RepoError {
     /// What a service caller (a script, the admin API) sees of this outcome, `doing` naming

@@ -129,7 +129,7 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
     let session = first.login(&client, &password).await;
     let anonymous = client
         .post(format!("{}/api/admin/scripts", first.base))
-        .json(&json!({ "name": "nope", "source": "1" }))
+        .json(&json!({ "app_id": picloud_manager_core::DEFAULT_APP_ID, "name": "nope", "source": "1" }))
         .send()
         .await
         .unwrap();
@@ -137,7 +137,7 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
     let created: Value = client
         .post(format!("{}/api/admin/scripts", first.base))
         .bearer_auth(&session)
-        .json(&json!({ "name": "hello", "source": "\"hello from the pi\"" }))
+        .json(&json!({ "app_id": picloud_manager_core::DEFAULT_APP_ID, "name": "hello", "source": "\"hello from the pi\"" }))
         .send()
         .await
         .unwrap()

@@ -325,7 +325,8 @@ impl Admin for TestServer {
 
     async fn kv_trigger(&self, script: &str, collection: &str, retry: Value) -> Value {
         let mut body = json!({
-            "script": script,
+            "app_id": DEFAULT_APP_ID,
+            "script_name": script,
             "details": { "kind": "kv", "collection": collection },
         });
         if !retry.is_null() {
@@ -395,7 +396,11 @@ async fn failing_trigger_with_handler(app: &TestServer, handler_source: &str) ->
     .await;
     app.post_json(
         "/api/admin/triggers",
-        json!({ "script": "handler", "details": { "kind": "dead_letter" } }),
+        json!({
+            "app_id": DEFAULT_APP_ID,
+            "script_name": "handler",
+            "details": { "kind": "dead_letter" },
+        }),
     )
     .await;
     failing["id"].as_str().unwrap().to_owned()
@@ -591,7 +596,7 @@ async fn another_apps_triggers_never_see_this_apps_events() {
         .post_json(
             "/api/admin/scripts",
             json!({
-                "app": "other",
+                "app_id": other["id"],
                 "name": "spy",
                 "source": r#"kv::collection("seen").set(ctx.event.key, true);"#,
             }),
@@ -601,8 +606,8 @@ async fn another_apps_triggers_never_see_this_apps_events() {
     app.post_json(
         "/api/admin/triggers",
         json!({
-            "app": "other",
-            "script": "spy",
+            "app_id": other["id"],
+            "script_name": "spy",
             "details": { "kind": "kv", "collection": "*" },
         }),
     )
@@ -720,7 +725,8 @@ async fn a_triggered_run_acts_as_its_registering_user_with_their_current_roles()
         .post(app.url("/api/admin/triggers"))
         .bearer_auth(&session)
         .json(&json!({
-            "script": "copy",
+            "app_id": DEFAULT_APP_ID,
+            "script_name": "copy",
             "details": { "kind": "kv", "collection": "notes" },
             "retry": { "max_attempts": 1, "base_delay_ms": 0, "max_delay_ms": 0 },
         }))

@@ -70,8 +70,8 @@ pub async fn ensure_instance_admin(
     password: Option<String>,
 ) -> Result<Bootstrap, BootstrapError> {
     // Hashing is deliberately slow; skip it on every start but the first.
-    let existing = users.list(1, 0).await.map_err(BootstrapError::Repo)?;
-    if existing.total > 0 {
+    let existing = users.list(1, None).await.map_err(BootstrapError::Repo)?;
+    if !existing.is_empty() {
         return Ok(Bootstrap::AlreadyInitialised);
     }
     let (password, generated) = match password {
@@ -150,7 +150,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, Bootstrap::AlreadyInitialised);
-        assert_eq!(repos.users.list(10, 0).await.unwrap().total, 1);
+        assert_eq!(repos.users.list(10, None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -167,7 +167,7 @@ mod tests {
             err.to_string(),
             "PICLOUD_ADMIN_PASSWORD is not usable: password must be at least 8 characters"
         );
-        assert_eq!(repos.users.list(10, 0).await.unwrap().total, 0);
+        assert_eq!(repos.users.list(10, None).await.unwrap().len(), 0);
     }
 
     #[tokio::test]

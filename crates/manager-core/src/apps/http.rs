@@ -18,7 +18,7 @@ use crate::access::auth::Auth;
 use crate::apps::{App, AppChangeError, AppRepository, AppService, AppUpdate, ListApps};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 use crate::repository::RepoError;
 use crate::scripts::{ListScripts, ScriptRepository};
 
@@ -97,29 +97,6 @@ impl AppView {
             updated_at: app.updated_at,
         }
     }
-}
-
-/// One page of apps, ordered by slug.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AppPage {
-    /// The apps on this page.
-    pub items: Vec<AppView>,
-    /// How many apps the caller can see in all.
-    pub total: u64,
-    /// The page size used.
-    pub limit: u32,
-    /// The offset used.
-    pub offset: u64,
-}
-
-/// Query of `GET /api/admin/apps`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListAppsQuery {
-    /// Page size, 1 to 200; 50 when absent.
-    pub limit: Option<u32>,
-    /// Apps to skip; 0 when absent.
-    pub offset: Option<u64>,
 }
 
 /// Query of `DELETE /api/admin/apps/{id}`.
@@ -219,9 +196,9 @@ pub(crate) async fn create_app(
     get,
     path = "/apps",
     tag = "apps",
-    params(ListAppsQuery),
+    params(PageQuery),
     responses(
-        (status = 200, description = "One page of apps", body = AppPage),
+        (status = 200, description = "One page of apps, by slug", body = Page<AppView>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read`", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
@@ -230,32 +207,26 @@ pub(crate) async fn create_app(
 pub(crate) async fn list_apps(
     State(state): State<AppsState>,
     auth: Auth,
-    Query(query): Query<ListAppsQuery>,
-) -> Result<axum::Json<AppPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let offset = query.offset.unwrap_or(0);
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<Page<AppView>>, ApiError> {
+    let request = query.request::<AppSlug>()?;
     // The scope `AppRead` maps onto: listing needs what reading one app needs.
     auth.require_scope(Scope::ScriptRead)?;
     let only = (!auth.sees_every_app()).then(|| auth.visible_apps());
-    let page = state
+    let apps = state
         .apps
         .repo()
         .list(ListApps {
             only,
-            limit,
-            offset,
+            limit: request.fetch(),
+            after: request.after.clone(),
         })
         .await?;
-    Ok(axum::Json(AppPage {
-        items: page
-            .items
-            .into_iter()
-            .map(|app| AppView::new(app, &auth))
-            .collect(),
-        total: page.total,
-        limit,
-        offset,
-    }))
+    Ok(axum::Json(request.page(
+        apps,
+        |app| app.slug.clone(),
+        |app| AppView::new(app, &auth),
+    )))
 }
 
 /// Read one app.
@@ -376,26 +347,35 @@ pub(crate) async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// 409 `app_not_empty`, counting the scripts that are in the way.
+/// Scripts counted exactly in an `app_not_empty` message; past it, "more than".
+const SCRIPTS_COUNTED: u32 = 100;
+
+/// 409 `app_not_empty`, counting the scripts that are in the way (up to a bound: this is a
+/// message, not a report).
 async fn not_empty(state: &AppsState, app: &App) -> ApiError {
-    let count = state
+    let scripts = state
         .scripts
         .list(ListScripts {
             apps: Some(vec![app.id]),
-            limit: 1,
-            offset: 0,
+            limit: SCRIPTS_COUNTED + 1,
+            after: None,
         })
         .await;
-    match count {
-        Ok(page) => ApiError::new(
-            ErrorCode::AppNotEmpty,
-            format!(
-                "app '{}' still has {} script{}; delete them first or pass cascade=true",
-                app.slug,
-                page.total,
-                if page.total == 1 { "" } else { "s" }
-            ),
-        ),
+    match scripts {
+        Ok(scripts) => {
+            let count = match u32::try_from(scripts.len()) {
+                Ok(n) if n <= SCRIPTS_COUNTED => n.to_string(),
+                _ => format!("more than {SCRIPTS_COUNTED}"),
+            };
+            let plural = if count == "1" { "" } else { "s" };
+            ApiError::new(
+                ErrorCode::AppNotEmpty,
+                format!(
+                    "app '{}' still has {count} script{plural}; delete them first or pass cascade=true",
+                    app.slug
+                ),
+            )
+        }
         Err(err) => err.into(),
     }
 }

@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use picloud_shared::{AppId, AppRole, AppSlug, ScriptId, UserId};
 
 use crate::memory::store::Tables;
-use crate::memory::{InMemoryStore, now, page};
+use crate::memory::{InMemoryStore, now};
 use crate::{
     apps::{App, AppRepository, AppUpdate, ListApps},
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
 };
 
 /// Apps in an [`InMemoryStore`], starting with the `default` app as the first migration
@@ -107,16 +107,23 @@ impl AppRepository for InMemoryAppRepository {
         insert(&mut self.store.lock(), slug, name, owner)
     }
 
-    async fn list(&self, query: ListApps) -> RepoResult<Page<App>> {
+    async fn list(&self, query: ListApps) -> RepoResult<Vec<App>> {
         let tables = self.store.lock();
         let mut apps: Vec<App> = tables
             .apps
             .values()
             .filter(|a| query.only.as_ref().is_none_or(|only| only.contains(&a.id)))
+            .filter(|a| {
+                query
+                    .after
+                    .as_ref()
+                    .is_none_or(|after| a.slug.as_str() > after.as_str())
+            })
             .cloned()
             .collect();
-        apps.sort_by(|a, b| a.slug.cmp(&b.slug));
-        Ok(page(apps, query.limit, query.offset))
+        apps.sort_by(|a, b| a.slug.as_str().cmp(b.slug.as_str()));
+        apps.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok(apps)
     }
 
     async fn update(&self, id: AppId, update: AppUpdate) -> RepoResult<App> {

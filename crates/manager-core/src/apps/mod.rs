@@ -7,8 +7,7 @@ mod pg;
 mod service;
 
 pub use http::{
-    AppPage, AppView, AppsState, CreateAppRequest, DeleteAppQuery, ListAppsQuery,
-    MAX_APP_NAME_CHARS, UpdateAppRequest,
+    AppView, AppsState, CreateAppRequest, DeleteAppQuery, MAX_APP_NAME_CHARS, UpdateAppRequest,
 };
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryAppRepository;
@@ -19,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::{AppId, AppSlug, ScriptId, UserId};
 
-use crate::repository::{Page, RepoResult};
+use crate::repository::RepoResult;
 
 /// A stored app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +40,10 @@ pub struct App {
 pub struct ListApps {
     /// `None`: every app (instance admins); `Some`: only these (a user's memberships).
     pub only: Option<Vec<AppId>>,
-    /// Page size.
+    /// Most items on the page.
     pub limit: u32,
-    /// Items to skip.
-    pub offset: u64,
+    /// Only apps whose slug sorts after this one (byte order): the previous page's last.
+    pub after: Option<AppSlug>,
 }
 
 /// A change to an app; absent fields stay as they are.
@@ -70,7 +69,7 @@ pub trait AppRepository: Send + Sync {
     async fn create(&self, slug: AppSlug, name: String, owner: Option<UserId>) -> RepoResult<App>;
 
     /// Apps ordered by slug.
-    async fn list(&self, query: ListApps) -> RepoResult<Page<App>>;
+    async fn list(&self, query: ListApps) -> RepoResult<Vec<App>>;
 
     /// Renames an app; `Conflict` on a taken slug, `NotFound` when absent, `Invalid` when
     /// the update changes nothing.

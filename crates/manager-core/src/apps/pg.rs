@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::db::{Violations, corrupt_row, db_error, translate};
 use crate::{
     apps::{App, AppRepository, AppUpdate, ListApps},
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
 };
 
 /// Apps stored in the `apps` table.
@@ -123,35 +123,23 @@ impl AppRepository for PgAppRepository {
         row.try_into()
     }
 
-    async fn list(&self, query: ListApps) -> RepoResult<Page<App>> {
+    async fn list(&self, query: ListApps) -> RepoResult<Vec<App>> {
         let only: Option<Vec<Uuid>> = query
             .only
             .map(|ids| ids.iter().map(AppId::as_uuid).collect());
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM apps WHERE ($1::uuid[] IS NULL OR id = ANY($1))",
-        )
-        .bind(&only)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
         let rows: Vec<AppRow> = sqlx::query_as(
             "SELECT id, slug, name, created_at, updated_at FROM apps \
              WHERE ($1::uuid[] IS NULL OR id = ANY($1)) \
-             ORDER BY slug COLLATE \"C\" LIMIT $2 OFFSET $3",
+               AND ($3::text IS NULL OR slug COLLATE \"C\" > $3) \
+             ORDER BY slug COLLATE \"C\" LIMIT $2",
         )
         .bind(&only)
         .bind(i64::from(query.limit))
-        .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+        .bind(query.after.as_ref().map(AppSlug::as_str))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(App::try_from)
-                .collect::<RepoResult<_>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        rows.into_iter().map(App::try_from).collect()
     }
 
     #[tracing::instrument(skip(self, update))]

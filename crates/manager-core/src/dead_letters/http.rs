@@ -23,7 +23,7 @@ use crate::dead_letters::{
 };
 use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 
 /// What the dead-letter routes work with.
 #[derive(Clone)]
@@ -105,20 +105,8 @@ pub struct ListDeadLettersQuery {
     pub unresolved: Option<bool>,
     /// Page size, 1 to 200; 50 when absent.
     pub limit: Option<u32>,
-    /// Continue with the dead letters older than this one (the previous page's
-    /// `next_before`).
-    #[param(value_type = Option<String>, format = Uuid)]
-    pub before: Option<DeadLetterId>,
-}
-
-/// One page of an app's dead letters, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterPage {
-    /// The dead letters on this page.
-    pub items: Vec<DeadLetterView>,
-    /// Pass as `before` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_before: Option<DeadLetterId>,
+    /// The `next_cursor` of the previous page; the first page when absent.
+    pub cursor: Option<String>,
 }
 
 /// How many unresolved dead letters an app has.
@@ -142,7 +130,7 @@ fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
         ListDeadLettersQuery,
     ),
     responses(
-        (status = 200, description = "One page of dead letters", body = DeadLetterPage),
+        (status = 200, description = "One page of dead letters, newest first", body = Page<DeadLetterView>),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -154,39 +142,27 @@ pub(crate) async fn list_dead_letters(
     auth: Auth,
     PathId(id): PathId<AppId>,
     Query(query): Query<ListDeadLettersQuery>,
-) -> Result<axum::Json<DeadLetterPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
+) -> Result<axum::Json<Page<DeadLetterView>>, ApiError> {
+    let request = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request::<DeadLetterCursor>()?;
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
-    let before = match query.before {
-        Some(before) => match state.dead_letters.get(before).await? {
-            Some(letter) if letter.app_id == id => Some(DeadLetterCursor::from(&letter)),
-            _ => {
-                return Err(ApiError::invalid_query(format!(
-                    "before: {before} is not a dead letter of app {id}"
-                )));
-            }
-        },
-        None => None,
-    };
-    let items = state
+    let letters = state
         .dead_letters
         .list(ListDeadLetters {
             app: id,
             unresolved_only: query.unresolved.unwrap_or(false),
-            limit,
-            before,
+            limit: request.fetch(),
+            before: request.after,
         })
         .await?;
-    let full = u32::try_from(items.len()).is_ok_and(|n| n == limit);
-    let next_before = if full {
-        items.last().map(|d| d.id)
-    } else {
-        None
-    };
-    Ok(axum::Json(DeadLetterPage {
-        items: items.into_iter().map(DeadLetterView::from).collect(),
-        next_before,
-    }))
+    Ok(axum::Json(request.page(
+        letters,
+        |letter: &DeadLetter| DeadLetterCursor::from(letter),
+        DeadLetterView::from,
+    )))
 }
 
 /// Count an app's unresolved dead letters (the dashboard badge).

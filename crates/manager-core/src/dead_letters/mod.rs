@@ -7,9 +7,7 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 
-pub use http::{
-    DeadLetterCount, DeadLetterPage, DeadLetterView, DeadLettersState, ListDeadLettersQuery,
-};
+pub use http::{DeadLetterCount, DeadLetterView, DeadLettersState, ListDeadLettersQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::{
     EnqueuedReplay, InMemoryAbandonedExecutionRepository, InMemoryDeadLetterRepository,
@@ -132,7 +130,7 @@ pub struct NewDeadLetter {
 
 /// A position in an app's newest-first dead-letter list: the page continues with dead
 /// letters strictly older than this one (by failure time, then id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetterCursor {
     /// When the last dead letter seen failed.
     pub failed_at: DateTime<Utc>,

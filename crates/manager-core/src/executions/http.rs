@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use picloud_shared::{Capability, ErrorEnvelope, ExecutionId, ExecutionRecord, ScriptId};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,7 +11,7 @@ use crate::access::auth::Auth;
 use crate::executions::{ExecutionCursor, ExecutionLogRepository};
 use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 use crate::scripts::ScriptRepository;
 use crate::scripts::http::authorized_script;
 
@@ -38,27 +36,6 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(get_execution))
 }
 
-/// Query of `GET /api/admin/scripts/{id}/executions`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListExecutionsQuery {
-    /// Page size, 1 to 200; 50 when absent.
-    pub limit: Option<u32>,
-    /// Continue with the runs older than this one (the previous page's `next_before`).
-    #[param(value_type = Option<String>, format = Uuid)]
-    pub before: Option<ExecutionId>,
-}
-
-/// One page of a script's runs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExecutionPage {
-    /// The runs on this page.
-    pub items: Vec<ExecutionRecord>,
-    /// Pass as `before` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_before: Option<ExecutionId>,
-}
-
 /// List a script's runs, newest first.
 #[utoipa::path(
     get,
@@ -66,10 +43,10 @@ pub struct ExecutionPage {
     tag = "executions",
     params(
         ("id" = String, Path, format = Uuid, description = "Script id"),
-        ListExecutionsQuery,
+        PageQuery,
     ),
     responses(
-        (status = 200, description = "One page of runs", body = ExecutionPage),
+        (status = 200, description = "One page of runs, newest first", body = Page<ExecutionRecord>),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read` for the script's app", body = ErrorEnvelope),
         (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
@@ -80,9 +57,9 @@ pub(crate) async fn list_script_executions(
     State(state): State<ExecutionsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
-    Query(query): Query<ListExecutionsQuery>,
-) -> Result<axum::Json<ExecutionPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<Page<ExecutionRecord>>, ApiError> {
+    let request = query.request::<ExecutionCursor>()?;
     authorized_script(
         state.scripts.as_ref(),
         &auth,
@@ -90,25 +67,15 @@ pub(crate) async fn list_script_executions(
         Capability::AppScriptsRead,
     )
     .await?;
-    let before = match query.before {
-        Some(before) => match state.executions.get(before).await? {
-            Some(run) if run.script_id == id => Some(ExecutionCursor::from(&run)),
-            _ => {
-                return Err(ApiError::invalid_query(format!(
-                    "before: {before} is not an execution of script {id}"
-                )));
-            }
-        },
-        None => None,
-    };
-    let items = state.executions.list_for_script(id, limit, before).await?;
-    let full = u32::try_from(items.len()).is_ok_and(|n| n == limit);
-    let next_before = if full {
-        items.last().map(|r| r.id)
-    } else {
-        None
-    };
-    Ok(axum::Json(ExecutionPage { items, next_before }))
+    let runs = state
+        .executions
+        .list_for_script(id, request.fetch(), request.after)
+        .await?;
+    Ok(axum::Json(request.page(
+        runs,
+        |run: &ExecutionRecord| ExecutionCursor::from(run),
+        |run| run,
+    )))
 }
 
 /// Read one run.

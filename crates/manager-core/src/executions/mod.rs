@@ -7,7 +7,7 @@ mod memory;
 mod pg;
 pub mod recorder;
 
-pub use http::{ExecutionPage, ExecutionsState, ListExecutionsQuery};
+pub use http::ExecutionsState;
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryExecutionLogRepository;
 pub use pg::PgExecutionLogRepository;
@@ -21,7 +21,7 @@ use crate::repository::RepoResult;
 
 /// A position in a script's newest-first execution list: the page continues with runs
 /// strictly older than this one (by start time, then id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutionCursor {
     /// When the last run seen started.
     pub started_at: DateTime<Utc>,

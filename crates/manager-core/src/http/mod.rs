@@ -7,6 +7,7 @@
 pub(crate) mod error;
 pub(crate) mod extract;
 mod openapi;
+mod page;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -15,6 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use openapi::ApiDoc;
+pub use page::{Page, PageQuery};
 
 use std::fmt;
 use std::sync::Arc;
@@ -176,23 +178,6 @@ feature_states!(
     triggers: TriggersState,
     dead_letters: DeadLettersState,
 );
-
-/// Page size when the request names none.
-const DEFAULT_PAGE_SIZE: u32 = 50;
-/// Largest page a request may ask for.
-const MAX_PAGE_SIZE: u32 = 200;
-
-/// The page size a list request asked for: 400 `invalid_query` outside 1..=200.
-pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if (1..=MAX_PAGE_SIZE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid_query(format!(
-            "limit must be between 1 and {MAX_PAGE_SIZE}"
-        )))
-    }
-}
 
 /// The admin API with the default 1 MiB body limit, at `/api/admin/...`, ready to be
 /// merged into the binary's router.

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
-    AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvKey,
-    KvListOptions, KvPage, KvService, ServiceContext,
+    AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvEntry, KvKey,
+    KvListOptions, KvService, ServiceContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,9 +23,9 @@ use utoipa_axum::routes;
 use crate::access::auth::Auth;
 use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
-use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
+use crate::http::{AdminState, Page};
 
 /// What the KV browser works with.
 #[derive(Clone)]
@@ -171,7 +171,7 @@ pub(crate) async fn list_collections(
         ListKvQuery,
     ),
     responses(
-        (status = 200, description = "One page of entries", body = KvPage),
+        (status = 200, description = "One page of entries", body = Page<KvEntry>),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `data:read`", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -184,7 +184,7 @@ pub(crate) async fn list_entries(
     auth: Auth,
     CollectionPath(id, collection): CollectionPath,
     Query(query): Query<ListKvQuery>,
-) -> Result<axum::Json<KvPage>, ApiError> {
+) -> Result<axum::Json<Page<KvEntry>>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_KV_LIST_LIMIT);
     if !(1..=MAX_KV_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_query(format!(
@@ -202,7 +202,11 @@ pub(crate) async fn list_entries(
         .kv
         .list(&admin_context(id, &auth), &collection, options)
         .await?;
-    Ok(axum::Json(page))
+    // The KV service's own cursor (the last key) is already what the page shape wants.
+    Ok(axum::Json(Page {
+        items: page.entries,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Read one key's value: the stored JSON, exactly as it was put.

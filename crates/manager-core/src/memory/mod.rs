@@ -93,14 +93,3 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-/// Items `offset..offset + limit` of a sorted list, as a page.
-pub(crate) fn page<T>(items: Vec<T>, limit: u32, offset: u64) -> crate::repository::Page<T> {
-    let total = u64::try_from(items.len()).unwrap_or(u64::MAX);
-    let items = items
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect();
-    crate::repository::Page { items, total }
-}

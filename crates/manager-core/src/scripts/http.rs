@@ -15,10 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
-use crate::apps::{App, AppRepository};
+use crate::apps::AppRepository;
+use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 use crate::repository::RepoError;
 use crate::scripts::{
     ListScripts, NewScript, ScriptChangeError, ScriptRepository, ScriptService, ScriptSummary,
@@ -55,9 +56,9 @@ pub struct CreateScriptRequest {
     pub name: String,
     /// Rhai source, at most 256 KiB; it must compile.
     pub source: String,
-    /// The app's slug; `default` when absent.
-    #[serde(default)]
-    pub app: Option<String>,
+    /// The app it belongs to.
+    #[schema(value_type = String, format = Uuid)]
+    pub app_id: AppId,
     /// Per-script limits, each at most the instance ceiling; the ceiling's values when
     /// absent.
     #[serde(default)]
@@ -68,7 +69,7 @@ pub struct CreateScriptRequest {
     pub require_token: Option<bool>,
 }
 
-/// Body of `PUT /api/admin/scripts/{id}`: at least one field.
+/// Body of `PATCH /api/admin/scripts/{id}`: at least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateScriptRequest {
@@ -161,29 +162,17 @@ impl From<ScriptSummary> for ScriptSummaryView {
     }
 }
 
-/// One page of scripts, ordered by name then id.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScriptPage {
-    /// The scripts on this page.
-    pub items: Vec<ScriptSummaryView>,
-    /// How many scripts match in all.
-    pub total: u64,
-    /// The page size used.
-    pub limit: u32,
-    /// The offset used.
-    pub offset: u64,
-}
-
 /// Query of `GET /api/admin/scripts`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListScriptsQuery {
-    /// Only this app's scripts (by slug); every visible app's when absent.
-    pub app: Option<String>,
+    /// Only this app's scripts; every visible app's when absent.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub app_id: Option<AppId>,
     /// Page size, 1 to 200; 50 when absent.
     pub limit: Option<u32>,
-    /// Scripts to skip; 0 when absent.
-    pub offset: Option<u64>,
+    /// The `next_cursor` of the previous page; the first page when absent.
+    pub cursor: Option<String>,
 }
 
 fn parse_name(raw: &str) -> Result<ScriptName, ApiError> {
@@ -224,7 +213,7 @@ pub(crate) async fn authorized_script(
             headers(("location" = String, description = "The new script's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
         (status = 403, description = "No `script:write` for the app", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 409, description = "The app already has a script with that name", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
@@ -237,13 +226,15 @@ pub(crate) async fn create_script(
     auth: Auth,
     Json(body): Json<CreateScriptRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let slug = match body.app.as_deref() {
-        Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
-        None => AppSlug::default_app(),
-    };
     // Permission first: a caller who may not write here learns nothing from validation.
-    let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
-    auth.require(Capability::AppScriptsWrite(app.id), || app_not_found(&slug))?;
+    let app = authorized_app(
+        state.apps.as_ref(),
+        &auth,
+        body.app_id,
+        Capability::AppScriptsWrite,
+    )
+    .await?;
+    let slug = app.slug;
     let name = parse_name(&body.name)?;
     let created = state
         .scripts
@@ -274,23 +265,6 @@ pub(crate) async fn create_script(
     ))
 }
 
-/// 404 for an app slug, the same whether the app is missing or invisible to the caller.
-pub(crate) fn app_not_found(slug: &AppSlug) -> ApiError {
-    ApiError::not_found(format!("app '{slug}' not found"))
-}
-
-/// The app with this slug if the principal can see it at all.
-pub(crate) async fn visible_app(
-    apps: &dyn AppRepository,
-    auth: &Auth,
-    slug: &AppSlug,
-) -> Result<App, ApiError> {
-    match apps.get_by_slug(slug).await? {
-        Some(app) if auth.can_see(app.id) => Ok(app),
-        _ => Err(app_not_found(slug)),
-    }
-}
-
 /// List scripts of the apps the caller can see, one page at a time.
 #[utoipa::path(
     get,
@@ -298,10 +272,10 @@ pub(crate) async fn visible_app(
     tag = "scripts",
     params(ListScriptsQuery),
     responses(
-        (status = 200, description = "One page of scripts", body = ScriptPage),
+        (status = 200, description = "One page of scripts, by name then id", body = Page<ScriptSummaryView>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read`", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -309,41 +283,36 @@ pub(crate) async fn list_scripts(
     State(state): State<ScriptsState>,
     auth: Auth,
     Query(query): Query<ListScriptsQuery>,
-) -> Result<axum::Json<ScriptPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let offset = query.offset.unwrap_or(0);
-    let apps = match query.app.as_deref() {
-        Some(raw) => {
-            let slug =
-                AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
-            let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
-            auth.require(Capability::AppScriptsRead(app.id), || app_not_found(&slug))?;
-            Some(vec![app.id])
+) -> Result<axum::Json<Page<ScriptSummaryView>>, ApiError> {
+    let request = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request::<(ScriptName, ScriptId)>()?;
+    let apps = match query.app_id {
+        Some(id) => {
+            authorized_app(state.apps.as_ref(), &auth, id, Capability::AppScriptsRead).await?;
+            Some(vec![id])
         }
         None => {
             auth.require_scope(Scope::ScriptRead)?;
             (!auth.sees_every_app()).then(|| auth.visible_apps())
         }
     };
-    let page = state
+    let scripts = state
         .scripts
         .repo()
         .list(ListScripts {
             apps,
-            limit,
-            offset,
+            limit: request.fetch(),
+            after: request.after.clone(),
         })
         .await?;
-    Ok(axum::Json(ScriptPage {
-        items: page
-            .items
-            .into_iter()
-            .map(ScriptSummaryView::from)
-            .collect(),
-        total: page.total,
-        limit,
-        offset,
-    }))
+    Ok(axum::Json(request.page(
+        scripts,
+        |s| (s.name.clone(), s.id),
+        ScriptSummaryView::from,
+    )))
 }
 
 /// Read one script, with its source.
@@ -372,7 +341,7 @@ pub(crate) async fn get_script(
 
 /// Change a script's name, source, limits or token requirement; the version grows by one.
 #[utoipa::path(
-    put,
+    patch,
     path = "/scripts/{id}",
     tag = "scripts",
     params(("id" = String, Path, format = Uuid, description = "Script id")),

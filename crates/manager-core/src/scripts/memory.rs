@@ -7,10 +7,10 @@ use picloud_shared::{AppSlug, Script, ScriptId, ScriptName};
 
 use crate::{
     apps::InMemoryAppRepository,
-    memory::{InMemoryStore, now, page},
+    memory::{InMemoryStore, now},
 };
 use crate::{
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
     scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate},
 };
 
@@ -83,7 +83,7 @@ impl ScriptRepository for InMemoryScriptRepository {
             .cloned())
     }
 
-    async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>> {
+    async fn list(&self, query: ListScripts) -> RepoResult<Vec<ScriptSummary>> {
         let tables = self.store.lock();
         let mut matching: Vec<&Script> = tables
             .scripts
@@ -97,8 +97,16 @@ impl ScriptRepository for InMemoryScriptRepository {
             .collect();
         // Byte order, as the PostgreSQL query sorts with `COLLATE "C"`.
         matching.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        let summaries = matching.into_iter().map(ScriptSummary::from).collect();
-        Ok(page(summaries, query.limit, query.offset))
+        Ok(matching
+            .into_iter()
+            .filter(|s| {
+                query.after.as_ref().is_none_or(|(name, id)| {
+                    (s.name.as_str(), s.id.as_uuid()) > (name.as_str(), id.as_uuid())
+                })
+            })
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .map(ScriptSummary::from)
+            .collect())
     }
 
     async fn update(&self, id: ScriptId, update: ScriptUpdate) -> RepoResult<Script> {

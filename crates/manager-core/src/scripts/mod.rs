@@ -8,7 +8,7 @@ pub mod resolver;
 mod service;
 
 pub use http::{
-    CreateScriptRequest, ListScriptsQuery, ScriptPage, ScriptSummaryView, ScriptView, ScriptsState,
+    CreateScriptRequest, ListScriptsQuery, ScriptSummaryView, ScriptView, ScriptsState,
     UpdateScriptRequest,
 };
 #[cfg(feature = "testsuite")]
@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::{AppId, AppSlug, Script, ScriptId, ScriptLimits, ScriptName};
 
-use crate::repository::{Page, RepoResult};
+use crate::repository::RepoResult;
 
 /// A script to create; the store assigns the id, version 1 and the timestamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +68,9 @@ pub struct ListScripts {
     pub apps: Option<Vec<AppId>>,
     /// Most items on the page.
     pub limit: u32,
-    /// Items to skip before the page starts.
-    pub offset: u64,
+    /// Only scripts that sort after this `(name, id)` (names in byte order): the previous
+    /// page's last.
+    pub after: Option<(ScriptName, ScriptId)>,
 }
 
 /// A script without its source, for lists.
@@ -122,7 +123,7 @@ pub trait ScriptRepository: Send + Sync {
     async fn get_by_name(&self, app: &AppSlug, name: &ScriptName) -> RepoResult<Option<Script>>;
 
     /// One page of scripts, ordered by name then id.
-    async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>>;
+    async fn list(&self, query: ListScripts) -> RepoResult<Vec<ScriptSummary>>;
 
     /// Applies `update` and bumps the version and `updated_at`, atomically. A missing script
     /// is `NotFound`; a rename onto a used name is `Conflict`; an empty update is `Invalid`.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::{Violations, corrupt_row, db_error, translate};
 use crate::{
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
     scripts::{ListScripts, NewScript, ScriptRepository, ScriptSummary, ScriptUpdate},
 };
 
@@ -163,38 +163,31 @@ impl ScriptRepository for PgScriptRepository {
         row.map(Script::try_from).transpose()
     }
 
-    async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>> {
+    async fn list(&self, query: ListScripts) -> RepoResult<Vec<ScriptSummary>> {
         // Byte order ("C") rather than the database's collation, so the order is the same on
         // every server and matches the in-memory repository.
         let apps: Option<Vec<Uuid>> = query
             .apps
             .map(|apps| apps.iter().map(AppId::as_uuid).collect::<Vec<Uuid>>());
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM scripts WHERE ($1::uuid[] IS NULL OR app_id = ANY($1))",
-        )
-        .bind(&apps)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let (after_name, after_id) = query
+            .after
+            .map(|(name, id)| (name.as_str().to_owned(), id.as_uuid()))
+            .unzip();
         let rows: Vec<SummaryRow> = sqlx::query_as(
             "SELECT id, app_id, name, limits, version, require_token, created_at, updated_at \
              FROM scripts \
              WHERE ($1::uuid[] IS NULL OR app_id = ANY($1)) \
-             ORDER BY name COLLATE \"C\", id LIMIT $2 OFFSET $3",
+               AND ($3::text IS NULL OR (name COLLATE \"C\", id) > ($3, $4)) \
+             ORDER BY name COLLATE \"C\", id LIMIT $2",
         )
         .bind(&apps)
         .bind(i64::from(query.limit))
-        .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+        .bind(after_name)
+        .bind(after_id)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(ScriptSummary::try_from)
-                .collect::<RepoResult<_>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        rows.into_iter().map(ScriptSummary::try_from).collect()
     }
 
     #[tracing::instrument(skip(self, update))]

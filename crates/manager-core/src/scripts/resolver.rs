@@ -285,7 +285,7 @@ mod tests {
     use crate::{apps::InMemoryAppRepository, scripts::InMemoryScriptRepository};
     use crate::{
         apps::{AppRepository, AppUpdate},
-        repository::{Page, RepoResult},
+        repository::RepoResult,
         scripts::{ListScripts, NewScript, ScriptSummary, ScriptUpdate},
     };
 
@@ -366,7 +366,7 @@ mod tests {
             self.inner.get_by_name(app, name).await
         }
 
-        async fn list(&self, query: ListScripts) -> RepoResult<Page<ScriptSummary>> {
+        async fn list(&self, query: ListScripts) -> RepoResult<Vec<ScriptSummary>> {
             self.inner.list(query).await
         }
 

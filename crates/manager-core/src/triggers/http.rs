@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, AppSlug, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId,
-    ScriptName, TriggerId, TriggerKind, UserId,
+    AppId, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId, ScriptName,
+    TriggerId, TriggerKind, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,11 +19,11 @@ use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
 use crate::apps::AppRepository;
+use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 use crate::scripts::ScriptRepository;
-use crate::scripts::http::{app_not_found, visible_app};
 use crate::triggers::TriggerRepository;
 use crate::{
     apps::App,
@@ -82,11 +82,16 @@ pub struct RetryRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTriggerRequest {
-    /// The app's slug; `default` when absent.
+    /// The app whose events it sees.
+    #[schema(value_type = String, format = Uuid)]
+    pub app_id: AppId,
+    /// The script to run, by id (or give `script_name`).
     #[serde(default)]
-    pub app: Option<String>,
-    /// The script to run: its id, or its name in the app.
-    pub script: String,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub script_id: Option<ScriptId>,
+    /// The script to run, by its name in the app (or give `script_id`).
+    #[serde(default)]
+    pub script_name: Option<String>,
     /// The kind (`details.kind`) and what the trigger watches.
     pub details: TriggerDetailsRequest,
     /// Whether the trigger starts enabled; `true` when absent.
@@ -157,33 +162,21 @@ impl From<Trigger> for TriggerView {
     }
 }
 
-/// One page of triggers, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TriggerPage {
-    /// The triggers on this page.
-    pub items: Vec<TriggerView>,
-    /// How many triggers match in all.
-    pub total: u64,
-    /// The page size used.
-    pub limit: u32,
-    /// The offset used.
-    pub offset: u64,
-}
-
 /// Query of `GET /api/admin/triggers`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListTriggersQuery {
-    /// Only this app's triggers (by slug); those of every app where the caller may manage
-    /// triggers when absent.
-    pub app: Option<String>,
+    /// Only this app's triggers; those of every app where the caller may manage triggers
+    /// when absent.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub app_id: Option<AppId>,
     /// Only this kind (`kv`, `dead_letter`).
     #[param(value_type = Option<String>)]
     pub kind: Option<TriggerKind>,
     /// Page size, 1 to 200; 50 when absent.
     pub limit: Option<u32>,
-    /// Triggers to skip; 0 when absent.
-    pub offset: Option<u64>,
+    /// The `next_cursor` of the previous page; the first page when absent.
+    pub cursor: Option<String>,
 }
 
 fn trigger_not_found(id: TriggerId) -> ApiError {
@@ -209,39 +202,40 @@ async fn authorized_trigger(
 }
 
 /// The app a create request names, once the caller may manage its triggers.
-async fn target_app(
-    state: &TriggersState,
-    auth: &Auth,
-    raw: Option<&str>,
-) -> Result<App, ApiError> {
-    let slug = match raw {
-        Some(raw) => AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?,
-        None => AppSlug::default_app(),
-    };
-    let app = visible_app(state.apps.as_ref(), auth, &slug).await?;
-    auth.require(Capability::AppManageTriggers(app.id), || {
-        app_not_found(&slug)
-    })?;
-    Ok(app)
+async fn target_app(state: &TriggersState, auth: &Auth, id: AppId) -> Result<App, ApiError> {
+    authorized_app(state.apps.as_ref(), auth, id, Capability::AppManageTriggers).await
 }
 
-/// The script a create request names, by id or by name, which must be in `app`.
-async fn target_script(state: &TriggersState, app: &App, raw: &str) -> Result<Script, ApiError> {
-    let missing = || {
-        ApiError::not_found(format!(
-            "script '{raw}' not found in app '{slug}'",
-            slug = app.slug
-        ))
-    };
-    let found = match raw.parse::<ScriptId>() {
-        Ok(id) => state.scripts.get(id).await?,
-        Err(_) => match ScriptName::parse(raw) {
-            Ok(name) => state.scripts.get_by_name(&app.slug, &name).await?,
-            Err(_) => None,
-        },
+/// The script a create request names, by `script_id` or by `script_name` (exactly one),
+/// which must be in `app`.
+async fn target_script(
+    state: &TriggersState,
+    app: &App,
+    id: Option<ScriptId>,
+    name: Option<&str>,
+) -> Result<Script, ApiError> {
+    let (found, named) = match (id, name) {
+        (Some(id), None) => (state.scripts.get(id).await?, id.to_string()),
+        (None, Some(raw)) => {
+            let name = ScriptName::parse(raw).map_err(|e| ApiError::invalid_name(&e))?;
+            (
+                state.scripts.get_by_name(&app.slug, &name).await?,
+                raw.to_owned(),
+            )
+        }
+        _ => {
+            return Err(ApiError::invalid_body(
+                "name the script by exactly one of script_id or script_name",
+            ));
+        }
     };
     // A script of another app is answered exactly like a missing one.
-    found.filter(|s| s.app_id == app.id).ok_or_else(missing)
+    found.filter(|s| s.app_id == app.id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "script '{named}' not found in app '{slug}'",
+            slug = app.slug
+        ))
+    })
 }
 
 /// The retry policy of a create request over the instance defaults.
@@ -319,10 +313,10 @@ pub(crate) async fn create_trigger(
     Json(body): Json<CreateTriggerRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Permission first: a caller who may not manage triggers here learns nothing more.
-    let app = target_app(&state, &auth, body.app.as_deref()).await?;
+    let app = target_app(&state, &auth, body.app_id).await?;
     let details = body.details.validate().map_err(invalid_details)?;
     let retry = retry_policy(&state, body.retry)?;
-    let script = target_script(&state, &app, &body.script).await?;
+    let script = target_script(&state, &app, body.script_id, body.script_name.as_deref()).await?;
     let new = NewTrigger {
         app_id: app.id,
         script_id: script.id,
@@ -341,7 +335,7 @@ pub(crate) async fn create_trigger(
     tag = "triggers",
     params(ListTriggersQuery),
     responses(
-        (status = 200, description = "One page of triggers", body = TriggerPage),
+        (status = 200, description = "One page of triggers, oldest first", body = Page<TriggerView>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `triggers:manage`", body = ErrorEnvelope),
         (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
@@ -352,18 +346,16 @@ pub(crate) async fn list_triggers(
     State(state): State<TriggersState>,
     auth: Auth,
     Query(query): Query<ListTriggersQuery>,
-) -> Result<axum::Json<TriggerPage>, ApiError> {
-    let limit = page_limit(query.limit)?;
-    let offset = query.offset.unwrap_or(0);
-    let apps = match query.app.as_deref() {
-        Some(raw) => {
-            let slug =
-                AppSlug::parse(raw).map_err(|e| ApiError::invalid_query(format!("app: {e}")))?;
-            let app = visible_app(state.apps.as_ref(), &auth, &slug).await?;
-            auth.require(Capability::AppManageTriggers(app.id), || {
-                app_not_found(&slug)
-            })?;
-            Some(vec![app.id])
+) -> Result<axum::Json<Page<TriggerView>>, ApiError> {
+    let request = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request::<(DateTime<Utc>, TriggerId)>()?;
+    let apps = match query.app_id {
+        Some(id) => {
+            target_app(&state, &auth, id).await?;
+            Some(vec![id])
         }
         None => {
             auth.require_scope(Scope::TriggersManage)?;
@@ -375,21 +367,20 @@ pub(crate) async fn list_triggers(
             })
         }
     };
-    let page = state
+    let triggers = state
         .triggers
         .list(ListTriggers {
             apps,
             kind: query.kind,
-            limit,
-            offset,
+            limit: request.fetch(),
+            after: request.after,
         })
         .await?;
-    Ok(axum::Json(TriggerPage {
-        items: page.items.into_iter().map(TriggerView::from).collect(),
-        total: page.total,
-        limit,
-        offset,
-    }))
+    Ok(axum::Json(request.page(
+        triggers,
+        |t| (t.created_at, t.id),
+        TriggerView::from,
+    )))
 }
 
 /// Read one trigger.

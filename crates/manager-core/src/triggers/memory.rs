@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use picloud_shared::{AppId, EventSubject, TriggerId};
 
 use crate::memory::store::Tables;
-use crate::memory::{InMemoryStore, lock, now, page};
+use crate::memory::{InMemoryStore, lock, now};
 use crate::{
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
     triggers::{ListTriggers, NewTrigger, Target, Trigger, TriggerRepository, TriggerUpdate},
 };
 
@@ -129,7 +129,7 @@ impl TriggerRepository for InMemoryTriggerRepository {
         Ok(self.with_live(|_, triggers| triggers.get(&id).cloned()))
     }
 
-    async fn list(&self, query: ListTriggers) -> RepoResult<Page<Trigger>> {
+    async fn list(&self, query: ListTriggers) -> RepoResult<Vec<Trigger>> {
         let mut matching: Vec<Trigger> = self.with_live(|_, triggers| {
             triggers
                 .values()
@@ -140,11 +140,13 @@ impl TriggerRepository for InMemoryTriggerRepository {
                         .is_none_or(|apps| apps.contains(&t.app_id))
                 })
                 .filter(|t| query.kind.is_none_or(|kind| t.kind() == kind))
+                .filter(|t| query.after.is_none_or(|after| (t.created_at, t.id) > after))
                 .cloned()
                 .collect()
         });
         sort(&mut matching);
-        Ok(page(matching, query.limit, query.offset))
+        matching.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok(matching)
     }
 
     async fn update(&self, id: TriggerId, update: TriggerUpdate) -> RepoResult<Trigger> {

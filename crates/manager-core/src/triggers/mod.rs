@@ -9,7 +9,7 @@ mod memory;
 mod pg;
 
 pub use http::{
-    CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerPage, TriggerView, TriggersState,
+    CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerView, TriggersState,
     UpdateTriggerRequest,
 };
 pub use kinds::{Target, TriggerDetails, TriggerDetailsRequest};
@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::{AppId, EventSubject, RetryPolicy, ScriptId, TriggerId, TriggerKind, UserId};
 
-use crate::repository::{Page, RepoResult};
+use crate::repository::RepoResult;
 
 /// A stored trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +97,8 @@ pub struct ListTriggers {
     pub kind: Option<TriggerKind>,
     /// Most items on the page.
     pub limit: u32,
-    /// Items to skip before the page starts.
-    pub offset: u64,
+    /// Only triggers created after this `(created_at, id)`: the previous page's last.
+    pub after: Option<(DateTime<Utc>, TriggerId)>,
 }
 
 /// Stores triggers.
@@ -113,7 +113,7 @@ pub trait TriggerRepository: Send + Sync {
     async fn get(&self, id: TriggerId) -> RepoResult<Option<Trigger>>;
 
     /// One page of triggers, oldest first (by creation, then id).
-    async fn list(&self, query: ListTriggers) -> RepoResult<Page<Trigger>>;
+    async fn list(&self, query: ListTriggers) -> RepoResult<Vec<Trigger>>;
 
     /// Applies `update`; `NotFound` when the trigger does not exist, `Invalid` when the new
     /// details are of another kind.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::kinds::{self, Target, TriggerDetails};
 use crate::db::{Violations, corrupt_row, db_error, translate};
-use crate::repository::{Page, RepoError, RepoResult};
+use crate::repository::{RepoError, RepoResult};
 use crate::triggers::{ListTriggers, NewTrigger, Trigger, TriggerRepository, TriggerUpdate};
 
 /// Triggers stored in `triggers` and the `<kind>_trigger_details` tables.
@@ -176,38 +176,29 @@ impl TriggerRepository for PgTriggerRepository {
         self.fetch(id).await
     }
 
-    async fn list(&self, query: ListTriggers) -> RepoResult<Page<Trigger>> {
+    async fn list(&self, query: ListTriggers) -> RepoResult<Vec<Trigger>> {
         let apps: Option<Vec<Uuid>> = query
             .apps
             .map(|apps| apps.iter().map(AppId::as_uuid).collect());
         let kind = query.kind.map(|k| k.as_str());
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM triggers \
-             WHERE ($1::uuid[] IS NULL OR app_id = ANY($1)) AND ($2::text IS NULL OR kind = $2)",
-        )
-        .bind(&apps)
-        .bind(kind)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let (after_at, after_id) = query.after.map(|(at, id)| (at, id.as_uuid())).unzip();
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
         let rows: Vec<TriggerRow> = sqlx::query_as(concat!(
             select!(),
             "WHERE ($1::uuid[] IS NULL OR t.app_id = ANY($1)) ",
             "AND ($2::text IS NULL OR t.kind = $2) ",
-            "ORDER BY t.created_at, t.id LIMIT $3 OFFSET $4"
+            "AND ($4::timestamptz IS NULL OR (t.created_at, t.id) > ($4, $5)) ",
+            "ORDER BY t.created_at, t.id LIMIT $3"
         ))
         .bind(&apps)
         .bind(kind)
         .bind(i64::from(query.limit))
-        .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .bind(after_at)
+        .bind(after_id)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        Ok(Page {
-            items: with_details(&mut conn, rows).await?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        with_details(&mut conn, rows).await
     }
 
     #[tracing::instrument(skip(self, update))]

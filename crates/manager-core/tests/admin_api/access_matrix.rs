@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::common::{now, record};
-use crate::{TestApp, TestUser, script_id};
+use crate::{TestApp, TestUser, script_id, total};
 
 /// The operations anyone may call.
 const PUBLIC: [(&str, &str); 2] = [
@@ -55,6 +55,9 @@ fn expect(body: Option<Value>, outsider: StatusCode, scope_limited: StatusCode) 
         scope_limited,
     }
 }
+
+/// Stands for app `beta`'s id in a request body; [`Fixture::body`] fills it in.
+const BETA: &str = "{beta}";
 
 fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
     use StatusCode as S;
@@ -99,7 +102,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
         (
             ("post", "/api/admin/scripts"),
             hidden_or_forbidden(Some(
-                json!({ "name": "new-one", "source": "1", "app": "beta" }),
+                json!({ "name": "new-one", "source": "1", "app_id": BETA }),
             )),
         ),
         (
@@ -107,7 +110,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             hidden_or_forbidden(None),
         ),
         (
-            ("put", "/api/admin/scripts/{id}"),
+            ("patch", "/api/admin/scripts/{id}"),
             hidden_or_forbidden(Some(json!({ "source": "2" }))),
         ),
         (
@@ -142,7 +145,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
         (
             ("post", "/api/admin/tokens"),
             expect(
-                Some(json!({ "name": "t", "scopes": ["script:read"], "app": "beta" })),
+                Some(json!({ "name": "t", "scopes": ["script:read"], "app_id": BETA })),
                 S::NOT_FOUND,
                 S::FORBIDDEN,
             ),
@@ -186,7 +189,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
         (
             ("post", "/api/admin/triggers"),
             hidden_or_forbidden(Some(json!({
-                "app": "beta", "script": "secret-sauce",
+                "app_id": BETA, "script_name": "secret-sauce",
                 "details": { "kind": "kv", "collection": "*" },
             }))),
         ),
@@ -275,7 +278,7 @@ async fn fixture(pool: PgPool) -> Fixture {
             Method::POST,
             "/api/admin/triggers",
             &json!({
-                "app": "beta", "script": "secret-sauce",
+                "app_id": beta, "script_name": "secret-sauce",
                 "details": { "kind": "kv", "collection": "notes" },
             }),
         )
@@ -311,6 +314,11 @@ async fn fixture(pool: PgPool) -> Fixture {
 }
 
 impl Fixture {
+    /// A request body with app `beta`'s real id in place of [`BETA`].
+    fn body(&self, body: &Value) -> String {
+        body.to_string().replace(BETA, &self.beta.to_string())
+    }
+
     /// The path with its parameters filled with real ids of app `beta`'s resources.
     fn concrete(&self, path: &str) -> String {
         let families: [(&str, String); 7] = [
@@ -381,7 +389,7 @@ async fn every_protected_operation_refuses_missing_and_bad_credentials(pool: PgP
         let uri = f.concrete(&path);
         let body = take(&mut expectations(), &method, &path)
             .and_then(|e| e.body)
-            .map(|b| b.to_string());
+            .map(|b| f.body(&b));
         for token in [
             None,
             Some("garbage"),
@@ -434,7 +442,7 @@ async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(p
             panic!("{method} {path} is missing from the access matrix's expectations")
         });
         let uri = f.concrete(&path);
-        let body = expect.body.as_ref().map(Value::to_string);
+        let body = expect.body.as_ref().map(|b| f.body(b));
         // A fresh session each time, since logging out is one of the operations.
         let outsider = f.app.session(f.outsider.id).await;
         let reply = f
@@ -483,7 +491,7 @@ async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(p
         .await;
     assert_eq!(trigger.body["enabled"], true, "{}", trigger.body);
     let triggers = f.app.get("/api/admin/triggers").await;
-    assert_eq!(triggers.body["total"], 1, "{}", triggers.body);
+    assert_eq!(total(&triggers.body), 1, "{}", triggers.body);
     let badge = f
         .app
         .get(&format!("/api/admin/apps/{}/dead-letters/count", f.beta))
@@ -508,9 +516,9 @@ async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(p
         ])
     );
     let users = f.app.get("/api/admin/users").await;
-    assert_eq!(users.body["total"], 4, "{}", users.body);
+    assert_eq!(total(&users.body), 4, "{}", users.body);
     let apps = f.app.get("/api/admin/apps").await;
-    assert_eq!(apps.body["total"], 3, "{}", apps.body);
+    assert_eq!(total(&apps.body), 3, "{}", apps.body);
     let developer = f
         .app
         .caller(&f.app.session(f.developer.id).await)
@@ -527,7 +535,7 @@ async fn a_forbidden_answer_names_the_missing_scope(pool: PgPool) {
         .app
         .caller(&limited)
         .json(
-            Method::PUT,
+            Method::PATCH,
             &format!("/api/admin/scripts/{}", f.script),
             &json!({ "source": "2" }),
         )

@@ -29,7 +29,7 @@ async fn shop(pool: PgPool) -> Shop {
             Method::POST,
             "/api/admin/triggers",
             &json!({
-                "app": "shop", "script": "on-order",
+                "app_id": app.app_id("shop").await, "script_name": "on-order",
                 "details": { "kind": "kv", "collection": "orders" },
             }),
         )
@@ -125,7 +125,7 @@ async fn dead_letters_are_listed_newest_first_with_the_unresolved_badge(pool: Pg
     assert_eq!(shown["last_error"], "could not ship c");
     assert_eq!(shown["resolution"], Value::Null);
     assert_eq!(all.body["items"][1]["resolution"], "ignored");
-    assert!(all.body.get("next_before").is_none(), "{}", all.body);
+    assert!(all.body.get("next_cursor").is_none(), "{}", all.body);
 
     let open = s.app.get(&format!("{uri}?unresolved=true")).await;
     assert_eq!(
@@ -134,14 +134,16 @@ async fn dead_letters_are_listed_newest_first_with_the_unresolved_badge(pool: Pg
     );
 
     let page = s.app.get(&format!("{uri}?limit=2")).await;
-    assert_eq!(page.body["next_before"], second.id.to_string());
-    let next = s
-        .app
-        .get(&format!("{uri}?limit=2&before={}", second.id))
-        .await;
+    assert_eq!(
+        ids(&page.body),
+        [third.id, second.id].map(|id| id.to_string())
+    );
+    let cursor = page.body["next_cursor"].as_str().unwrap();
+    let next = s.app.get(&format!("{uri}?limit=2&cursor={cursor}")).await;
     assert_eq!(ids(&next.body), [first.id.to_string()]);
+    assert!(next.body.get("next_cursor").is_none(), "{}", next.body);
 
-    let bad = s.app.get(&format!("{uri}?before={}", s.trigger)).await;
+    let bad = s.app.get(&format!("{uri}?cursor={}", s.trigger)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad.code(), "invalid_query");
 }

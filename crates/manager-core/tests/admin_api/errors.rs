@@ -6,7 +6,9 @@ use picloud_shared::ScriptId;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::{TestApp, script_id};
+use picloud_manager_core::DEFAULT_APP_ID;
+
+use crate::{TestApp, script_id, total};
 
 const SCRIPTS: &str = "/api/admin/scripts";
 
@@ -17,7 +19,7 @@ async fn a_syntax_error_is_422_with_line_and_column(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "broken", "source": "let x = 1;\nlet y = @@;" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "broken", "source": "let x = 1;\nlet y = @@;" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -29,13 +31,13 @@ async fn a_syntax_error_is_422_with_line_and_column(pool: PgPool) {
         "{}",
         reply.message()
     );
-    assert_eq!(app.get(SCRIPTS).await.body["total"], 0);
+    assert_eq!(total(&app.get(SCRIPTS).await.body), 0);
 
     // On update too, and the stored script is untouched.
     let created = app.create("fine", "1").await;
     let uri = format!("{SCRIPTS}/{}", script_id(&created));
     let reply = app
-        .json(Method::PUT, &uri, &json!({ "source": "@@" }))
+        .json(Method::PATCH, &uri, &json!({ "source": "@@" }))
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.code(), "compile_error");
@@ -52,7 +54,7 @@ async fn limits_above_the_ceiling_are_422_invalid_limits(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "greedy", "source": "1", "limits": { "max_operations": 1_000_001 } }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "greedy", "source": "1", "limits": { "max_operations": 1_000_001 } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -67,7 +69,11 @@ async fn limits_above_the_ceiling_are_422_invalid_limits(pool: PgPool) {
     let created = app.create("modest", "1").await;
     let uri = format!("{SCRIPTS}/{}", script_id(&created));
     let reply = app
-        .json(Method::PUT, &uri, &json!({ "limits": { "timeout_ms": 0 } }))
+        .json(
+            Method::PATCH,
+            &uri,
+            &json!({ "limits": { "timeout_ms": 0 } }),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.code(), "invalid_limits");
@@ -77,17 +83,28 @@ async fn limits_above_the_ceiling_are_422_invalid_limits(pool: PgPool) {
 async fn bad_names_and_slugs_are_422_invalid_name(pool: PgPool) {
     let app = TestApp::new(pool).await;
     for body in [
-        json!({ "name": "has space", "source": "1" }),
-        json!({ "name": "", "source": "1" }),
-        json!({ "name": "ok", "source": "1", "app": "Not_A_Slug" }),
+        json!({ "app_id": DEFAULT_APP_ID, "name": "has space", "source": "1" }),
+        json!({ "app_id": DEFAULT_APP_ID, "name": "", "source": "1" }),
     ] {
         let reply = app.json(Method::POST, SCRIPTS, &body).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(reply.code(), "invalid_name", "{body}");
     }
+    // Apps are named by id; a slug where the id goes is a body that does not fit.
+    let reply = app
+        .json(
+            Method::POST,
+            SCRIPTS,
+            &json!({ "name": "ok", "source": "1", "app_id": "Not_A_Slug" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.code(), "invalid_body");
     let created = app.create("named", "1").await;
     let uri = format!("{SCRIPTS}/{}", script_id(&created));
-    let reply = app.json(Method::PUT, &uri, &json!({ "name": "a/b" })).await;
+    let reply = app
+        .json(Method::PATCH, &uri, &json!({ "name": "a/b" }))
+        .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.code(), "invalid_name");
 }
@@ -100,7 +117,7 @@ async fn a_taken_name_is_409_naming_the_script_and_app(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "hello", "source": "2" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "hello", "source": "2" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
@@ -113,7 +130,7 @@ async fn a_taken_name_is_409_naming_the_script_and_app(pool: PgPool) {
     let other = app.create("other", "1").await;
     let uri = format!("{SCRIPTS}/{}", script_id(&other));
     let reply = app
-        .json(Method::PUT, &uri, &json!({ "name": "hello" }))
+        .json(Method::PATCH, &uri, &json!({ "name": "hello" }))
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.code(), "conflict");
@@ -127,18 +144,19 @@ async fn a_taken_name_is_409_naming_the_script_and_app(pool: PgPool) {
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn unknown_apps_and_scripts_are_404(pool: PgPool) {
     let app = TestApp::new(pool).await;
+    let nowhere = picloud_shared::AppId::new();
     let reply = app
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "lost", "source": "1", "app": "nowhere" }),
+            &json!({ "app_id": nowhere, "name": "lost", "source": "1" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.code(), "not_found");
-    assert_eq!(reply.message(), "app 'nowhere' not found");
+    assert_eq!(reply.message(), format!("app {nowhere} not found"));
 
-    let reply = app.get(&format!("{SCRIPTS}?app=nowhere")).await;
+    let reply = app.get(&format!("{SCRIPTS}?app_id={nowhere}")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.code(), "not_found");
 
@@ -148,7 +166,9 @@ async fn unknown_apps_and_scripts_are_404(pool: PgPool) {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.code(), "not_found");
     assert_eq!(reply.message(), format!("script {missing} not found"));
-    let reply = app.json(Method::PUT, &uri, &json!({ "source": "1" })).await;
+    let reply = app
+        .json(Method::PATCH, &uri, &json!({ "source": "1" }))
+        .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.code(), "not_found");
     assert!(app.changed().is_empty());
@@ -161,7 +181,8 @@ async fn a_path_id_that_is_not_a_uuid_is_400_invalid_id(pool: PgPool) {
     let replies = [
         app.get(&bad).await,
         app.delete(&bad).await,
-        app.json(Method::PUT, &bad, &json!({ "source": "1" })).await,
+        app.json(Method::PATCH, &bad, &json!({ "source": "1" }))
+            .await,
         app.get(&format!("{bad}/executions")).await,
         app.get("/api/admin/executions/12345").await,
     ];
@@ -190,7 +211,7 @@ async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "x", "source": "1", "colour": "blue" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "x", "source": "1", "colour": "blue" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -201,7 +222,7 @@ async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "x", "source": "1", "limits": { "max_ops": 1 } }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "x", "source": "1", "limits": { "max_ops": 1 } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -215,7 +236,7 @@ async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
 
     let created = app.create("target", "1").await;
     let uri = format!("{SCRIPTS}/{}", script_id(&created));
-    let reply = app.json(Method::PUT, &uri, &json!({})).await;
+    let reply = app.json(Method::PATCH, &uri, &json!({})).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.code(), "invalid_body");
     assert_eq!(app.get(&uri).await.body["version"], 1);
@@ -225,7 +246,7 @@ async fn bodies_that_do_not_fit_are_refused_in_the_envelope(pool: PgPool) {
             Request::post(SCRIPTS)
                 .header(header::CONTENT_TYPE, "text/plain")
                 .body(Body::from(
-                    json!({ "name": "x", "source": "1" }).to_string(),
+                    json!({ "app_id": DEFAULT_APP_ID, "name": "x", "source": "1" }).to_string(),
                 ))
                 .unwrap(),
         )
@@ -248,7 +269,7 @@ async fn oversized_sources_and_bodies_are_refused(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "big", "source": big_source }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "big", "source": big_source }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -262,12 +283,12 @@ async fn oversized_sources_and_bodies_are_refused(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "huge", "source": huge }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "huge", "source": huge }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.code(), "payload_too_large");
-    assert_eq!(app.get(SCRIPTS).await.body["total"], 1);
+    assert_eq!(total(&app.get(SCRIPTS).await.body), 1);
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -278,10 +299,10 @@ async fn bad_query_parameters_are_400_invalid_query(pool: PgPool) {
         format!("{SCRIPTS}?limit=0"),
         format!("{SCRIPTS}?limit=201"),
         format!("{SCRIPTS}?limit=many"),
-        format!("{SCRIPTS}?offset=-1"),
-        format!("{SCRIPTS}?app=Bad_Slug"),
+        format!("{SCRIPTS}?cursor=bogus"),
+        format!("{SCRIPTS}?app_id=Bad_Slug"),
         format!("{SCRIPTS}/{id}/executions?limit=0"),
-        format!("{SCRIPTS}/{id}/executions?before=yesterday"),
+        format!("{SCRIPTS}/{id}/executions?cursor=yesterday"),
     ] {
         let reply = app.get(&uri).await;
         assert_eq!(
@@ -309,7 +330,7 @@ async fn a_database_outage_is_503_unavailable(pool: PgPool) {
         .json(
             Method::POST,
             SCRIPTS,
-            &json!({ "name": "x", "source": "1" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "x", "source": "1" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);

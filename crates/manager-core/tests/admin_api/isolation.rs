@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::common::{now, record};
-use crate::{Caller, TestApp, script_id};
+use crate::{Caller, TestApp, script_id, total};
 
 /// One field of every item of a page.
 fn field<'a>(page: &'a Value, key: &str) -> Vec<&'a str> {
@@ -38,15 +38,20 @@ async fn assert_isolated(app: &TestApp, caller: Caller<'_>, who: &str, beta: &Be
     let scripts = caller.get("/api/admin/scripts").await;
     assert_eq!(scripts.status, StatusCode::OK, "{who}: {}", scripts.body);
     assert_eq!(field(&scripts.body, "name"), ["alpha-script"], "{who}");
-    assert_eq!(scripts.body["total"], 1, "{who}");
-    let by_name = caller.get("/api/admin/scripts?app=beta").await;
-    not_found(&by_name, "list ?app=beta");
-    assert_eq!(by_name.message(), "app 'beta' not found");
-    let mine = caller.get("/api/admin/scripts?app=alpha").await;
+    assert_eq!(total(&scripts.body), 1, "{who}");
+    let by_id = caller
+        .get(&format!("/api/admin/scripts?app_id={}", beta.app))
+        .await;
+    not_found(&by_id, "list ?app_id=beta");
+    assert_eq!(by_id.message(), format!("app {} not found", beta.app));
+    let alpha = app.app_id("alpha").await;
+    let mine = caller
+        .get(&format!("/api/admin/scripts?app_id={alpha}"))
+        .await;
     assert_eq!(field(&mine.body, "name"), ["alpha-script"], "{who}");
     let apps = caller.get("/api/admin/apps").await;
     assert_eq!(field(&apps.body, "slug"), ["alpha"], "{who}");
-    assert_eq!(apps.body["total"], 1, "{who}");
+    assert_eq!(total(&apps.body), 1, "{who}");
 
     let app_uri = format!("/api/admin/apps/{}", beta.app);
     not_found(&caller.get(&app_uri).await, "read app");
@@ -74,7 +79,7 @@ async fn assert_isolated(app: &TestApp, caller: Caller<'_>, who: &str, beta: &Be
     not_found(&caller.get(&script_uri).await, "read script");
     not_found(
         &caller
-            .json(Method::PUT, &script_uri, &json!({ "source": "2" }))
+            .json(Method::PATCH, &script_uri, &json!({ "source": "2" }))
             .await,
         "update script",
     );
@@ -94,7 +99,7 @@ async fn assert_isolated(app: &TestApp, caller: Caller<'_>, who: &str, beta: &Be
             .json(
                 Method::POST,
                 "/api/admin/scripts",
-                &json!({ "name": "planted", "source": "1", "app": "beta" }),
+                &json!({ "name": "planted", "source": "1", "app_id": beta.app }),
             )
             .await,
         "create script in beta",
@@ -104,7 +109,7 @@ async fn assert_isolated(app: &TestApp, caller: Caller<'_>, who: &str, beta: &Be
             .json(
                 Method::POST,
                 "/api/admin/tokens",
-                &json!({ "name": "t", "scopes": ["script:read"], "app": "beta" }),
+                &json!({ "name": "t", "scopes": ["script:read"], "app_id": beta.app }),
             )
             .await,
         "token for beta",

@@ -65,6 +65,13 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
+/// How many items a list holds in all, asserting the page holds them all (no
+/// `next_cursor`): lists no longer count, so a test counts what it was given.
+fn total(page: &Value) -> usize {
+    assert!(page.get("next_cursor").is_none(), "{page}");
+    page["items"].as_array().map_or(0, Vec::len)
+}
+
 /// The instance admin's password in every test app.
 const ADMIN_PASSWORD: &str = "admin-password-1";
 /// The password of every user a test adds.
@@ -345,15 +352,26 @@ impl TestApp {
 
     /// Creates a script in the app `slug` as the admin, asserting it worked.
     async fn create_in(&self, slug: &str, name: &str, source: &str) -> Value {
+        let app_id = self.app_id(slug).await;
         let reply = self
             .json(
                 Method::POST,
                 "/api/admin/scripts",
-                &serde_json::json!({ "name": name, "source": source, "app": slug }),
+                &serde_json::json!({ "name": name, "source": source, "app_id": app_id }),
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         reply.body
+    }
+
+    /// The id of the app `slug` (the API addresses apps by id).
+    async fn app_id(&self, slug: &str) -> AppId {
+        self.apps
+            .get_by_slug(&AppSlug::parse(slug).unwrap())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no app '{slug}'"))
+            .id
     }
 
     /// Adds an app without members directly through the repository.

@@ -5,7 +5,7 @@ use picloud_shared::{AppId, AppRole, Scope, ScriptId};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::{Caller, TestApp, script_id};
+use crate::{Caller, TestApp, script_id, total};
 
 /// App `shop` with one script.
 async fn shop(pool: PgPool) -> (TestApp, AppId, ScriptId) {
@@ -49,12 +49,12 @@ async fn a_viewer_reads_but_does_not_write(pool: PgPool) {
         StatusCode::OK
     );
     let page = caller.get("/api/admin/scripts").await;
-    assert_eq!(page.body["total"], 1, "{}", page.body);
+    assert_eq!(total(&page.body), 1, "{}", page.body);
 
     let refused = [
         status_of(
             caller,
-            Method::PUT,
+            Method::PATCH,
             &script_uri,
             Some(json!({ "source": "2" })),
         )
@@ -64,7 +64,7 @@ async fn a_viewer_reads_but_does_not_write(pool: PgPool) {
             caller,
             Method::POST,
             "/api/admin/scripts",
-            Some(json!({ "name": "new", "source": "1", "app": "shop" })),
+            Some(json!({ "name": "new", "source": "1", "app_id": app.app_id("shop").await })),
         )
         .await,
         status_of(
@@ -99,13 +99,13 @@ async fn a_developer_writes_scripts_but_does_not_administer_the_app(pool: PgPool
         .json(
             Method::POST,
             "/api/admin/scripts",
-            &json!({ "name": "refund", "source": "1", "app": "shop", "require_token": true }),
+            &json!({ "name": "refund", "source": "1", "app_id": app.app_id("shop").await, "require_token": true }),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert_eq!(created.body["require_token"], true);
     let updated = caller
-        .json(Method::PUT, &script_uri, &json!({ "source": "2" }))
+        .json(Method::PATCH, &script_uri, &json!({ "source": "2" }))
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
     assert_eq!(updated.body["version"], 2);
@@ -197,7 +197,7 @@ async fn the_instance_admin_does_everything_without_being_a_member(pool: PgPool)
     assert_eq!(members.body["items"], json!([]));
     let script_uri = format!("/api/admin/scripts/{script}");
     assert_eq!(
-        app.json(Method::PUT, &script_uri, &json!({ "source": "3" }))
+        app.json(Method::PATCH, &script_uri, &json!({ "source": "3" }))
             .await
             .status,
         StatusCode::OK
@@ -232,7 +232,7 @@ async fn a_tokens_scopes_cut_the_owners_rights_down(pool: PgPool) {
     assert_eq!(
         status_of(
             caller,
-            Method::PUT,
+            Method::PATCH,
             &script_uri,
             Some(json!({ "source": "2" }))
         )
@@ -257,7 +257,7 @@ async fn a_tokens_scopes_cut_the_owners_rights_down(pool: PgPool) {
     assert_eq!(
         status_of(
             caller,
-            Method::PUT,
+            Method::PATCH,
             &script_uri,
             Some(json!({ "source": "2" }))
         )
@@ -280,7 +280,7 @@ async fn a_tokens_scopes_cut_the_owners_rights_down(pool: PgPool) {
     assert_eq!(
         status_of(
             caller,
-            Method::PUT,
+            Method::PATCH,
             &script_uri,
             Some(json!({ "source": "3" }))
         )

@@ -7,7 +7,7 @@ use picloud_shared::AppRole;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::{TestApp, script_id};
+use crate::{TestApp, script_id, total};
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn create_answers_201_with_the_script_and_its_location(pool: PgPool) {
@@ -16,7 +16,7 @@ async fn create_answers_201_with_the_script_and_its_location(pool: PgPool) {
         .json(
             Method::POST,
             "/api/admin/scripts",
-            &json!({ "name": "hello", "source": "\"hi\"" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "hello", "source": "\"hi\"" }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -50,7 +50,7 @@ async fn create_puts_the_script_in_the_named_app_with_its_limits(pool: PgPool) {
             &json!({
                 "name": "checkout",
                 "source": "1",
-                "app": "shop",
+                "app_id": shop,
                 "limits": { "max_operations": 5000, "timeout_ms": 100 }
             }),
         )
@@ -73,17 +73,17 @@ async fn list_pages_through_scripts_in_name_order_without_sources(pool: PgPool) 
     }
     let first = app.get("/api/admin/scripts?limit=2").await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.body["total"], 3);
-    assert_eq!(first.body["limit"], 2);
-    assert_eq!(first.body["offset"], 0);
     let items = first.body["items"].as_array().unwrap();
     let names: Vec<_> = items.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "bravo"]);
     assert!(items[0].get("source").is_none(), "{}", items[0]);
     assert_eq!(items[0]["version"], 1);
 
-    let second = app.get("/api/admin/scripts?limit=2&offset=2").await;
-    assert_eq!(second.body["offset"], 2);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = app
+        .get(&format!("/api/admin/scripts?limit=2&cursor={cursor}"))
+        .await;
+    assert!(second.body.get("next_cursor").is_none(), "{}", second.body);
     let names: Vec<_> = second.body["items"]
         .as_array()
         .unwrap()
@@ -92,31 +92,35 @@ async fn list_pages_through_scripts_in_name_order_without_sources(pool: PgPool) 
         .collect();
     assert_eq!(names, ["charlie"]);
 
+    // The default page (50) holds all three.
     let default_page = app.get("/api/admin/scripts").await;
-    assert_eq!(default_page.body["limit"], 50);
-    assert_eq!(default_page.body["items"].as_array().unwrap().len(), 3);
+    assert_eq!(total(&default_page.body), 3);
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn list_can_be_limited_to_one_app(pool: PgPool) {
     let app = TestApp::new(pool).await;
-    app.add_app("shop").await;
+    let shop_id = app.add_app("shop").await;
     app.create("in-default", "1").await;
     let reply = app
         .json(
             Method::POST,
             "/api/admin/scripts",
-            &json!({ "name": "in-shop", "source": "1", "app": "shop" }),
+            &json!({ "name": "in-shop", "source": "1", "app_id": shop_id }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
 
-    let shop = app.get("/api/admin/scripts?app=shop").await;
+    let shop = app
+        .get(&format!("/api/admin/scripts?app_id={shop_id}"))
+        .await;
     assert_eq!(shop.status, StatusCode::OK);
-    assert_eq!(shop.body["total"], 1);
+    assert_eq!(total(&shop.body), 1);
     assert_eq!(shop.body["items"][0]["name"], "in-shop");
-    let default = app.get("/api/admin/scripts?app=default").await;
-    assert_eq!(default.body["total"], 1);
+    let default = app
+        .get(&format!("/api/admin/scripts?app_id={DEFAULT_APP_ID}"))
+        .await;
+    assert_eq!(total(&default.body), 1);
     assert_eq!(default.body["items"][0]["name"], "in-default");
 }
 
@@ -128,7 +132,7 @@ async fn update_changes_the_script_bumps_the_version_and_tells_observers(pool: P
     let uri = format!("/api/admin/scripts/{id}");
 
     let reply = app
-        .json(Method::PUT, &uri, &json!({ "source": "1 + 1" }))
+        .json(Method::PATCH, &uri, &json!({ "source": "1 + 1" }))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["version"], 2);
@@ -138,7 +142,7 @@ async fn update_changes_the_script_bumps_the_version_and_tells_observers(pool: P
 
     let reply = app
         .json(
-            Method::PUT,
+            Method::PATCH,
             &uri,
             &json!({ "name": "renamed", "limits": { "max_call_depth": 4 } }),
         )
@@ -182,7 +186,7 @@ async fn a_script_can_be_made_to_require_a_token_and_public_again(pool: PgPool) 
         .json(
             Method::POST,
             "/api/admin/scripts",
-            &json!({ "name": "private", "source": "1", "require_token": true }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "private", "source": "1", "require_token": true }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -193,7 +197,7 @@ async fn a_script_can_be_made_to_require_a_token_and_public_again(pool: PgPool) 
     assert_eq!(listed.body["items"][0]["require_token"], true);
 
     let reply = app
-        .json(Method::PUT, &uri, &json!({ "require_token": false }))
+        .json(Method::PATCH, &uri, &json!({ "require_token": false }))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["require_token"], false);
@@ -235,17 +239,16 @@ async fn a_member_of_several_apps_pages_through_all_their_scripts_in_name_order(
 
     let first = app.caller(&session).get("/api/admin/scripts?limit=3").await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
-    assert_eq!(first.body["total"], 4);
     assert_eq!(names(&first.body), ["alpha", "bravo", "charlie"]);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
     let second = app
         .caller(&session)
-        .get("/api/admin/scripts?limit=3&offset=3")
+        .get(&format!("/api/admin/scripts?limit=3&cursor={cursor}"))
         .await;
     assert_eq!(names(&second.body), ["delta"]);
-    assert_eq!(second.body["total"], 4);
-    let beyond = app
-        .caller(&session)
-        .get("/api/admin/scripts?offset=10")
-        .await;
-    assert_eq!(names(&beyond.body), Vec::<String>::new());
+    assert_eq!(total(&second.body), 1, "the last page says so");
+    assert_eq!(
+        total(&app.caller(&session).get("/api/admin/scripts").await.body),
+        4
+    );
 }

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use picloud_manager_core::DEFAULT_APP_ID;
+
 use crate::TestApp;
 
 const TOKENS: &str = "/api/admin/tokens";
@@ -81,7 +83,7 @@ async fn a_token_is_shown_once_works_and_stops_working_when_revoked(pool: PgPool
         .json(
             Method::POST,
             "/api/admin/scripts",
-            &json!({ "name": "x", "source": "1" }),
+            &json!({ "app_id": DEFAULT_APP_ID, "name": "x", "source": "1" }),
         )
         .await;
     assert_eq!(write.status, StatusCode::FORBIDDEN);
@@ -190,15 +192,16 @@ async fn token_requests_that_do_not_fit_are_422(pool: PgPool) {
         .await;
     assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(blank.code(), "invalid_name");
+    let nowhere = picloud_shared::AppId::new();
     let missing_app = app
         .json(
             Method::POST,
             TOKENS,
-            &json!({ "name": "t", "scopes": ["data:read"], "app": "nowhere" }),
+            &json!({ "name": "t", "scopes": ["data:read"], "app_id": nowhere }),
         )
         .await;
     assert_eq!(missing_app.status, StatusCode::NOT_FOUND);
-    assert_eq!(missing_app.message(), "app 'nowhere' not found");
+    assert_eq!(missing_app.message(), format!("app {nowhere} not found"));
     assert_eq!(app.get(TOKENS).await.body["items"], json!([]));
 }
 
@@ -247,7 +250,7 @@ async fn a_token_cannot_create_a_stronger_token(pool: PgPool) {
         .json(
             Method::POST,
             TOKENS,
-            &json!({ "name": "t", "scopes": ["data:read"], "app": "default" }),
+            &json!({ "name": "t", "scopes": ["data:read"], "app_id": app.app_id("default").await }),
         )
         .await;
     assert_eq!(default_app.status, StatusCode::NOT_FOUND);
@@ -256,7 +259,7 @@ async fn a_token_cannot_create_a_stronger_token(pool: PgPool) {
         .json(
             Method::POST,
             TOKENS,
-            &json!({ "name": "t", "scopes": ["data:read"], "app": "shop" }),
+            &json!({ "name": "t", "scopes": ["data:read"], "app_id": app.app_id("shop").await }),
         )
         .await;
     assert_eq!(limited.status, StatusCode::CREATED, "{}", limited.body);

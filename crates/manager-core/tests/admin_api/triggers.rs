@@ -2,11 +2,13 @@
 
 use axum::http::{Method, StatusCode, header};
 use picloud_manager_core::access::MembershipRepository;
-use picloud_shared::{AppRole, Scope};
+use picloud_shared::{AppId, AppRole, Scope};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::{TestApp, script_id};
+use picloud_manager_core::DEFAULT_APP_ID;
+
+use crate::{TestApp, script_id, total};
 
 /// Creates a trigger as the admin, asserting it worked.
 async fn create_trigger(app: &TestApp, body: &Value) -> Value {
@@ -32,7 +34,7 @@ async fn a_kv_trigger_is_created_with_defaults_and_its_location(pool: PgPool) {
         .json(
             Method::POST,
             "/api/admin/triggers",
-            &json!({ "script": "on-user", "details": { "kind": "kv", "collection": "users" } }),
+            &json!({ "app_id": DEFAULT_APP_ID, "script_name": "on-user", "details": { "kind": "kv", "collection": "users" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -72,7 +74,7 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
     let by_id = create_trigger(
         &app,
         &json!({
-            "app": "shop", "script": shop_script["id"],
+            "app_id": app.app_id("shop").await, "script_id": shop_script["id"],
             "details": { "kind": "kv", "collection": "orders:*", "ops": ["delete"] },
             "enabled": false, "retry": { "max_attempts": 2, "base_delay_ms": 10 },
         }),
@@ -87,18 +89,15 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
     );
 
     // Another app's script, by id or by name, is answered like a missing one.
-    for script in [
-        default_script["id"].clone(),
-        json!("elsewhere"),
-        json!("nobody"),
+    let shop = app.app_id("shop").await;
+    for (field, script) in [
+        ("script_id", default_script["id"].clone()),
+        ("script_name", json!("elsewhere")),
+        ("script_name", json!("nobody")),
     ] {
-        let reply = app
-            .json(
-                Method::POST,
-                "/api/admin/triggers",
-                &json!({ "app": "shop", "script": script, "details": { "kind": "kv", "collection": "*" } }),
-            )
-            .await;
+        let mut body = json!({ "app_id": shop, "details": { "kind": "kv", "collection": "*" } });
+        body[field] = script.clone();
+        let reply = app.json(Method::POST, "/api/admin/triggers", &body).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
         assert_eq!(reply.code(), "not_found");
         let raw = script.as_str().unwrap();
@@ -107,18 +106,37 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
             format!("script '{raw}' not found in app 'shop'")
         );
     }
+    // A script is named one way: by id or by name, never both.
+    let both = app
+        .json(
+            Method::POST,
+            "/api/admin/triggers",
+            &json!({
+                "app_id": shop, "script_id": shop_script["id"], "script_name": "on-order",
+                "details": { "kind": "kv", "collection": "*" },
+            }),
+        )
+        .await;
+    assert_eq!(
+        both.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        both.body
+    );
+    assert_eq!(both.code(), "invalid_body");
 
+    let nowhere = AppId::new();
     let reply = app
         .json(
             Method::POST,
             "/api/admin/triggers",
-            &json!({ "app": "nowhere", "script": "on-order", "details": { "kind": "kv", "collection": "*" } }),
+            &json!({ "app_id": nowhere, "script_name": "on-order", "details": { "kind": "kv", "collection": "*" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(reply.message(), "app 'nowhere' not found");
+    assert_eq!(reply.message(), format!("app {nowhere} not found"));
     let all = app.get("/api/admin/triggers").await;
-    assert_eq!(all.body["total"], 1, "{}", all.body);
+    assert_eq!(total(&all.body), 1, "{}", all.body);
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -127,64 +145,64 @@ async fn bad_globs_ops_and_retry_policies_are_refused_naming_the_problem(pool: P
     app.create("s", "1").await;
     let cases = [
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "or*ders" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "or*ders" } }),
             "invalid_glob",
             "collection glob 'or*ders' has a '*' before its end",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "" } }),
             "invalid_glob",
             "collection glob must not be empty",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "has space" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "has space" } }),
             "invalid_glob",
             "may contain only ASCII letters",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "ops": [] } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*", "ops": [] } }),
             "invalid_ops",
             "ops must name at least one of set, delete",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "ops": ["upsert"] } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*", "ops": ["upsert"] } }),
             "invalid_body",
             "unknown variant `upsert`",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" },
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*" },
                     "retry": { "max_attempts": 0 } }),
             "invalid_retry",
             "retry.max_attempts is 0, expected 1 to 100",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" },
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*" },
                     "retry": { "base_delay_ms": 5000, "max_delay_ms": 10 } }),
             "invalid_retry",
             "retry.max_delay_ms (10) must not be below retry.base_delay_ms (5000)",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*" }, "colour": "red" }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*" }, "colour": "red" }),
             "invalid_body",
             "unknown field `colour`",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "kv", "collection": "*", "colour": "red" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*", "colour": "red" } }),
             "invalid_body",
             "unknown field `colour`",
         ),
         (
-            json!({ "details": { "kind": "kv", "collection": "*" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "details": { "kind": "kv", "collection": "*" } }),
             "invalid_body",
-            "missing field `script`",
+            "name the script by exactly one of script_id or script_name",
         ),
         (
-            json!({ "script": "s", "details": { "kind": "cron", "collection": "*" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "cron", "collection": "*" } }),
             "invalid_body",
             "unknown variant `cron`",
         ),
         (
-            json!({ "script": "s", "details": { "collection": "*" } }),
+            json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "collection": "*" } }),
             "invalid_body",
             "missing field `kind`",
         ),
@@ -205,7 +223,7 @@ async fn bad_globs_ops_and_retry_policies_are_refused_naming_the_problem(pool: P
         );
     }
     let all = app.get("/api/admin/triggers").await;
-    assert_eq!(all.body["total"], 0, "{}", all.body);
+    assert_eq!(total(&all.body), 0, "{}", all.body);
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -216,7 +234,7 @@ async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) 
         .json(
             Method::POST,
             "/api/admin/triggers",
-            &json!({ "script": "on-failure", "details": { "kind": "dead_letter" } }),
+            &json!({ "app_id": DEFAULT_APP_ID, "script_name": "on-failure", "details": { "kind": "dead_letter" } }),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -241,7 +259,8 @@ async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) 
                 Method::POST,
                 "/api/admin/triggers",
                 &json!({
-                    "script": "on-failure",
+                    "app_id": DEFAULT_APP_ID,
+                    "script_name": "on-failure",
                     "details": { "kind": "dead_letter", "source_kinds": source_kinds },
                 }),
             )
@@ -261,23 +280,23 @@ async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool
     app.create_in("blog", "b", "1").await;
     let shop_kv = create_trigger(
         &app,
-        &json!({ "app": "shop", "script": "s", "details": { "kind": "kv", "collection": "*" } }),
+        &json!({ "app_id": app.app_id("shop").await, "script_name": "s", "details": { "kind": "kv", "collection": "*" } }),
     )
     .await;
     let blog_kv = create_trigger(
         &app,
-        &json!({ "app": "blog", "script": "b", "details": { "kind": "kv", "collection": "*" } }),
+        &json!({ "app_id": app.app_id("blog").await, "script_name": "b", "details": { "kind": "kv", "collection": "*" } }),
     )
     .await;
     let shop_dl = create_trigger(
         &app,
-        &json!({ "app": "shop", "script": "s", "details": { "kind": "dead_letter" } }),
+        &json!({ "app_id": app.app_id("shop").await, "script_name": "s", "details": { "kind": "dead_letter" } }),
     )
     .await;
 
     let all = app.get("/api/admin/triggers").await;
     assert_eq!(all.status, StatusCode::OK);
-    assert_eq!(all.body["total"], 3);
+    assert_eq!(total(&all.body), 3);
     assert_eq!(
         ids(&all.body),
         vec![
@@ -286,16 +305,23 @@ async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool
             shop_dl["id"].as_str().unwrap()
         ]
     );
-    let shop_only = app.get("/api/admin/triggers?app=shop").await;
-    assert_eq!(shop_only.body["total"], 2);
-    let shop_kv_only = app.get("/api/admin/triggers?app=shop&kind=kv").await;
+    let shop_only = app.get(&format!("/api/admin/triggers?app_id={shop}")).await;
+    assert_eq!(total(&shop_only.body), 2);
+    let shop_kv_only = app
+        .get(&format!("/api/admin/triggers?app_id={shop}&kind=kv"))
+        .await;
     assert_eq!(
         ids(&shop_kv_only.body),
         vec![shop_kv["id"].as_str().unwrap()]
     );
-    let paged = app.get("/api/admin/triggers?limit=1&offset=1").await;
-    assert_eq!(paged.body["total"], 3);
+    let first = app.get("/api/admin/triggers?limit=1").await;
+    assert_eq!(ids(&first.body), vec![shop_kv["id"].as_str().unwrap()]);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let paged = app
+        .get(&format!("/api/admin/triggers?limit=1&cursor={cursor}"))
+        .await;
     assert_eq!(ids(&paged.body), vec![blog_kv["id"].as_str().unwrap()]);
+    assert!(paged.body["next_cursor"].is_string(), "{}", paged.body);
 
     let bad = app.get("/api/admin/triggers?kind=cron").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -310,10 +336,10 @@ async fn lists_filter_by_app_and_kind_and_show_only_apps_the_caller_manages(pool
     let dev_session = app.session(dev.id).await;
     let seen = app.caller(&dev_session).get("/api/admin/triggers").await;
     assert_eq!(seen.status, StatusCode::OK);
-    assert_eq!(seen.body["total"], 2, "{}", seen.body);
+    assert_eq!(total(&seen.body), 2, "{}", seen.body);
     let refused = app
         .caller(&dev_session)
-        .get("/api/admin/triggers?app=blog")
+        .get(&format!("/api/admin/triggers?app_id={blog}"))
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     let no_scope = app.token(dev.id, &[Scope::ScriptRead], None).await;
@@ -333,7 +359,8 @@ async fn triggers_are_changed_with_patch_and_deleted(pool: PgPool) {
     let trigger = create_trigger(
         &app,
         &json!({
-            "script": script_id(&script).to_string(),
+            "app_id": DEFAULT_APP_ID,
+            "script_id": script_id(&script).to_string(),
             "details": { "kind": "kv", "collection": "*" },
         }),
     )
@@ -440,7 +467,7 @@ async fn deleting_the_script_deletes_its_triggers(pool: PgPool) {
     let script = app.create("s", "1").await;
     let trigger = create_trigger(
         &app,
-        &json!({ "script": "s", "details": { "kind": "kv", "collection": "*" } }),
+        &json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": { "kind": "kv", "collection": "*" } }),
     )
     .await;
     let reply = app

@@ -5,7 +5,7 @@ use picloud_shared::{Scope, UserId};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::{ADMIN_PASSWORD, TestApp, USER_PASSWORD};
+use crate::{ADMIN_PASSWORD, TestApp, USER_PASSWORD, total};
 
 const USERS: &str = "/api/admin/users";
 
@@ -49,7 +49,7 @@ async fn an_admin_creates_a_user_who_can_then_log_in(pool: PgPool) {
         .map(|u| u["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ada", "admin"]);
-    assert_eq!(list.body["total"], 2);
+    assert_eq!(total(&list.body), 2);
 
     let admin = app
         .json(
@@ -97,7 +97,7 @@ async fn user_requests_that_do_not_fit_are_refused(pool: PgPool) {
     let reply = app.get(&format!("{USERS}/{missing}")).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.message(), format!("user {missing} not found"));
-    assert_eq!(app.get(USERS).await.body["total"], 1);
+    assert_eq!(total(&app.get(USERS).await.body), 1);
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]

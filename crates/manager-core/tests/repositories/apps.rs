@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use picloud_manager_core::apps::{AppUpdate, ListApps};
-use picloud_manager_core::{App, DEFAULT_APP_ID, NewScript, Page, RepoError};
+use picloud_manager_core::{App, DEFAULT_APP_ID, NewScript, RepoError};
 use picloud_shared::{AppId, AppRole, AppSlug, ScriptId, ScriptLimits, ScriptName, UserId};
 
 use crate::Repos;
@@ -46,16 +46,16 @@ fn slug(raw: &str) -> AppSlug {
     AppSlug::parse(raw).unwrap()
 }
 
-fn list(only: Option<Vec<AppId>>, limit: u32, offset: u64) -> ListApps {
+fn list(only: Option<Vec<AppId>>, limit: u32, after: Option<&str>) -> ListApps {
     ListApps {
         only,
         limit,
-        offset,
+        after: after.map(slug),
     }
 }
 
-fn slugs(page: &Page<App>) -> Vec<&str> {
-    page.items.iter().map(|a| a.slug.as_str()).collect()
+fn slugs(apps: &[App]) -> Vec<&str> {
+    apps.iter().map(|a| a.slug.as_str()).collect()
 }
 
 pub async fn creating_with_an_owner_makes_them_its_owner(repos: Repos) {
@@ -135,33 +135,37 @@ pub async fn lists_are_ordered_by_slug_filtered_and_paged(repos: Repos) {
                 .id,
         );
     }
-    let all = repos.apps.list(list(None, 10, 0)).await.unwrap();
+    let all = repos.apps.list(list(None, 10, None)).await.unwrap();
     assert_eq!(slugs(&all), ["alpha", "default", "mid", "zeta"]);
-    assert_eq!(all.total, 4);
 
-    let second_page = repos.apps.list(list(None, 2, 2)).await.unwrap();
+    // Keyset pages: the second starts after the first's last slug.
+    let first_page = repos.apps.list(list(None, 2, None)).await.unwrap();
+    assert_eq!(slugs(&first_page), ["alpha", "default"]);
+    let second_page = repos
+        .apps
+        .list(list(None, 2, Some("default")))
+        .await
+        .unwrap();
     assert_eq!(slugs(&second_page), ["mid", "zeta"]);
-    assert_eq!(second_page.total, 4);
+    let past_the_end = repos.apps.list(list(None, 2, Some("zeta"))).await.unwrap();
+    assert!(past_the_end.is_empty());
 
     // ids[0] is zeta, ids[1] alpha.
     let mine = repos
         .apps
-        .list(list(Some(vec![ids[0], ids[1]]), 10, 0))
+        .list(list(Some(vec![ids[0], ids[1]]), 10, None))
         .await
         .unwrap();
     assert_eq!(slugs(&mine), ["alpha", "zeta"]);
-    assert_eq!(mine.total, 2);
     let mine_paged = repos
         .apps
-        .list(list(Some(vec![ids[0], ids[1]]), 1, 1))
+        .list(list(Some(vec![ids[0], ids[1]]), 1, Some("alpha")))
         .await
         .unwrap();
     assert_eq!(slugs(&mine_paged), ["zeta"]);
-    assert_eq!(mine_paged.total, 2);
 
-    let none = repos.apps.list(list(Some(vec![]), 10, 0)).await.unwrap();
-    assert_eq!(none.items, vec![]);
-    assert_eq!(none.total, 0);
+    let none = repos.apps.list(list(Some(vec![]), 10, None)).await.unwrap();
+    assert_eq!(none, vec![]);
 }
 
 pub async fn update_renames_and_refuses_a_taken_slug(repos: Repos) {

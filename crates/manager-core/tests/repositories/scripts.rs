@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use picloud_manager_core::{DEFAULT_APP_ID, ListScripts, NewScript, RepoError, ScriptUpdate};
+use picloud_manager_core::{
+    DEFAULT_APP_ID, ListScripts, NewScript, RepoError, ScriptSummary, ScriptUpdate,
+};
 use picloud_shared::{AppId, AppSlug, Script, ScriptId, ScriptLimits, ScriptName};
 
 use crate::Repos;
@@ -25,8 +27,8 @@ async fn create(repos: &Repos, app_id: AppId, name: &str) -> Script {
         .unwrap()
 }
 
-fn names(page: &picloud_manager_core::Page<picloud_manager_core::ScriptSummary>) -> Vec<&str> {
-    page.items.iter().map(|s| s.name.as_str()).collect()
+fn names(page: &[ScriptSummary]) -> Vec<&str> {
+    page.iter().map(|s| s.name.as_str()).collect()
 }
 
 pub async fn a_created_script_reads_back_unchanged(repos: Repos) {
@@ -86,12 +88,12 @@ pub async fn a_duplicate_name_in_the_same_app_conflicts(repos: Repos) {
         .list(ListScripts {
             apps: None,
             limit: 10,
-            offset: 0,
+            after: None,
         })
         .await
         .unwrap();
-    assert_eq!(page.total, 1);
-    assert_eq!(page.items[0].id, first.id);
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, first.id);
 }
 
 pub async fn the_same_name_may_be_used_in_another_app(repos: Repos) {
@@ -146,20 +148,17 @@ pub async fn lists_are_paged_in_name_order(repos: Repos) {
     for name in ["delta", "alpha", "Zulu", "b_2", "b-1", "charlie"] {
         create(&repos, DEFAULT_APP_ID, name).await;
     }
-    let page = |limit, offset| ListScripts {
+    let page = |limit, after: Option<&ScriptSummary>| ListScripts {
         apps: None,
         limit,
-        offset,
+        after: after.map(|s| (s.name.clone(), s.id)),
     };
-    let first = repos.scripts.list(page(4, 0)).await.unwrap();
-    assert_eq!(first.total, 6);
+    let first = repos.scripts.list(page(4, None)).await.unwrap();
     assert_eq!(names(&first), ["Zulu", "alpha", "b-1", "b_2"]);
-    let second = repos.scripts.list(page(4, 4)).await.unwrap();
-    assert_eq!(second.total, 6);
+    let second = repos.scripts.list(page(4, first.last())).await.unwrap();
     assert_eq!(names(&second), ["charlie", "delta"]);
-    let beyond = repos.scripts.list(page(4, 100)).await.unwrap();
-    assert_eq!(beyond.total, 6);
-    assert!(beyond.items.is_empty());
+    let beyond = repos.scripts.list(page(4, second.last())).await.unwrap();
+    assert!(beyond.is_empty());
 }
 
 pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
@@ -171,14 +170,13 @@ pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
         .list(ListScripts {
             apps: Some(vec![other]),
             limit: 50,
-            offset: 0,
+            after: None,
         })
         .await
         .unwrap();
-    assert_eq!(page.total, 1);
-    assert_eq!(page.items.len(), 1);
-    assert_eq!(page.items[0].id, theirs.id);
-    assert_eq!(page.items[0].app_id, other);
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, theirs.id);
+    assert_eq!(page[0].app_id, other);
 
     let empty_app = repos.add_app("empty").await;
     let page = repos
@@ -186,12 +184,11 @@ pub async fn lists_can_be_limited_to_one_app(repos: Repos) {
         .list(ListScripts {
             apps: Some(vec![empty_app]),
             limit: 50,
-            offset: 0,
+            after: None,
         })
         .await
         .unwrap();
-    assert_eq!(page.total, 0);
-    assert!(page.items.is_empty());
+    assert!(page.is_empty());
 }
 
 pub async fn lists_can_be_limited_to_several_apps_in_one_order(repos: Repos) {
@@ -202,16 +199,15 @@ pub async fn lists_can_be_limited_to_several_apps_in_one_order(repos: Repos) {
     create(&repos, first, "c").await;
     create(&repos, first, "a").await;
     create(&repos, hidden, "aa").await;
-    let list = |offset| ListScripts {
+    let list = |after: Option<&ScriptSummary>| ListScripts {
         apps: Some(vec![first, second]),
         limit: 2,
-        offset,
+        after: after.map(|s| (s.name.clone(), s.id)),
     };
-    let page = repos.scripts.list(list(0)).await.unwrap();
-    assert_eq!(page.total, 3, "the hidden app's script is not counted");
+    let page = repos.scripts.list(list(None)).await.unwrap();
     assert_eq!(names(&page), ["a", "b"]);
-    let page = repos.scripts.list(list(2)).await.unwrap();
-    assert_eq!(names(&page), ["c"]);
+    let page = repos.scripts.list(list(page.last())).await.unwrap();
+    assert_eq!(names(&page), ["c"], "the hidden app's script is not listed");
 }
 
 pub async fn update_changes_given_fields_and_bumps_the_version(repos: Repos) {

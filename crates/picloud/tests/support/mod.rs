@@ -90,7 +90,11 @@ impl TestServer {
         let response = self
             .client
             .post(self.url("/api/admin/scripts"))
-            .json(&json!({ "name": name, "source": source }))
+            .json(&json!({
+                "app_id": picloud_manager_core::DEFAULT_APP_ID,
+                "name": name,
+                "source": source,
+            }))
             .send()
             .await
             .unwrap();

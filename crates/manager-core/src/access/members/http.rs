@@ -11,9 +11,9 @@ use utoipa_axum::routes;
 use crate::access::AccessState;
 use crate::access::auth::Auth;
 use crate::apps::http::authorized_app;
-use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, PathIds};
+use crate::http::{AdminState, Page};
 use crate::{access::Member, apps::App, repository::RepoError};
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
@@ -51,13 +51,6 @@ impl From<Member> for MemberView {
     }
 }
 
-/// An app's members, ordered by username.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MemberList {
-    /// The members.
-    pub items: Vec<MemberView>,
-}
-
 /// 409 `last_owner` when the change would leave the app without an owner: only an
 /// instance admin could manage it then.
 fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiError> {
@@ -82,7 +75,7 @@ fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiE
     tag = "members",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
-        (status = 200, description = "The members", body = MemberList),
+        (status = 200, description = "The members", body = Page<MemberView>),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `script:read`", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -93,11 +86,12 @@ pub(crate) async fn list_members(
     State(state): State<AccessState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
-) -> Result<axum::Json<MemberList>, ApiError> {
+) -> Result<axum::Json<Page<MemberView>>, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
     let members = state.memberships.members(id).await?;
-    Ok(axum::Json(MemberList {
+    Ok(axum::Json(Page {
         items: members.into_iter().map(MemberView::from).collect(),
+        next_cursor: None,
     }))
 }
 

@@ -5,7 +5,7 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 
-pub use http::{MemberList, MemberView, SetMemberRequest};
+pub use http::{MemberView, SetMemberRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryMembershipRepository;
 pub use pg::PgMembershipRepository;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
-    AppId, AppSlug, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
+    AppId, Capability, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,10 +20,11 @@ use crate::access::AccessState;
 use crate::access::auth::Auth;
 use crate::access::secrets::{self, GeneratedToken};
 use crate::access::{NewToken, Token};
+use crate::apps::http::authorized_app;
 use crate::http::AdminState;
+use crate::http::Page;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId};
-use crate::scripts::http::visible_app;
 
 /// Longest token name accepted, in characters.
 pub const MAX_TOKEN_NAME_CHARS: usize = 128;
@@ -45,9 +46,10 @@ pub struct CreateTokenRequest {
     /// At least one of `script:read`, `script:write`, `script:execute`, `data:read`,
     /// `data:write`, `triggers:manage`, `app:admin`.
     pub scopes: Vec<String>,
-    /// Limit the token to this app (by slug); every app the user can reach when absent.
+    /// Limit the token to this app; every app the user can reach when absent.
     #[serde(default)]
-    pub app: Option<String>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub app_id: Option<AppId>,
     /// Days until the token stops working, 1 to 3650; never when absent.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
@@ -121,13 +123,6 @@ impl From<Token> for TokenView {
             revoked_at: t.revoked_at,
         }
     }
-}
-
-/// The caller's API tokens, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenList {
-    /// The tokens, revoked ones included.
-    pub items: Vec<TokenView>,
 }
 
 fn check_token_name(raw: &str) -> Result<String, ApiError> {
@@ -223,10 +218,11 @@ pub(crate) async fn create_token(
         }
         None => None,
     };
-    let app = match body.app.as_deref() {
-        Some(raw) => {
-            let slug = AppSlug::parse(raw).map_err(|e| ApiError::invalid_name(&e))?;
-            Some(visible_app(state.apps.as_ref(), &auth, &slug).await?.id)
+    let app = match body.app_id {
+        Some(id) => {
+            // An app the caller cannot see is answered like a missing one.
+            authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
+            Some(id)
         }
         None => None,
     };
@@ -272,20 +268,21 @@ pub(crate) async fn create_token(
     path = "/tokens",
     tag = "tokens",
     responses(
-        (status = 200, description = "Your API tokens, newest first", body = TokenList),
+        (status = 200, description = "Your API tokens (revoked ones included), newest first, all on one page", body = Page<TokenView>),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
 pub(crate) async fn list_tokens(
     State(state): State<AccessState>,
     auth: Auth,
-) -> Result<axum::Json<TokenList>, ApiError> {
+) -> Result<axum::Json<Page<TokenView>>, ApiError> {
     let tokens = state
         .tokens
         .list_for_user(auth.user_id, CredentialKind::ApiToken)
         .await?;
-    Ok(axum::Json(TokenList {
+    Ok(axum::Json(Page {
         items: tokens.into_iter().map(TokenView::from).collect(),
+        next_cursor: None,
     }))
 }
 

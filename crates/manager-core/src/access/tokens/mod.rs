@@ -6,8 +6,7 @@ mod memory;
 mod pg;
 
 pub use http::{
-    CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenList,
-    TokenView,
+    CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenView,
 };
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryTokenRepository;

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{CredentialKind, ErrorCode, ErrorEnvelope, UserId, Username};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,7 +18,7 @@ use crate::access::auth::Auth;
 use crate::access::secrets::{self, PasswordError};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, page_limit};
+use crate::http::{AdminState, Page, PageQuery};
 use crate::{
     access::{NewUser, User},
     repository::RepoError,
@@ -93,29 +93,6 @@ impl From<User> for UserView {
             updated_at: u.updated_at,
         }
     }
-}
-
-/// One page of users, ordered by username.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserPage {
-    /// The users on this page.
-    pub items: Vec<UserView>,
-    /// How many users there are in all.
-    pub total: u64,
-    /// The page size used.
-    pub limit: u32,
-    /// The offset used.
-    pub offset: u64,
-}
-
-/// Query of `GET /api/admin/users`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListUsersQuery {
-    /// Page size, 1 to 200; 50 when absent.
-    pub limit: Option<u32>,
-    /// Users to skip; 0 when absent.
-    pub offset: Option<u64>,
 }
 
 fn user_not_found(id: UserId) -> ApiError {
@@ -198,9 +175,9 @@ pub(crate) async fn create_user(
     get,
     path = "/users",
     tag = "users",
-    params(ListUsersQuery),
+    params(PageQuery),
     responses(
-        (status = 200, description = "One page of users", body = UserPage),
+        (status = 200, description = "One page of users, by username", body = Page<UserView>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "Not an instance admin (with `app:admin`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
@@ -209,18 +186,19 @@ pub(crate) async fn create_user(
 pub(crate) async fn list_users(
     State(state): State<AccessState>,
     auth: Auth,
-    Query(query): Query<ListUsersQuery>,
-) -> Result<axum::Json<UserPage>, ApiError> {
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<Page<UserView>>, ApiError> {
     auth.require_instance_admin()?;
-    let limit = page_limit(query.limit)?;
-    let offset = query.offset.unwrap_or(0);
-    let page = state.users.list(limit, offset).await?;
-    Ok(axum::Json(UserPage {
-        items: page.items.into_iter().map(UserView::from).collect(),
-        total: page.total,
-        limit,
-        offset,
-    }))
+    let request = query.request::<Username>()?;
+    let users = state
+        .users
+        .list(request.fetch(), request.after.as_ref())
+        .await?;
+    Ok(axum::Json(request.page(
+        users,
+        |u| u.username.clone(),
+        UserView::from,
+    )))
 }
 
 /// Read one user. Instance admins only.

@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use picloud_shared::{UserId, Username};
 
 use crate::memory::store::{Tables, UserRow};
-use crate::memory::{InMemoryStore, now, page};
+use crate::memory::{InMemoryStore, now};
 use crate::{
     access::{NewUser, User, UserRepository},
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
 };
 
 /// Users in an [`InMemoryStore`]; deleting one removes their tokens and memberships, as
@@ -93,16 +93,18 @@ impl UserRepository for InMemoryUserRepository {
             .map(|row| (row.user.clone(), row.password_hash.clone())))
     }
 
-    async fn list(&self, limit: u32, offset: u64) -> RepoResult<Page<User>> {
+    async fn list(&self, limit: u32, after: Option<&Username>) -> RepoResult<Vec<User>> {
         let mut users: Vec<User> = self
             .store
             .lock()
             .users
             .values()
             .map(|row| row.user.clone())
+            .filter(|u| after.is_none_or(|after| u.username.as_str() > after.as_str()))
             .collect();
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        Ok(page(users, limit, offset))
+        users.sort_by(|a, b| a.username.as_str().cmp(b.username.as_str()));
+        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(users)
     }
 
     async fn set_password(&self, id: UserId, password_hash: String) -> RepoResult<()> {

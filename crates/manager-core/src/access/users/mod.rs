@@ -5,7 +5,7 @@ pub(crate) mod http;
 mod memory;
 mod pg;
 
-pub use http::{CreateUserRequest, ListUsersQuery, SetPasswordRequest, UserPage, UserView};
+pub use http::{CreateUserRequest, SetPasswordRequest, UserView};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryUserRepository;
 pub use pg::PgUserRepository;
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use picloud_shared::{UserId, Username};
 
-use crate::repository::{Page, RepoResult};
+use crate::repository::RepoResult;
 
 /// A stored user (never with its password hash: see [`UserRepository::credentials`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub trait UserRepository: Send + Sync {
     async fn credentials(&self, username: &Username) -> RepoResult<Option<(User, String)>>;
 
     /// Users ordered by username.
-    async fn list(&self, limit: u32, offset: u64) -> RepoResult<Page<User>>;
+    async fn list(&self, limit: u32, after: Option<&Username>) -> RepoResult<Vec<User>>;
 
     /// Replaces the password hash; `NotFound` when there is no such user.
     async fn set_password(&self, id: UserId, password_hash: String) -> RepoResult<()>;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::db::{Violations, corrupt_row, db_error, translate};
 use crate::{
     access::{NewUser, User, UserRepository},
-    repository::{Page, RepoError, RepoResult},
+    repository::{RepoError, RepoResult},
 };
 
 /// Users stored in the `users` table.
@@ -149,27 +149,18 @@ impl UserRepository for PgUserRepository {
             .transpose()
     }
 
-    async fn list(&self, limit: u32, offset: u64) -> RepoResult<Page<User>> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
+    async fn list(&self, limit: u32, after: Option<&Username>) -> RepoResult<Vec<User>> {
         let rows: Vec<UserRow> = sqlx::query_as(
             "SELECT id, username, instance_admin, created_at, updated_at FROM users \
-             ORDER BY username COLLATE \"C\" LIMIT $1 OFFSET $2",
+             WHERE ($2::text IS NULL OR username COLLATE \"C\" > $2) \
+             ORDER BY username COLLATE \"C\" LIMIT $1",
         )
         .bind(i64::from(limit))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .bind(after.map(Username::as_str))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(Page {
-            items: rows
-                .into_iter()
-                .map(User::try_from)
-                .collect::<RepoResult<_>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        rows.into_iter().map(User::try_from).collect()
     }
 
     #[tracing::instrument(skip(self, password_hash))]
