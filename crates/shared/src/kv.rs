@@ -333,6 +333,25 @@ pub struct KvPage {
     pub next_cursor: Option<String>,
 }
 
+impl KvPage {
+    /// The page of `entries` fetched with one more than `limit` (the extra one says
+    /// whether another page follows), with the cursor of the next page.
+    pub fn from_overfetch(mut entries: Vec<KvEntry>, limit: u32) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_cursor = if more {
+            entries.last().map(|e| e.key.as_str().to_owned())
+        } else {
+            None
+        };
+        Self {
+            entries,
+            next_cursor,
+        }
+    }
+}
+
 /// A collection of an app and how many keys it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -139,7 +139,7 @@ impl KvService for InMemoryKvService {
         let bounds = options.bounds()?;
         let limit = usize::try_from(bounds.limit).unwrap_or(usize::MAX);
         let state = lock(&self.state);
-        let mut entries: Vec<KvEntry> = state
+        let entries: Vec<KvEntry> = state
             .collections
             .get(&(ctx.app_id, collection.clone()))
             .into_iter()
@@ -152,17 +152,7 @@ impl KvService for InMemoryKvService {
                 updated_at: *updated_at,
             })
             .collect();
-        let more = entries.len() > limit;
-        entries.truncate(limit);
-        let next_cursor = if more {
-            entries.last().map(|e| e.key.as_str().to_owned())
-        } else {
-            None
-        };
-        Ok(KvPage {
-            entries,
-            next_cursor,
-        })
+        Ok(KvPage::from_overfetch(entries, bounds.limit))
     }
 
     async fn collections(&self, ctx: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {

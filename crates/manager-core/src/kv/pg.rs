@@ -172,7 +172,7 @@ impl KvService for PgKvService {
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing kv entries"))?;
-        let mut entries = rows
+        let entries = rows
             .into_iter()
             .map(|(key, Json(value), updated_at)| {
                 Ok(KvEntry {
@@ -182,17 +182,7 @@ impl KvService for PgKvService {
                 })
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
-        let more = entries.len() > usize::try_from(bounds.limit).unwrap_or(usize::MAX);
-        entries.truncate(usize::try_from(bounds.limit).unwrap_or(usize::MAX));
-        let next_cursor = if more {
-            entries.last().map(|e| e.key.as_str().to_owned())
-        } else {
-            None
-        };
-        Ok(KvPage {
-            entries,
-            next_cursor,
-        })
+        Ok(KvPage::from_overfetch(entries, bounds.limit))
     }
 
     async fn collections(&self, ctx: &ServiceContext) -> Result<Vec<CollectionInfo>, ServiceError> {
