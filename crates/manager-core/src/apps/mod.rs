@@ -1,11 +1,13 @@
 //! Apps: the unit that groups scripts and their data.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 mod service;
 
+#[cfg(feature = "admin-api")]
 pub use http::{
     AppPage, AppView, AppsState, CreateAppRequest, DeleteAppQuery, ListAppsQuery,
     MAX_APP_NAME_CHARS, UpdateAppRequest,
