@@ -474,9 +474,12 @@ impl ScriptChangeObserver for LocalExecutorClient {
     }
 }
 
+#[async_trait]
 impl ScriptValidator for LocalExecutorClient {
-    fn validate(&self, source: &str) -> Result<(), CompileError> {
-        self.inner.engine.validate(source)
+    /// [`ScriptEngine`]'s validation, which does not pass the gate: saving a script is
+    /// never refused because scripts are running.
+    async fn validate(&self, source: &str) -> Result<(), CompileError> {
+        self.inner.engine.validate(source).await
     }
 
     fn ceiling(&self) -> SandboxCeiling {

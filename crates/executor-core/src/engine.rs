@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use picloud_shared::{
     CompileError, ExecutionError, ExecutionRequest, LogEntry, SandboxCeiling, SandboxLimits,
     ScriptLimits, ScriptResponse, ScriptValidator, ServiceContext,
@@ -233,18 +234,49 @@ impl ScriptEngine {
     }
 }
 
+#[async_trait]
 impl ScriptValidator for ScriptEngine {
-    fn validate(&self, source: &str) -> Result<(), CompileError> {
+    /// Compiles with the ceiling's engine on tokio's blocking pool: a source near the
+    /// manager's size limit takes tens of milliseconds to compile (about 40 in a release
+    /// build), long enough to hold up every other task of a runtime thread, while the
+    /// hand-off costs one copy of the source.
+    /// Blocking threads get the runtime's stack size, as its workers do, so the compiler
+    /// has the stack it would have had in place. Outside a tokio runtime, or when the pool
+    /// takes no more work (the runtime is shutting down), it compiles on the calling thread.
+    async fn validate(&self, source: &str) -> Result<(), CompileError> {
         let limits = self.ceiling.limits();
-        self.ceiling_engine
-            .compile(source)
-            .map(|_| ())
-            .map_err(|err| error::compile_error(&err, &limits))
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return check_compiles(&self.ceiling_engine, source, &limits);
+        };
+        let engine = Arc::clone(&self.ceiling_engine);
+        let owned = source.to_owned();
+        let compiled = runtime
+            .spawn_blocking(move || check_compiles(&engine, &owned, &limits))
+            .await;
+        match compiled {
+            Ok(result) => result,
+            // A compiler panic stays the caller's panic, as it was when compiling in place.
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_cancelled) => check_compiles(&self.ceiling_engine, source, &limits),
+            },
+        }
     }
 
     fn ceiling(&self) -> SandboxCeiling {
         self.ceiling
     }
+}
+
+fn check_compiles(
+    engine: &Engine,
+    source: &str,
+    limits: &SandboxLimits,
+) -> Result<(), CompileError> {
+    engine
+        .compile(source)
+        .map(|_| ())
+        .map_err(|err| error::compile_error(&err, limits))
 }
 
 /// What one run produced: its outcome and its captured logs (kept even on failure).

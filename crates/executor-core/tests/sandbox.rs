@@ -8,19 +8,24 @@ use std::time::{Duration, Instant};
 use common::*;
 use picloud_shared::{CompileError, ExecutionError, SandboxCeiling, ScriptLimits, ScriptValidator};
 
-#[test]
-fn valid_source_validates() {
+#[tokio::test]
+async fn valid_source_validates() {
     let client = client();
     assert_eq!(
-        client.validate("let x = 1;\nfn double(n) { n * 2 }\ndouble(x)"),
+        client
+            .validate("let x = 1;\nfn double(n) { n * 2 }\ndouble(x)")
+            .await,
         Ok(())
     );
     assert_eq!(client.ceiling(), SandboxCeiling::default());
 }
 
-#[test]
-fn syntax_errors_report_their_position() {
-    let err = client().validate("let x = 1;\nlet y = ;").unwrap_err();
+#[tokio::test]
+async fn syntax_errors_report_their_position() {
+    let err = client()
+        .validate("let x = 1;\nlet y = ;")
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         CompileError {
@@ -32,15 +37,15 @@ fn syntax_errors_report_their_position() {
     assert_eq!(err.to_string(), "Unexpected ';' (line 2, column 9)");
 }
 
-#[test]
-fn print_debug_and_eval_do_not_compile() {
+#[tokio::test]
+async fn print_debug_and_eval_do_not_compile() {
     let client = client();
     for (source, keyword) in [
         (r#"print("hi")"#, "print"),
         ("debug(1)", "debug"),
         (r#"eval("40 + 2")"#, "eval"),
     ] {
-        let err = client.validate(source).unwrap_err();
+        let err = client.validate(source).await.unwrap_err();
         assert!(
             err.message.contains(keyword) && err.message.contains("disabled"),
             "{source}: {err}"
@@ -62,7 +67,10 @@ async fn disabled_keywords_cannot_be_reached_through_function_pointers() {
 #[tokio::test]
 async fn import_is_blocked() {
     let client = client();
-    let err = client.validate(r#"import "x" as y; y::f()"#).unwrap_err();
+    let err = client
+        .validate(r#"import "x" as y; y::f()"#)
+        .await
+        .unwrap_err();
     assert!(err.message.contains("import"), "{err}");
     assert_eq!((err.line, err.column), (1, 1));
 
@@ -73,7 +81,7 @@ async fn import_is_blocked() {
 
 #[tokio::test]
 async fn log_debug_does_not_exist() {
-    let err = client().validate(r#"log::debug("x")"#).unwrap_err();
+    let err = client().validate(r#"log::debug("x")"#).await.unwrap_err();
     assert!(err.message.contains("debug"), "{err}");
 }
 
@@ -141,7 +149,7 @@ async fn expression_depth_is_checked_at_compile_time() {
     let client = client();
     let nested = |depth: usize| format!("{}1{}", "(".repeat(depth), ")".repeat(depth));
 
-    let err = client.validate(&nested(100)).unwrap_err();
+    let err = client.validate(&nested(100)).await.unwrap_err();
     assert_eq!(
         err.message,
         "expression nesting exceeds the limit of 64 levels (max_expr_depth)"
@@ -149,7 +157,7 @@ async fn expression_depth_is_checked_at_compile_time() {
     assert_eq!(err.line, 1);
 
     // Within the ceiling, but deeper than the script's own limit: refused when it runs.
-    assert_eq!(client.validate(&nested(10)), Ok(()));
+    assert_eq!(client.validate(&nested(10)).await, Ok(()));
     let limits = ScriptLimits {
         max_expr_depth: Some(5),
         ..ScriptLimits::default()

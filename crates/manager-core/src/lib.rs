@@ -2,7 +2,9 @@
 //! (`access`, `apps`, `scripts`, `executions`, `kv`, `triggers`, `outbox`,
 //! `dead_letters`), each holding its types and repository trait, its PostgreSQL and
 //! in-memory (`testsuite` feature) implementations and its admin routes; `http` composes
-//! the routes into the admin REST API mounted at `/api/admin`.
+//! the routes into the admin REST API mounted at `/api/admin`. The routes, the auth guard
+//! and everything else HTTP sit behind the `admin-api` feature (on by default), so a node
+//! that only needs the PostgreSQL implementations links no axum or utoipa.
 //!
 //! Nothing here reads the process environment or opens a pool: the binaries do that and
 //! hand in what this crate needs.
@@ -13,6 +15,7 @@ pub mod config;
 mod db;
 pub mod dead_letters;
 pub mod executions;
+#[cfg(feature = "admin-api")]
 pub mod http;
 pub mod kv;
 #[cfg(feature = "testsuite")]
@@ -33,6 +36,7 @@ pub use executions::{
     BatchingExecutionRecorder, ExecutionCursor, ExecutionLogRepository, RecorderHandle,
     RecorderOptions,
 };
+#[cfg(feature = "admin-api")]
 pub use http::{AdminDeps, AdminState, router, router_with_body_limit};
 pub use outbox::{OutboxSignal, PgOutboxWaker};
 pub use repository::{RepoError, RepoResult};

@@ -19,12 +19,12 @@ use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, Credential, OutboxStore, OutboxWaker, Scope,
     TriggerKind,
 };
+use picloud_testkit::PHC;
 use picloud_testkit::outbox::{OutboxFixture, RowState};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 const LEASE: Duration = Duration::from_secs(60);
 
 struct Fixture {

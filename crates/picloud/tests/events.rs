@@ -31,13 +31,12 @@ use picloud_shared::{
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutorClient,
     OutboxStore, ScriptResponse,
 };
+use picloud_testkit::PHC;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{TestServer, fresh_database_url, spawn_app, spawn_app_with};
 use uuid::Uuid;
-
-const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
 /// Polls `check` until it yields a value, failing after `limit`. Polling is fine here: it
 /// is the test watching the database, not the code under test.

@@ -24,10 +24,12 @@ pub struct CompileError {
 }
 
 /// Checks that a script compiles, without the caller linking the engine: the manager holds
-/// one of these, implemented by the executor.
+/// one of these, implemented by the executor. Validation is async because in cluster mode
+/// it is a call to a remote executor, which must not hold a runtime thread while it waits.
+#[async_trait]
 pub trait ScriptValidator: Send + Sync {
     /// Compiles `source` and reports the first error with its position.
-    fn validate(&self, source: &str) -> Result<(), CompileError>;
+    async fn validate(&self, source: &str) -> Result<(), CompileError>;
 
     /// The instance ceiling per-script limits are checked against.
     fn ceiling(&self) -> SandboxCeiling;

@@ -4,6 +4,9 @@
 //! - [`outbox`]: the contract every [`OutboxStore`](picloud_shared::OutboxStore) must
 //!   meet, run on each implementation with [`outbox_store_contract!`], and an in-memory
 //!   store on tokio's clock for tests of the dispatcher.
+//! - [`backend_suite!`]: a trait's suite, written once, as one test per function on the
+//!   in-memory backend and one on PostgreSQL.
+//! - [`PHC`]: a password hash for tests that store users.
 //!
 //! It depends on `picloud-shared` only: any crate may use it as a dev-dependency, and
 //! nothing here reaches a production build. (The manager's in-memory repositories stay
@@ -15,3 +18,8 @@
 )]
 
 pub mod outbox;
+mod suite;
+
+/// A syntactically valid argon2id PHC string, for tests that store a user: stores keep
+/// whatever hash they are given, and hashing for real is slow (and tested where it is done).
+pub const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";

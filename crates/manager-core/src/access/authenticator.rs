@@ -167,6 +167,7 @@ mod tests {
 
     use chrono::{DateTime, Duration as TimeDelta};
     use picloud_shared::{AppId, AppRole, Capability, UserId, Username};
+    use picloud_testkit::PHC;
 
     use super::*;
     use crate::access::secrets::{GeneratedToken, generate_token};
@@ -235,9 +236,6 @@ mod tests {
         user: UserId,
         app: AppId,
     }
-
-    // A syntactically valid PHC string: these tests never check a password.
-    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
     async fn fixture(failing: bool) -> Fixture {
         let repos = InMemoryRepositories::new();

@@ -2,6 +2,7 @@
 //! authenticator that turns a bearer token into a principal, password and token hashing,
 //! the first start's instance admin, the login limiter, and the admin routes of all of them.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod auth;
 pub mod authenticator;
 pub mod bootstrap;
@@ -11,6 +12,7 @@ pub mod secrets;
 pub mod tokens;
 pub mod users;
 
+#[cfg(feature = "admin-api")]
 pub use auth::{AppRoleView, LoginRequest, LoginResponse, MeView, SessionUser};
 pub use authenticator::TokenAuthenticator;
 pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};

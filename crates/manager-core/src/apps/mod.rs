@@ -1,11 +1,13 @@
 //! Apps: the unit that groups scripts and their data.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 mod service;
 
+#[cfg(feature = "admin-api")]
 pub use http::{
     AppView, AppsState, CreateAppRequest, DeleteAppQuery, MAX_APP_NAME_CHARS, UpdateAppRequest,
 };

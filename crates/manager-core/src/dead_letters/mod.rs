@@ -2,11 +2,13 @@
 //! limit), kept for an operator to replay or ignore, or for a `dead_letter` trigger to
 //! handle.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{DeadLetterCount, DeadLetterView, DeadLettersState, ListDeadLettersQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::{
@@ -26,7 +28,8 @@ use crate::repository::{RepoError, RepoResult};
 
 /// How a dead letter was resolved. Unresolved dead letters (no resolution) are what the
 /// dashboard badge counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Resolution {
     /// An operator re-enqueued the event for its trigger.

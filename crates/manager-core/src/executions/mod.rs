@@ -1,12 +1,14 @@
 //! The execution log: one record per run, written in batches, read newest first, pruned by
 //! age.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 pub mod recorder;
 
+#[cfg(feature = "admin-api")]
 pub use http::ExecutionsState;
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryExecutionLogRepository;

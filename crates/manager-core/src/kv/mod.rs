@@ -2,11 +2,13 @@
 //! `kv_entries` table, events written in the same transaction), the in-memory one for
 //! tests, and the admin KV browser.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{CollectionList, KvState, ListKvQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryKvService;

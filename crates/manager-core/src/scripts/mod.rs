@@ -1,5 +1,6 @@
 //! Scripts: the stored source, limits and version of each script.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
@@ -7,6 +8,7 @@ mod pg;
 pub mod resolver;
 mod service;
 
+#[cfg(feature = "admin-api")]
 pub use http::{
     CreateScriptRequest, ListScriptsQuery, ScriptSummaryView, ScriptView, ScriptsState,
     UpdateScriptRequest,

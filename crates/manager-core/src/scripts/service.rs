@@ -119,7 +119,7 @@ impl ScriptService {
         &self.observers
     }
 
-    fn check_source(&self, source: &str) -> Result<(), ScriptChangeError> {
+    async fn check_source(&self, source: &str) -> Result<(), ScriptChangeError> {
         if source.len() > MAX_SOURCE_BYTES {
             return Err(ScriptChangeError::SourceTooLarge {
                 len: source.len(),
@@ -128,6 +128,7 @@ impl ScriptService {
         }
         self.validator
             .validate(source)
+            .await
             .map_err(ScriptChangeError::Compile)
     }
 
@@ -142,7 +143,7 @@ impl ScriptService {
     /// even its first call needs no lookup.
     pub async fn create(&self, new: NewScript) -> Result<Script, ScriptChangeError> {
         self.check_limits(&new.limits)?;
-        self.check_source(&new.source)?;
+        self.check_source(&new.source).await?;
         let created = self.repo.create(new).await?;
         self.observers.script_saved(&created);
         Ok(created)
@@ -158,7 +159,7 @@ impl ScriptService {
             self.check_limits(limits)?;
         }
         if let Some(source) = &update.source {
-            self.check_source(source)?;
+            self.check_source(source).await?;
         }
         let updated = self.repo.update(id, update).await?;
         self.observers.script_changed(id);

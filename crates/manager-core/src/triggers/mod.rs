@@ -2,12 +2,14 @@
 //! target script, enabled, who registered it, retry policy) and one details row in the
 //! kind's own table.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 pub mod kinds;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{
     CreateTriggerRequest, ListTriggersQuery, RetryRequest, TriggerView, TriggersState,
     UpdateTriggerRequest,

@@ -86,8 +86,9 @@ static USER_PASSWORD_HASH: LazyLock<String> =
 #[derive(Debug)]
 struct StubValidator;
 
+#[async_trait::async_trait]
 impl ScriptValidator for StubValidator {
-    fn validate(&self, source: &str) -> Result<(), CompileError> {
+    async fn validate(&self, source: &str) -> Result<(), CompileError> {
         let Some(at) = source.find("@@") else {
             return Ok(());
         };

@@ -38,11 +38,9 @@ use picloud_shared::{
     AppId, AppSlug, CollectionGlob, DeadLetterId, KvOp, RetryPolicy, Script, ScriptLimits,
     ScriptName, TriggerId, TriggerKind, UserId, Username,
 };
+use picloud_testkit::PHC;
 use serde_json::Value;
 use sqlx::PgPool;
-
-/// A syntactically valid argon2id PHC string; the repositories store whatever they get.
-const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
 /// The repositories under test, and what a test needs around them.
 pub struct Repos {
@@ -252,31 +250,9 @@ pub fn ids(triggers: &[Trigger]) -> Vec<TriggerId> {
     triggers.iter().map(|t| t.id).collect()
 }
 
-/// Generates, for each suite function, one test on the in-memory repositories and one on
-/// PostgreSQL.
-macro_rules! suite {
-    ($($module:ident :: $test:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::$module::$test(crate::Repos::in_memory()).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-                async fn $test(pool: sqlx::PgPool) {
-                    crate::$module::$test(crate::Repos::postgres(pool)).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+picloud_testkit::backend_suite!(
+    memory: Repos::in_memory(),
+    postgres(migrator = "picloud_manager_core::MIGRATOR"): |pool| Repos::postgres(pool);
     triggers::a_kv_trigger_reads_back_as_created,
     triggers::a_dead_letter_trigger_reads_back_with_its_source_kinds,
     triggers::a_script_of_another_app_or_none_is_not_found_and_nothing_is_stored,

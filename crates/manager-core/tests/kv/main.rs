@@ -121,39 +121,17 @@ pub fn key(raw: &str) -> KvKey {
     KvKey::parse(raw).unwrap()
 }
 
-/// Generates, for each suite function, one test on the in-memory service and one on
-/// PostgreSQL.
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::suite::$test(crate::Kv::in_memory()).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-                async fn $test(pool: sqlx::PgPool) {
-                    crate::suite::$test(crate::Kv::postgres(pool)).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
-    a_set_value_reads_back_and_a_set_replaces_it,
-    delete_says_whether_the_key_existed_and_only_a_real_delete_emits,
-    lists_are_in_byte_order_filtered_by_prefix_and_paged,
-    a_page_that_ends_the_collection_has_no_cursor,
-    collections_are_counted_per_app,
-    values_up_to_64_kib_are_accepted_and_one_byte_more_is_refused,
-    values_that_cannot_be_stored_and_bad_list_options_are_refused,
-    one_apps_context_never_reaches_another_apps_entries,
-    a_principal_needs_the_role_and_scope_for_each_call,
-    events_carry_the_runs_depth_plus_one_and_its_id,
+picloud_testkit::backend_suite!(
+    memory: Kv::in_memory(),
+    postgres(migrator = "picloud_manager_core::MIGRATOR"): |pool| Kv::postgres(pool);
+    suite::a_set_value_reads_back_and_a_set_replaces_it,
+    suite::delete_says_whether_the_key_existed_and_only_a_real_delete_emits,
+    suite::lists_are_in_byte_order_filtered_by_prefix_and_paged,
+    suite::a_page_that_ends_the_collection_has_no_cursor,
+    suite::collections_are_counted_per_app,
+    suite::values_up_to_64_kib_are_accepted_and_one_byte_more_is_refused,
+    suite::values_that_cannot_be_stored_and_bad_list_options_are_refused,
+    suite::one_apps_context_never_reaches_another_apps_entries,
+    suite::a_principal_needs_the_role_and_scope_for_each_call,
+    suite::events_carry_the_runs_depth_plus_one_and_its_id,
 );

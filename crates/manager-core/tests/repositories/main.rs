@@ -31,6 +31,7 @@ use picloud_manager_core::{
 };
 use picloud_manager_core::{apps::InMemoryAppRepository, memory::InMemoryRepositories};
 use picloud_shared::{AppId, AppSlug, Username};
+pub use picloud_testkit::PHC;
 use sqlx::PgPool;
 
 /// The repositories under test, plus a way to add apps directly.
@@ -43,10 +44,6 @@ pub struct Repos {
     pub memberships: Arc<dyn MembershipRepository>,
     backend: Backend,
 }
-
-/// A syntactically valid argon2id PHC string. The repositories store whatever hash they
-/// are given; real hashing is slow and tested in `secrets`.
-pub const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
 impl std::fmt::Debug for Repos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,31 +124,9 @@ impl Repos {
     }
 }
 
-/// Generates, for each suite function, one test on the in-memory repositories and one on
-/// PostgreSQL.
-macro_rules! suite {
-    ($($module:ident :: $test:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    crate::$module::$test(crate::Repos::in_memory()).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
-                async fn $test(pool: sqlx::PgPool) {
-                    crate::$module::$test(crate::Repos::postgres(pool)).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+picloud_testkit::backend_suite!(
+    memory: Repos::in_memory(),
+    postgres(migrator = "picloud_manager_core::MIGRATOR"): |pool| Repos::postgres(pool);
     apps::the_default_app_exists_under_its_well_known_id,
     apps::apps_are_found_by_id_and_slug,
     apps::creating_with_an_owner_makes_them_its_owner,

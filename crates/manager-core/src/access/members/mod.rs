@@ -1,10 +1,12 @@
 //! Who belongs to which app, in which role.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{MemberView, SetMemberRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryMembershipRepository;

@@ -1,10 +1,12 @@
 //! API tokens and login sessions: both are bearer tokens, stored only as a SHA-256 hash.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{
     CreateTokenRequest, CreatedTokenView, MAX_TOKEN_DAYS, MAX_TOKEN_NAME_CHARS, TokenView,
 };

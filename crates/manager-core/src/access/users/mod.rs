@@ -1,10 +1,12 @@
 //! People who log in.
 
+#[cfg(feature = "admin-api")]
 pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
 
+#[cfg(feature = "admin-api")]
 pub use http::{CreateUserRequest, SetPasswordRequest, UserView};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryUserRepository;

@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{InvalidDetails, Kind, Target};
@@ -16,8 +15,8 @@ use crate::repository::RepoResult;
 /// once, in [`TriggerKind::ALL`] order, and only kinds whose dead letters fan out (a
 /// dead-letter handler's own failures are never handed to another handler, so handlers
 /// cannot loop).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(value_type = Vec<TriggerKind>)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema), schema(value_type = Vec<TriggerKind>))]
 pub struct SourceKinds(Vec<TriggerKind>);
 
 impl SourceKinds {
@@ -57,14 +56,16 @@ impl SourceKinds {
 }
 
 /// What a `dead_letter` trigger watches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 pub struct DeadLetterDetails {
     /// Dead letters of triggers of these kinds.
     pub source_kinds: SourceKinds,
 }
 
 /// The details of a `dead_letter` trigger as a client sends them.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterDetailsRequest {
     /// Dead letters of which trigger kinds it handles; `["kv"]` when absent.

@@ -7,7 +7,6 @@ use picloud_shared::{
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{InvalidDetails, Kind, Target};
@@ -16,8 +15,8 @@ use crate::repository::RepoResult;
 
 /// The operations a `kv` trigger watches: never empty, each once, in the order set,
 /// delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(value_type = Vec<KvOp>)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema), schema(value_type = Vec<KvOp>))]
 pub struct KvOps(Vec<KvOp>);
 
 impl KvOps {
@@ -47,7 +46,8 @@ impl KvOps {
 }
 
 /// What a `kv` trigger watches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 pub struct KvDetails {
     /// Which collections: `*` (all), a prefix followed by `*` (`orders:*`), or an exact
     /// collection name.
@@ -57,7 +57,8 @@ pub struct KvDetails {
 }
 
 /// The details of a `kv` trigger as a client sends them.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KvDetailsRequest {
     /// Which collections: `*` (all), a prefix followed by `*` (`orders:*`), or an exact

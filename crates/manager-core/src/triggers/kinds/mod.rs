@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use dead_letter::{DeadLetterDetails, DeadLetterDetailsRequest, SourceKinds};
@@ -79,7 +78,8 @@ pub(crate) trait Kind {
 }
 
 /// What a trigger of each kind watches, tagged by `kind` in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TriggerDetails {
     /// KV changes in the collections a glob matches.
@@ -89,7 +89,8 @@ pub enum TriggerDetails {
 }
 
 /// What a client sends for a trigger's details, tagged by `kind` in JSON.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TriggerDetailsRequest {
     /// A `kv` trigger.
