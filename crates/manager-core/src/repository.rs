@@ -38,8 +38,15 @@ impl RepoError {
     pub fn into_service_error(self, doing: &str) -> picloud_shared::ServiceError {
         use picloud_shared::ServiceError;
         match self {
-            Self::NotFound { .. } | Self::Invalid(_) | Self::Conflict { .. } => {
+            Self::NotFound { .. } | Self::Conflict { .. } => {
                 ServiceError::InvalidArgument(self.to_string())
+            }
+            // The services check every argument first: a value the store still refuses
+            // (a CHECK constraint) is a fault here, not the caller's, and its name stays
+            // in the log.
+            Self::Invalid(_) => {
+                tracing::error!(error = %crate::error_chain(&self), "{doing}: the store refused a value that passed validation");
+                ServiceError::Internal(doing.to_owned())
             }
             Self::Unavailable(_) => {
                 tracing::warn!(error = %crate::error_chain(&self), "{doing}: database unavailable");

@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Self::Execution(ExecutionError::Overloaded { retry_after }) = &self {
-            let secs = retry_after.as_secs().max(1);
+            let secs = picloud_shared::retry_after_seconds(*retry_after);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -76,6 +76,9 @@ pub enum ErrorCode {
     InvalidOps,
     /// 422: a `dead_letter` trigger's source kinds cannot be used.
     InvalidSourceKinds,
+    /// 422: a trigger's details that its kind refuses (the message names the field); what
+    /// a new trigger kind answers without needing a code of its own.
+    InvalidDetails,
     /// 422: a service call's argument cannot be used.
     InvalidArgument,
     /// 422: the script failed (`line`/`column` say where, when known).
@@ -134,6 +137,7 @@ impl ErrorCode {
             Self::InvalidGlob => "invalid_glob",
             Self::InvalidOps => "invalid_ops",
             Self::InvalidSourceKinds => "invalid_source_kinds",
+            Self::InvalidDetails => "invalid_details",
             Self::InvalidArgument => "invalid_argument",
             Self::ScriptError => "script_error",
             Self::TooManyAttempts => "too_many_attempts",
@@ -180,6 +184,7 @@ impl ErrorCode {
             | Self::InvalidGlob
             | Self::InvalidOps
             | Self::InvalidSourceKinds
+            | Self::InvalidDetails
             | Self::InvalidArgument
             | Self::ScriptError => 422,
             Self::TooManyAttempts => 429,
@@ -196,6 +201,13 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The `Retry-After` of an answer that asks the client to wait `wait`: whole seconds,
+/// rounded up (a client told to retry sooner would find the same answer), at least 1.
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// `{"error": {"code": "snake_case_code", "message": "…"}}`, with `line` and `column` for
@@ -252,6 +264,15 @@ impl ErrorEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2001)), 3);
+    }
 
     #[test]
     fn codes_serialise_as_their_names_and_positions_only_when_known() {

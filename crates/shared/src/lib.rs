@@ -25,7 +25,7 @@ pub use access::{
     AccessDenied, AppRole, AuthError, Authenticator, Capability, Credential, CredentialKind,
     Principal, Scope, UnknownScope, bearer_token, role_satisfies,
 };
-pub use envelope::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use envelope::{ErrorBody, ErrorCode, ErrorEnvelope, retry_after_seconds};
 pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transaction, UnitOfWork};
 pub use execution::{
     ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,

@@ -252,6 +252,23 @@ impl RetryPolicy {
         Ok(())
     }
 
+    /// This policy with the fields given replaced, checked: how a trigger's own retry
+    /// settings combine with the instance defaults, wherever a trigger is made or changed.
+    pub fn overridden(
+        &self,
+        max_attempts: Option<u32>,
+        base_delay_ms: Option<u64>,
+        max_delay_ms: Option<u64>,
+    ) -> Result<Self, RetryPolicyError> {
+        let policy = Self {
+            max_attempts: max_attempts.unwrap_or(self.max_attempts),
+            base_delay_ms: base_delay_ms.unwrap_or(self.base_delay_ms),
+            max_delay_ms: max_delay_ms.unwrap_or(self.max_delay_ms),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
     /// The delay after failed attempt `attempt` (1-based), before jitter:
     /// `min(max_delay, base_delay · 2^(attempt-1))`.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -433,6 +450,29 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_triggers_own_retry_settings_override_the_defaults_and_are_checked() {
+        let defaults = RetryPolicy::default();
+        assert_eq!(defaults.overridden(None, None, None), Ok(defaults));
+        let own = defaults.overridden(Some(2), Some(10), None).unwrap();
+        assert_eq!(
+            own,
+            RetryPolicy {
+                max_attempts: 2,
+                base_delay_ms: 10,
+                max_delay_ms: defaults.max_delay_ms,
+            }
+        );
+        assert_eq!(
+            defaults.overridden(Some(0), None, None),
+            Err(RetryPolicyError::Attempts(0))
+        );
+        assert!(matches!(
+            defaults.overridden(None, Some(5000), Some(10)),
+            Err(RetryPolicyError::MaxBelowBase { .. })
+        ));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

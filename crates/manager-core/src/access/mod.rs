@@ -36,8 +36,8 @@ pub struct AccessState {
     pub users: Arc<dyn UserRepository>,
     /// Login sessions and API tokens.
     pub tokens: Arc<dyn TokenRepository>,
-    /// Who belongs to which app.
-    pub memberships: Arc<dyn MembershipRepository>,
+    /// Who belongs to which app, changed by its rule.
+    pub memberships: MembershipService,
     /// Apps, to find the one a membership or token names.
     pub apps: Arc<dyn AppRepository>,
     /// Turns the bearer token of every protected request into its principal.

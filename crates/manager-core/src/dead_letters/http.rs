@@ -57,10 +57,12 @@ pub struct DeadLetterView {
     pub app_id: AppId,
     /// The trigger whose delivery failed; absent for an event refused at the trigger depth
     /// limit, or once the trigger is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_id: Option<TriggerId>,
     /// That trigger's kind.
     pub trigger_kind: TriggerKind,
     /// The script that failed, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script_id: Option<ScriptId>,
     /// The event, as the script saw it in `ctx.event`.
     pub event: Value,
@@ -73,8 +75,10 @@ pub struct DeadLetterView {
     /// When it became a dead letter.
     pub failed_at: DateTime<Utc>,
     /// How it was resolved; absent while unresolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
     /// When it was resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 

@@ -74,8 +74,7 @@ impl ApiError {
 
     /// 429 `too_many_attempts` with `Retry-After` in whole seconds (at least 1).
     pub(crate) fn too_many_attempts(retry_after: Duration) -> Self {
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        let secs = secs.max(1);
+        let secs = picloud_shared::retry_after_seconds(retry_after);
         Self::new(
             ErrorCode::TooManyAttempts,
             format!("too many failed logins, try again in {secs} s"),

@@ -26,8 +26,8 @@ use picloud_shared::{Authenticator, RetryPolicy, ScriptValidator, ServiceSet};
 
 use self::error::ApiError;
 use crate::access::{
-    AccessState, LoginRateLimiter, MembershipRepository, TokenRepository, UserRepository, auth,
-    members, tokens, users,
+    AccessState, LoginRateLimiter, MembershipRepository, MembershipService, TokenRepository,
+    UserRepository, auth, members, tokens, users,
 };
 use crate::apps::{self, AppRepository, AppService, AppsState};
 use crate::config::ManagerConfig;
@@ -123,7 +123,7 @@ impl AdminState {
             access: AccessState {
                 users,
                 tokens,
-                memberships,
+                memberships: MembershipService::new(memberships),
                 apps: apps.clone(),
                 authenticator,
                 login_limiter,

@@ -14,9 +14,9 @@ use picloud_shared::{
     AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvEntry, KvKey,
     KvListOptions, KvService, ServiceContext,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,13 +47,6 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(list_collections))
         .routes(routes!(list_entries))
         .routes(routes!(get_entry, put_entry, delete_entry))
-}
-
-/// An app's KV collections, by name.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CollectionList {
-    /// The collections that hold at least one key.
-    pub items: Vec<CollectionInfo>,
 }
 
 /// Query of `GET /api/admin/apps/{id}/kv/{collection}`.
@@ -143,7 +136,7 @@ fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
     tag = "kv",
     params(("id" = String, Path, format = Uuid, description = "App id")),
     responses(
-        (status = 200, description = "The collections, by name", body = CollectionList),
+        (status = 200, description = "The collections that hold at least one key, by name, all on one page", body = Page<CollectionInfo>),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `data:read`", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -154,10 +147,13 @@ pub(crate) async fn list_collections(
     State(state): State<KvState>,
     auth: Auth,
     PathId(id): PathId<AppId>,
-) -> Result<axum::Json<CollectionList>, ApiError> {
+) -> Result<axum::Json<Page<CollectionInfo>>, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let items = state.kv.collections(&admin_context(id, &auth)).await?;
-    Ok(axum::Json(CollectionList { items }))
+    Ok(axum::Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// List a collection's entries in key order (bytewise), a page at a time.

@@ -9,7 +9,7 @@ mod memory;
 mod pg;
 
 #[cfg(feature = "admin-api")]
-pub use http::{CollectionList, KvState, ListKvQuery};
+pub use http::{KvState, ListKvQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryKvService;
 pub use pg::PgKvService;

@@ -111,7 +111,7 @@ pub struct UpdateTriggerRequest {
     /// deliveries already in the outbox still run).
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// A new retry policy; absent fields take the instance defaults.
+    /// Changes to the retry policy; absent fields keep their current values.
     #[serde(default)]
     pub retry: Option<RetryRequest>,
     /// New details, of the trigger's own kind.
@@ -238,22 +238,16 @@ async fn target_script(
     })
 }
 
-/// The retry policy of a create request over the instance defaults.
-fn retry_policy(
-    state: &TriggersState,
-    request: Option<RetryRequest>,
-) -> Result<RetryPolicy, ApiError> {
-    let defaults = state.trigger_defaults;
+/// `request`'s retry settings over `base`: the instance defaults for a new trigger, the
+/// trigger's own policy for a change (a field left out keeps what it was).
+fn retry_policy(base: RetryPolicy, request: Option<RetryRequest>) -> Result<RetryPolicy, ApiError> {
     let request = request.unwrap_or_default();
-    let policy = RetryPolicy {
-        max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
-        base_delay_ms: request.base_delay_ms.unwrap_or(defaults.base_delay_ms),
-        max_delay_ms: request.max_delay_ms.unwrap_or(defaults.max_delay_ms),
-    };
-    policy
-        .validate()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRetry, e.to_string()))?;
-    Ok(policy)
+    base.overridden(
+        request.max_attempts,
+        request.base_delay_ms,
+        request.max_delay_ms,
+    )
+    .map_err(|e| ApiError::new(ErrorCode::InvalidRetry, e.to_string()))
 }
 
 /// Stores a validated trigger and answers 201 with its location.
@@ -303,7 +297,7 @@ fn invalid_details(err: InvalidDetails) -> ApiError {
         (status = 404, description = "No such app, or no such script in it (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 413, description = "Request body too large", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid body, app slug (`invalid_name`), details (`invalid_glob`, `invalid_ops`, `invalid_source_kinds`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
+        (status = 422, description = "Invalid body (`invalid_body`: also both or neither of `script_id` and `script_name`), script name (`invalid_name`), details (`invalid_glob`, `invalid_ops`, `invalid_source_kinds`, `invalid_details`) or retry policy (`invalid_retry`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -315,7 +309,7 @@ pub(crate) async fn create_trigger(
     // Permission first: a caller who may not manage triggers here learns nothing more.
     let app = target_app(&state, &auth, body.app_id).await?;
     let details = body.details.validate().map_err(invalid_details)?;
-    let retry = retry_policy(&state, body.retry)?;
+    let retry = retry_policy(state.trigger_defaults, body.retry)?;
     let script = target_script(&state, &app, body.script_id, body.script_name.as_deref()).await?;
     let new = NewTrigger {
         app_id: app.id,
@@ -338,7 +332,7 @@ pub(crate) async fn create_trigger(
         (status = 200, description = "One page of triggers, oldest first", body = Page<TriggerView>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `triggers:manage`", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -446,7 +440,7 @@ pub(crate) async fn update_trigger(
     };
     let retry = body
         .retry
-        .map(|retry| retry_policy(&state, Some(retry)))
+        .map(|retry| retry_policy(trigger.retry, Some(retry)))
         .transpose()?;
     let update = TriggerUpdate {
         enabled: body.enabled,

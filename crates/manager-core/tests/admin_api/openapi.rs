@@ -101,7 +101,7 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "CreatedTokenView",
         "Scope",
         "AppRole",
-        "CollectionList",
+        "Page_CollectionInfo",
         "CreateTriggerRequest",
         "UpdateTriggerRequest",
         "TriggerDetails",

@@ -401,6 +401,19 @@ async fn triggers_are_changed_with_patch_and_deleted(pool: PgPool) {
         changed.body["details"],
         json!({ "kind": "kv", "collection": "orders:*", "ops": ["delete"] })
     );
+    // A retry change keeps the trigger's own settings it does not name.
+    let changed = app
+        .json(
+            Method::PATCH,
+            &uri,
+            &json!({ "retry": { "base_delay_ms": 20 } }),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(
+        changed.body["retry"],
+        json!({ "max_attempts": 9, "base_delay_ms": 20, "max_delay_ms": 300000 })
+    );
     assert_eq!(app.get(&uri).await.body, changed.body);
 
     // Refused changes name the problem and change nothing.

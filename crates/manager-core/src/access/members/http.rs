@@ -10,11 +10,13 @@ use utoipa_axum::routes;
 
 use crate::access::AccessState;
 use crate::access::auth::Auth;
+use crate::access::{Member, MembershipChangeError};
+use crate::apps::App;
 use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, PathIds};
 use crate::http::{AdminState, Page};
-use crate::{access::Member, apps::App, repository::RepoError};
+use crate::repository::RepoError;
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -51,21 +53,21 @@ impl From<Member> for MemberView {
     }
 }
 
-/// 409 `last_owner` when the change would leave the app without an owner: only an
-/// instance admin could manage it then.
-fn keep_an_owner(app: &App, members: &[Member], user: UserId) -> Result<(), ApiError> {
-    let is_owner = |m: &Member| m.role == AppRole::Owner;
-    let target_is_owner = members.iter().any(|m| m.user_id == user && is_owner(m));
-    if target_is_owner && members.iter().filter(|m| is_owner(m)).count() == 1 {
-        return Err(ApiError::new(
+/// The answer to a refused membership change, naming the app.
+fn change_refused(err: MembershipChangeError, app: &App) -> ApiError {
+    match err {
+        MembershipChangeError::LastOwner(user) => ApiError::new(
             ErrorCode::LastOwner,
             format!(
                 "user {user} is the only owner of app '{}'; make someone else owner first",
                 app.slug
             ),
-        ));
+        ),
+        MembershipChangeError::NotMember(user) => {
+            ApiError::not_found(format!("user {user} is not a member of app '{}'", app.slug))
+        }
+        MembershipChangeError::Store(err) => err.into(),
     }
-    Ok(())
 }
 
 /// List an app's members.
@@ -88,7 +90,7 @@ pub(crate) async fn list_members(
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<Page<MemberView>>, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
-    let members = state.memberships.members(id).await?;
+    let members = state.memberships.repo().members(id).await?;
     Ok(axum::Json(Page {
         items: members.into_iter().map(MemberView::from).collect(),
         next_cursor: None,
@@ -125,17 +127,13 @@ pub(crate) async fn set_member(
     let app = authorized_app(state.apps.as_ref(), &auth, id, Capability::AppAdmin).await?;
     let user_not_found = || ApiError::not_found(format!("user {user_id} not found"));
     let user = state.users.get(user_id).await?.ok_or_else(user_not_found)?;
-    if body.role != AppRole::Owner {
-        let members = state.memberships.members(id).await?;
-        keep_an_owner(&app, &members, user_id)?;
-    }
     state
         .memberships
         .set_role(id, user_id, body.role)
         .await
         .map_err(|err| match err {
-            RepoError::NotFound { .. } => user_not_found(),
-            other => other.into(),
+            MembershipChangeError::Store(RepoError::NotFound { .. }) => user_not_found(),
+            other => change_refused(other, &app),
         })?;
     tracing::info!(
         app_id = %id,
@@ -175,25 +173,11 @@ pub(crate) async fn remove_member(
     PathIds(id, user_id): PathIds<AppId, UserId>,
 ) -> Result<StatusCode, ApiError> {
     let app = authorized_app(state.apps.as_ref(), &auth, id, Capability::AppAdmin).await?;
-    let members = state.memberships.members(id).await?;
-    let not_member = || {
-        ApiError::not_found(format!(
-            "user {user_id} is not a member of app '{}'",
-            app.slug
-        ))
-    };
-    if !members.iter().any(|m| m.user_id == user_id) {
-        return Err(not_member());
-    }
-    keep_an_owner(&app, &members, user_id)?;
     state
         .memberships
         .remove(id, user_id)
         .await
-        .map_err(|err| match err {
-            RepoError::NotFound { .. } => not_member(),
-            other => other.into(),
-        })?;
+        .map_err(|err| change_refused(err, &app))?;
     tracing::info!(app_id = %id, member = %user_id, user = %auth.username, "member removed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,12 +5,14 @@ pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
+mod service;
 
 #[cfg(feature = "admin-api")]
 pub use http::{MemberView, SetMemberRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryMembershipRepository;
 pub use pg::PgMembershipRepository;
+pub use service::{MembershipChangeError, MembershipService};
 
 use std::collections::HashMap;
 

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 use crate::access::AccessState;
 use crate::access::auth::Auth;
+use crate::access::check_no_escalation;
 use crate::access::secrets::{self, GeneratedToken};
 use crate::access::{NewToken, Token};
 use crate::apps::http::authorized_app;
@@ -154,32 +155,6 @@ fn parse_scopes(raw: &[String]) -> Result<BTreeSet<Scope>, ApiError> {
         .collect()
 }
 
-/// A token acting through another token may hand out only what it holds itself, and no
-/// wider an app restriction; a login session may hand out anything (the user's roles
-/// still bound what any of their tokens can do).
-fn check_no_escalation(
-    auth: &Auth,
-    scopes: &BTreeSet<Scope>,
-    app: Option<AppId>,
-) -> Result<(), ApiError> {
-    if auth.credential.token_kind() != Some(CredentialKind::ApiToken) {
-        return Ok(());
-    }
-    if let Some(missing) = scopes.iter().find(|s| !auth.scopes.contains(s)) {
-        return Err(ApiError::forbidden(format!(
-            "this token lacks scope {missing}, so it cannot create a token that has it"
-        )));
-    }
-    if let Some(only) = auth.app_restriction
-        && app != Some(only)
-    {
-        return Err(ApiError::forbidden(
-            "this token is limited to one app, so a token it creates must be limited to the same app",
-        ));
-    }
-    Ok(())
-}
-
 fn token_not_found(id: TokenId) -> ApiError {
     ApiError::not_found(format!("token {id} not found"))
 }
@@ -194,7 +169,7 @@ fn token_not_found(id: TokenId) -> ApiError {
         (status = 201, description = "The token, with its secret (shown only now)", body = CreatedTokenView),
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
         (status = 403, description = "An API token asked for more than it holds", body = ErrorEnvelope),
-        (status = 404, description = "No app with that slug (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
         (status = 422, description = "Unknown scope (`invalid_scope`), bad name or lifetime", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
@@ -226,7 +201,7 @@ pub(crate) async fn create_token(
         }
         None => None,
     };
-    check_no_escalation(&auth, &scopes, app)?;
+    check_no_escalation(&auth, &scopes, app).map_err(|e| ApiError::forbidden(e.to_string()))?;
 
     let GeneratedToken {
         secret,

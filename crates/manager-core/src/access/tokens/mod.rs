@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_shared::{AppId, CredentialKind, Scope, TokenId, UserId};
+use picloud_shared::{AppId, CredentialKind, Principal, Scope, TokenId, UserId};
 
 use crate::repository::RepoResult;
 
@@ -100,4 +100,40 @@ pub trait TokenRepository: Send + Sync {
     /// ignored, so out-of-order touches keep the latest); `NotFound` when there is no such
     /// token.
     async fn touch(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()>;
+}
+
+/// Why a principal may not make the token it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenEscalation {
+    /// The new token would hold a scope the making token lacks.
+    #[error("this token lacks scope {0}, so it cannot create a token that has it")]
+    Scope(Scope),
+    /// The making token is limited to one app; the new one must be limited to the same.
+    #[error(
+        "this token is limited to one app, so a token it creates must be limited to the same app"
+    )]
+    WiderApp,
+}
+
+/// The no-escalation rule of every token made, whoever makes it: a token acting through
+/// another API token may hand out only the scopes it holds itself and no wider an app
+/// restriction; a login session may hand out anything (the user's roles still bound what
+/// any of their tokens can do).
+pub fn check_no_escalation(
+    maker: &Principal,
+    scopes: &BTreeSet<Scope>,
+    app: Option<AppId>,
+) -> Result<(), TokenEscalation> {
+    if maker.credential.token_kind() != Some(CredentialKind::ApiToken) {
+        return Ok(());
+    }
+    if let Some(missing) = scopes.iter().find(|s| !maker.scopes.contains(s)) {
+        return Err(TokenEscalation::Scope(*missing));
+    }
+    if let Some(only) = maker.app_restriction
+        && app != Some(only)
+    {
+        return Err(TokenEscalation::WiderApp);
+    }
+    Ok(())
 }
