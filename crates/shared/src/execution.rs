@@ -103,7 +103,7 @@ pub struct TriggeredBy {
 }
 
 /// A script's answer, already in HTTP terms by the response convention.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptResponse {
     /// HTTP status code.
     pub status: u16,
@@ -141,7 +141,7 @@ pub struct LogEntry {
 }
 
 /// Why a run did not produce a response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ExecutionError {
     /// The script failed: a runtime error, a thrown value, or source that no longer compiles.
     #[error("{message}")]
@@ -200,8 +200,9 @@ impl ExecutionError {
 }
 
 /// What an executor reports for one run: the outcome plus everything worth recording,
-/// which is there even when the script failed (its logs explain the failure).
-#[derive(Debug, Clone)]
+/// which is there even when the script failed (its logs explain the failure). A serde type,
+/// so a remote executor's answer can come back over the wire as it was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionReport {
     /// The run's id.
     pub execution_id: ExecutionId,
@@ -304,6 +305,45 @@ pub struct ExecutionRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_crosses_the_wire_as_it_was_made() {
+        let reports = [
+            Ok(ScriptResponse {
+                status: 201,
+                headers: vec![("content-type".into(), "text/plain".into())],
+                body: Bytes::from_static(b"\xffbytes"),
+            }),
+            Err(ExecutionError::Script {
+                message: "boom".into(),
+                line: Some(2),
+                column: None,
+            }),
+            Err(ExecutionError::Overloaded {
+                retry_after: Duration::from_millis(1500),
+            }),
+        ];
+        for outcome in reports {
+            let report = ExecutionReport {
+                execution_id: ExecutionId::new(),
+                outcome,
+                logs: vec![LogEntry {
+                    level: LogLevel::Warn,
+                    message: "careful".into(),
+                    at: Utc::now(),
+                }],
+                duration: Duration::from_micros(1234),
+                started_at: Utc::now(),
+            };
+            let json = serde_json::to_string(&report).unwrap();
+            let back: ExecutionReport = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.execution_id, report.execution_id);
+            assert_eq!(back.outcome, report.outcome);
+            assert_eq!(back.logs, report.logs);
+            assert_eq!(back.duration, report.duration);
+            assert_eq!(back.started_at, report.started_at);
+        }
+    }
 
     #[test]
     fn statuses_round_trip_through_their_stored_names() {

@@ -47,5 +47,5 @@ pub use seams::{
 pub use services::{ServiceContext, ServiceError, ServiceSet};
 pub use triggers::{
     CollectionGlob, GlobError, RetryPolicy, RetryPolicyError, TriggerConfig, TriggerKind,
-    UnknownTriggerKind, collection_matches,
+    UnknownTriggerKind,
 };

@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AppId, ScriptId, ScriptLimits, ScriptName};
 
-/// A script as stored: one version of its source and limits.
+/// A script as stored: one version of its source and limits. The admin API shows it as it
+/// is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Script {
     /// Stable id.
     pub id: ScriptId,

@@ -173,12 +173,6 @@ impl From<CollectionGlob> for String {
     }
 }
 
-/// Whether the glob `glob` watches `collection`. A glob that is not valid (see
-/// [`CollectionGlob::parse`]) matches nothing.
-pub fn collection_matches(glob: &str, collection: &str) -> bool {
-    CollectionGlob::parse(glob).is_ok_and(|glob| glob.matches(collection))
-}
-
 /// A retry policy asked for that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RetryPolicyError {
@@ -450,6 +444,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// What the `kv` trigger kind's matcher asks of a stored glob (`CollectionGlob::matches`),
+    /// with a glob that does not parse matching nothing.
+    fn collection_matches(glob: &str, collection: &str) -> bool {
+        CollectionGlob::parse(glob).is_ok_and(|glob| glob.matches(collection))
+    }
 
     #[test]
     fn a_triggers_own_retry_settings_override_the_defaults_and_are_checked() {

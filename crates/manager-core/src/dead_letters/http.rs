@@ -4,12 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use picloud_shared::{
-    AppId, Capability, DeadLetterId, ErrorCode, ErrorEnvelope, ScriptId, TriggerId, TriggerKind,
-};
+use picloud_shared::{AppId, Capability, DeadLetterId, ErrorCode, ErrorEnvelope};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,7 +15,6 @@ use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::dead_letters::{
     DeadLetter, DeadLetterActionError, DeadLetterCursor, DeadLetterRepository, ListDeadLetters,
-    Resolution,
 };
 use crate::http::error::ApiError;
 use crate::http::extract::{PathId, Query};
@@ -46,59 +41,6 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(count_dead_letters))
         .routes(routes!(replay_dead_letter))
         .routes(routes!(ignore_dead_letter))
-}
-
-/// A dead letter as the admin API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterView {
-    /// Stable id.
-    pub id: DeadLetterId,
-    /// The app whose event it is.
-    pub app_id: AppId,
-    /// The trigger whose delivery failed; absent for an event refused at the trigger depth
-    /// limit, or once the trigger is deleted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger_id: Option<TriggerId>,
-    /// That trigger's kind.
-    pub trigger_kind: TriggerKind,
-    /// The script that failed, when one ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub script_id: Option<ScriptId>,
-    /// The event, as the script saw it in `ctx.event`.
-    pub event: Value,
-    /// The event's trigger depth.
-    pub depth: u32,
-    /// Attempts made (0 for an event refused at the depth limit).
-    pub attempts: u32,
-    /// The last attempt's error, or why the event was refused.
-    pub last_error: String,
-    /// When it became a dead letter.
-    pub failed_at: DateTime<Utc>,
-    /// How it was resolved; absent while unresolved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<Resolution>,
-    /// When it was resolved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved_at: Option<DateTime<Utc>>,
-}
-
-impl From<DeadLetter> for DeadLetterView {
-    fn from(d: DeadLetter) -> Self {
-        Self {
-            id: d.id,
-            app_id: d.app_id,
-            trigger_id: d.trigger_id,
-            trigger_kind: d.trigger_kind,
-            script_id: d.script_id,
-            event: d.event,
-            depth: d.depth,
-            attempts: d.attempts,
-            last_error: d.last_error,
-            failed_at: d.failed_at,
-            resolution: d.resolution,
-            resolved_at: d.resolved_at,
-        }
-    }
 }
 
 /// Query of `GET /api/admin/apps/{id}/dead-letters`.
@@ -134,7 +76,7 @@ fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
         ListDeadLettersQuery,
     ),
     responses(
-        (status = 200, description = "One page of dead letters, newest first", body = Page<DeadLetterView>),
+        (status = 200, description = "One page of dead letters, newest first", body = Page<DeadLetter>),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -146,7 +88,7 @@ pub(crate) async fn list_dead_letters(
     auth: Auth,
     PathId(id): PathId<AppId>,
     Query(query): Query<ListDeadLettersQuery>,
-) -> Result<axum::Json<Page<DeadLetterView>>, ApiError> {
+) -> Result<axum::Json<Page<DeadLetter>>, ApiError> {
     let request = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -165,7 +107,7 @@ pub(crate) async fn list_dead_letters(
     Ok(axum::Json(request.page(
         letters,
         |letter: &DeadLetter| DeadLetterCursor::from(letter),
-        DeadLetterView::from,
+        |letter| letter,
     )))
 }
 
@@ -232,7 +174,7 @@ fn action_error(err: DeadLetterActionError) -> ApiError {
     tag = "dead-letters",
     params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
     responses(
-        (status = 200, description = "The dead letter, resolved as `replayed`", body = DeadLetterView),
+        (status = 200, description = "The dead letter, resolved as `replayed`", body = DeadLetter),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
@@ -244,11 +186,11 @@ pub(crate) async fn replay_dead_letter(
     State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<DeadLetterId>,
-) -> Result<axum::Json<DeadLetterView>, ApiError> {
+) -> Result<axum::Json<DeadLetter>, ApiError> {
     authorized_dead_letter(&state, &auth, id).await?;
     let replayed = state.dead_letters.replay(id).await.map_err(action_error)?;
     tracing::info!(dead_letter_id = %id, user = %auth.username, "dead letter replayed");
-    Ok(axum::Json(replayed.into()))
+    Ok(axum::Json(replayed))
 }
 
 /// Dismiss a dead letter: it is resolved as `ignored` and leaves the unresolved count.
@@ -258,7 +200,7 @@ pub(crate) async fn replay_dead_letter(
     tag = "dead-letters",
     params(("id" = String, Path, format = Uuid, description = "Dead letter id")),
     responses(
-        (status = 200, description = "The dead letter, resolved as `ignored`", body = DeadLetterView),
+        (status = 200, description = "The dead letter, resolved as `ignored`", body = DeadLetter),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
@@ -270,9 +212,9 @@ pub(crate) async fn ignore_dead_letter(
     State(state): State<DeadLettersState>,
     auth: Auth,
     PathId(id): PathId<DeadLetterId>,
-) -> Result<axum::Json<DeadLetterView>, ApiError> {
+) -> Result<axum::Json<DeadLetter>, ApiError> {
     authorized_dead_letter(&state, &auth, id).await?;
     let ignored = state.dead_letters.ignore(id).await.map_err(action_error)?;
     tracing::info!(dead_letter_id = %id, user = %auth.username, "dead letter ignored");
-    Ok(axum::Json(ignored.into()))
+    Ok(axum::Json(ignored))
 }

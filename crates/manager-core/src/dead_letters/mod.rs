@@ -9,7 +9,7 @@ mod memory;
 mod pg;
 
 #[cfg(feature = "admin-api")]
-pub use http::{DeadLetterCount, DeadLetterView, DeadLettersState, ListDeadLettersQuery};
+pub use http::{DeadLetterCount, DeadLettersState, ListDeadLettersQuery};
 #[cfg(feature = "testsuite")]
 pub use memory::{
     EnqueuedReplay, InMemoryAbandonedExecutionRepository, InMemoryDeadLetterRepository,
@@ -80,8 +80,9 @@ impl fmt::Display for Resolution {
     }
 }
 
-/// A stored dead letter.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored dead letter (the admin API shows it as it is; absent fields are left out).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// Stable id.
     pub id: DeadLetterId,
@@ -89,10 +90,12 @@ pub struct DeadLetter {
     pub app_id: AppId,
     /// The trigger whose delivery failed; `None` for an event refused at the depth limit,
     /// or when the trigger has since been deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_id: Option<TriggerId>,
     /// The kind of that trigger (of the event, for a refused one).
     pub trigger_kind: TriggerKind,
     /// The script that failed, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub script_id: Option<ScriptId>,
     /// The event as the script saw it (`ctx.event`).
     pub event: Value,
@@ -105,8 +108,10 @@ pub struct DeadLetter {
     /// When it became a dead letter.
     pub failed_at: DateTime<Utc>,
     /// How it was resolved; `None` while unresolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
     /// When it was resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
 }
 

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
 use picloud_shared::{
     AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -87,81 +86,6 @@ pub struct UpdateScriptRequest {
     pub require_token: Option<bool>,
 }
 
-/// A script as the admin API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScriptView {
-    /// Stable id.
-    pub id: ScriptId,
-    /// The app it belongs to.
-    pub app_id: AppId,
-    /// Unique within the app.
-    pub name: ScriptName,
-    /// Rhai source.
-    pub source: String,
-    /// The author's limits.
-    pub limits: ScriptLimits,
-    /// Starts at 1, grows by one on every update.
-    pub version: i64,
-    /// Whether calling the script needs a bearer token with `script:execute`.
-    pub require_token: bool,
-    /// When the script was created.
-    pub created_at: DateTime<Utc>,
-    /// When the script last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Script> for ScriptView {
-    fn from(s: Script) -> Self {
-        Self {
-            id: s.id,
-            app_id: s.app_id,
-            name: s.name,
-            source: s.source,
-            limits: s.limits,
-            version: s.version,
-            require_token: s.require_token,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-        }
-    }
-}
-
-/// A script in a list: everything but the source.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScriptSummaryView {
-    /// Stable id.
-    pub id: ScriptId,
-    /// The app it belongs to.
-    pub app_id: AppId,
-    /// Unique within the app.
-    pub name: ScriptName,
-    /// The author's limits.
-    pub limits: ScriptLimits,
-    /// Current version.
-    pub version: i64,
-    /// Whether calling the script needs a bearer token with `script:execute`.
-    pub require_token: bool,
-    /// When the script was created.
-    pub created_at: DateTime<Utc>,
-    /// When the script last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<ScriptSummary> for ScriptSummaryView {
-    fn from(s: ScriptSummary) -> Self {
-        Self {
-            id: s.id,
-            app_id: s.app_id,
-            name: s.name,
-            limits: s.limits,
-            version: s.version,
-            require_token: s.require_token,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-        }
-    }
-}
-
 /// Query of `GET /api/admin/scripts`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -209,7 +133,7 @@ pub(crate) async fn authorized_script(
     tag = "scripts",
     request_body = CreateScriptRequest,
     responses(
-        (status = 201, description = "The script was created", body = ScriptView,
+        (status = 201, description = "The script was created", body = Script,
             headers(("location" = String, description = "The new script's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
         (status = 403, description = "No `script:write` for the app", body = ErrorEnvelope),
@@ -261,7 +185,7 @@ pub(crate) async fn create_script(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(ScriptView::from(created)),
+        axum::Json(created),
     ))
 }
 
@@ -272,7 +196,7 @@ pub(crate) async fn create_script(
     tag = "scripts",
     params(ListScriptsQuery),
     responses(
-        (status = 200, description = "One page of scripts, by name then id", body = Page<ScriptSummaryView>),
+        (status = 200, description = "One page of scripts, by name then id", body = Page<ScriptSummary>),
         (status = 400, description = "Bad query parameters", body = ErrorEnvelope),
         (status = 403, description = "No `script:read`", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
@@ -283,7 +207,7 @@ pub(crate) async fn list_scripts(
     State(state): State<ScriptsState>,
     auth: Auth,
     Query(query): Query<ListScriptsQuery>,
-) -> Result<axum::Json<Page<ScriptSummaryView>>, ApiError> {
+) -> Result<axum::Json<Page<ScriptSummary>>, ApiError> {
     let request = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -311,7 +235,7 @@ pub(crate) async fn list_scripts(
     Ok(axum::Json(request.page(
         scripts,
         |s| (s.name.clone(), s.id),
-        ScriptSummaryView::from,
+        |summary| summary,
     )))
 }
 
@@ -322,7 +246,7 @@ pub(crate) async fn list_scripts(
     tag = "scripts",
     params(("id" = String, Path, format = Uuid, description = "Script id")),
     responses(
-        (status = 200, description = "The script", body = ScriptView),
+        (status = 200, description = "The script", body = Script),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `script:read` for the script's app", body = ErrorEnvelope),
         (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
@@ -333,10 +257,10 @@ pub(crate) async fn get_script(
     State(state): State<ScriptsState>,
     auth: Auth,
     PathId(id): PathId<ScriptId>,
-) -> Result<axum::Json<ScriptView>, ApiError> {
+) -> Result<axum::Json<Script>, ApiError> {
     let script =
         authorized_script(state.scripts.repo(), &auth, id, Capability::AppScriptsRead).await?;
-    Ok(axum::Json(script.into()))
+    Ok(axum::Json(script))
 }
 
 /// Change a script's name, source, limits or token requirement; the version grows by one.
@@ -347,7 +271,7 @@ pub(crate) async fn get_script(
     params(("id" = String, Path, format = Uuid, description = "Script id")),
     request_body = UpdateScriptRequest,
     responses(
-        (status = 200, description = "The updated script", body = ScriptView),
+        (status = 200, description = "The updated script", body = Script),
         (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
         (status = 403, description = "No `script:write` for the script's app", body = ErrorEnvelope),
         (status = 404, description = "No such script (or one the caller cannot see)", body = ErrorEnvelope),
@@ -363,7 +287,7 @@ pub(crate) async fn update_script(
     auth: Auth,
     PathId(id): PathId<ScriptId>,
     Json(body): Json<UpdateScriptRequest>,
-) -> Result<axum::Json<ScriptView>, ApiError> {
+) -> Result<axum::Json<Script>, ApiError> {
     let current =
         authorized_script(state.scripts.repo(), &auth, id, Capability::AppScriptsWrite).await?;
     let update = ScriptUpdate {
@@ -397,7 +321,7 @@ pub(crate) async fn update_script(
         user = %auth.username,
         "script updated"
     );
-    Ok(axum::Json(updated.into()))
+    Ok(axum::Json(updated))
 }
 
 /// Names the app in a rename conflict; the lookup only runs on this rare path.

@@ -9,10 +9,7 @@ pub mod resolver;
 mod service;
 
 #[cfg(feature = "admin-api")]
-pub use http::{
-    CreateScriptRequest, ListScriptsQuery, ScriptSummaryView, ScriptView, ScriptsState,
-    UpdateScriptRequest,
-};
+pub use http::{CreateScriptRequest, ListScriptsQuery, ScriptsState, UpdateScriptRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryScriptRepository;
 pub use pg::PgScriptRepository;
@@ -75,8 +72,9 @@ pub struct ListScripts {
     pub after: Option<(ScriptName, ScriptId)>,
 }
 
-/// A script without its source, for lists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A script without its source, for lists (the admin API shows it as it is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema))]
 pub struct ScriptSummary {
     /// Stable id.
     pub id: ScriptId,

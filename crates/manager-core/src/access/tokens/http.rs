@@ -62,27 +62,15 @@ pub struct CreatedTokenView {
     /// The secret, for `Authorization: Bearer <token>`. Store it now: it cannot be shown
     /// again.
     pub token: String,
-    /// Stable id (to revoke the token).
-    pub id: TokenId,
-    /// The label.
-    pub name: String,
-    /// What the token may do.
-    pub scopes: Vec<Scope>,
-    /// The one app the token works for, if limited.
-    pub app_id: Option<AppId>,
-    /// The secret's first characters, as lists show them.
-    pub prefix: String,
-    /// When the token stops working, if ever.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// When the token was created.
-    pub created_at: DateTime<Utc>,
+    /// The token as lists show it.
+    #[serde(flatten)]
+    pub view: TokenView,
 }
 
 impl fmt::Debug for CreatedTokenView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreatedTokenView")
-            .field("id", &self.id)
-            .field("prefix", &self.prefix)
+            .field("view", &self.view)
             .finish_non_exhaustive()
     }
 }
@@ -226,13 +214,7 @@ pub(crate) async fn create_token(
         StatusCode::CREATED,
         axum::Json(CreatedTokenView {
             token: secret,
-            id: token.id,
-            name: token.name,
-            scopes: token.scopes.into_iter().collect(),
-            app_id: token.app_id,
-            prefix: token.prefix,
-            expires_at: token.expires_at,
-            created_at: token.created_at,
+            view: TokenView::from(token),
         }),
     ))
 }
