@@ -12,6 +12,9 @@ pub enum ApiError {
     /// The path names an app slug or script name that cannot exist.
     #[error("{0}")]
     InvalidName(String),
+    /// The path cannot be decoded (invalid percent-encoding or UTF-8).
+    #[error("the path could not be decoded: {0}")]
+    InvalidPath(String),
     /// The query string cannot be parsed.
     #[error("invalid query string: {0}")]
     InvalidQuery(String),
@@ -53,6 +56,7 @@ impl ApiError {
         match self {
             Self::InvalidId(_) => ErrorCode::InvalidId,
             Self::InvalidName(_) => ErrorCode::InvalidName,
+            Self::InvalidPath(_) => ErrorCode::InvalidPath,
             Self::InvalidQuery(_) => ErrorCode::InvalidQuery,
             Self::ScriptNotFound(_) => ErrorCode::NotFound,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
@@ -81,6 +85,12 @@ fn execution_code(error: &ExecutionError) -> ErrorCode {
         ExecutionError::Overloaded { .. } => ErrorCode::Overloaded,
         ExecutionError::Unavailable { .. } => ErrorCode::ExecutorUnavailable,
         ExecutionError::Internal { .. } => ErrorCode::Internal,
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        Self::InvalidPath(rejection.body_text())
     }
 }
 

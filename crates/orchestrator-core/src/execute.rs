@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -66,44 +66,48 @@ pub fn router(state: OrchestratorState) -> Router {
 
 async fn execute_by_id(
     State(state): State<OrchestratorState>,
-    Path(script_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request_id: Option<Extension<RequestId>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let Path(script_id) = path.map_err(ApiError::from)?;
     let script = resolve_by_id(&state, &script_id).await?;
     run(&state, script, String::new(), request_id, query, request).await
 }
 
 async fn execute_by_id_with_path(
     State(state): State<OrchestratorState>,
-    Path((script_id, path)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request_id: Option<Extension<RequestId>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let Path((script_id, path)) = path.map_err(ApiError::from)?;
     let script = resolve_by_id(&state, &script_id).await?;
     run(&state, script, path, request_id, query, request).await
 }
 
 async fn execute_by_name(
     State(state): State<OrchestratorState>,
-    Path((app, script)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request_id: Option<Extension<RequestId>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let Path((app, script)) = path.map_err(ApiError::from)?;
     let script = resolve_by_name(&state, &app, &script).await?;
     run(&state, script, String::new(), request_id, query, request).await
 }
 
 async fn execute_by_name_with_path(
     State(state): State<OrchestratorState>,
-    Path((app, script, path)): Path<(String, String, String)>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
     request_id: Option<Extension<RequestId>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let Path((app, script, path)) = path.map_err(ApiError::from)?;
     let script = resolve_by_name(&state, &app, &script).await?;
     run(&state, script, path, request_id, query, request).await
 }

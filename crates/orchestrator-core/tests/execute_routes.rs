@@ -274,6 +274,11 @@ async fn unknown_and_malformed_scripts_are_named() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "invalid_name");
 
+    // A path that does not decode answers in the envelope like every other refusal.
+    let (status, _, body) = send(&h.app, get("/api/run/%FF/hello")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_path");
+
     let (status, _, body) = send(&h.app, get("/api/run/default/nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
