@@ -306,7 +306,7 @@ pub(crate) async fn login(
         .map_err(ApiError::too_many_attempts)?;
 
     let found = match Username::parse(&body.username) {
-        Ok(username) => state.users.credentials(&username).await?,
+        Ok(username) => state.users.repo().credentials(&username).await?,
         Err(_) => None,
     };
     let password = body.password;

@@ -32,8 +32,8 @@ use crate::apps::AppRepository;
 /// work with.
 #[derive(Clone)]
 pub struct AccessState {
-    /// Users.
-    pub users: Arc<dyn UserRepository>,
+    /// Users, changed by their rules.
+    pub users: UserService,
     /// Login sessions and API tokens.
     pub tokens: Arc<dyn TokenRepository>,
     /// Who belongs to which app, changed by its rule.

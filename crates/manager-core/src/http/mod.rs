@@ -27,7 +27,7 @@ use picloud_shared::{Authenticator, RetryPolicy, ScriptValidator, ServiceSet};
 use self::error::ApiError;
 use crate::access::{
     AccessState, LoginRateLimiter, MembershipRepository, MembershipService, TokenRepository,
-    UserRepository, auth, members, tokens, users,
+    UserRepository, UserService, auth, members, tokens, users,
 };
 use crate::apps::{self, AppRepository, AppService, AppsState};
 use crate::config::ManagerConfig;
@@ -121,7 +121,7 @@ impl AdminState {
         } = deps;
         Self {
             access: AccessState {
-                users,
+                users: UserService::new(users, tokens.clone()),
                 tokens,
                 memberships: MembershipService::new(memberships),
                 apps: apps.clone(),

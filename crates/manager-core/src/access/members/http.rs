@@ -126,7 +126,12 @@ pub(crate) async fn set_member(
 ) -> Result<axum::Json<MemberView>, ApiError> {
     let app = authorized_app(state.apps.as_ref(), &auth, id, Capability::AppAdmin).await?;
     let user_not_found = || ApiError::not_found(format!("user {user_id} not found"));
-    let user = state.users.get(user_id).await?.ok_or_else(user_not_found)?;
+    let user = state
+        .users
+        .repo()
+        .get(user_id)
+        .await?
+        .ok_or_else(user_not_found)?;
     state
         .memberships
         .set_role(id, user_id, body.role)

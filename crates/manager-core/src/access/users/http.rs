@@ -14,15 +14,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::AccessState;
+use crate::access::UserChangeError;
 use crate::access::auth::Auth;
-use crate::access::secrets::{self, PasswordError};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, Page, PageQuery};
-use crate::{
-    access::{NewUser, User},
-    repository::RepoError,
-};
+use crate::{access::User, repository::RepoError};
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -99,21 +96,18 @@ fn user_not_found(id: UserId) -> ApiError {
     ApiError::not_found(format!("user {id} not found"))
 }
 
-/// Hashes a new password off the async workers (argon2 is deliberately slow), after the
-/// length policy: 422 `invalid_password` when it does not meet it.
-async fn hash_new_password(password: String) -> Result<String, ApiError> {
-    secrets::check_password_policy(&password).map_err(|e| password_refused(&e))?;
-    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| match e {
-            PasswordError::Hashing(_) => ApiError::internal(&e),
-            policy => password_refused(&policy),
-        })
-}
-
-fn password_refused(err: &PasswordError) -> ApiError {
-    ApiError::new(ErrorCode::InvalidPassword, err.to_string())
+/// The answer to a refused user change.
+fn change_refused(err: UserChangeError) -> ApiError {
+    match err {
+        UserChangeError::Password(err) => {
+            ApiError::new(ErrorCode::InvalidPassword, err.to_string())
+        }
+        UserChangeError::DeletingSelf => {
+            ApiError::new(ErrorCode::CannotDeleteSelf, err.to_string())
+        }
+        UserChangeError::Hashing(_) => ApiError::internal(&err),
+        UserChangeError::Store(err) => err.into(),
+    }
 }
 
 /// Create a user. Instance admins only.
@@ -140,20 +134,19 @@ pub(crate) async fn create_user(
 ) -> Result<impl IntoResponse, ApiError> {
     auth.require_instance_admin()?;
     let username = Username::parse(&body.username).map_err(|e| ApiError::invalid_name(&e))?;
-    let password_hash = hash_new_password(body.password).await?;
     let user = state
         .users
-        .create(NewUser {
-            username: username.clone(),
-            password_hash,
-            instance_admin: body.instance_admin.unwrap_or(false),
-        })
+        .create(
+            username.clone(),
+            body.password,
+            body.instance_admin.unwrap_or(false),
+        )
         .await
         .map_err(|err| match err {
-            RepoError::Conflict { .. } => {
+            UserChangeError::Store(RepoError::Conflict { .. }) => {
                 ApiError::conflict(format!("a user named '{username}' already exists"))
             }
-            other => other.into(),
+            other => change_refused(other),
         })?;
     tracing::info!(
         user_id = %user.id,
@@ -192,6 +185,7 @@ pub(crate) async fn list_users(
     let request = query.request::<Username>()?;
     let users = state
         .users
+        .repo()
         .list(request.fetch(), request.after.as_ref())
         .await?;
     Ok(axum::Json(request.page(
@@ -223,6 +217,7 @@ pub(crate) async fn get_user(
     auth.require_instance_admin()?;
     let user = state
         .users
+        .repo()
         .get(id)
         .await?
         .ok_or_else(|| user_not_found(id))?;
@@ -251,17 +246,14 @@ pub(crate) async fn delete_user(
     PathId(id): PathId<UserId>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_instance_admin()?;
-    if id == auth.user_id {
-        // Besides locking oneself out, this keeps at least one instance admin around.
-        return Err(ApiError::new(
-            ErrorCode::CannotDeleteSelf,
-            "you cannot delete your own user",
-        ));
-    }
-    state.users.delete(id).await.map_err(|err| match err {
-        RepoError::NotFound { .. } => user_not_found(id),
-        other => other.into(),
-    })?;
+    state
+        .users
+        .delete(auth.user_id, id)
+        .await
+        .map_err(|err| match err {
+            UserChangeError::Store(RepoError::NotFound { .. }) => user_not_found(id),
+            other => change_refused(other),
+        })?;
     tracing::info!(user_id = %id, by = %auth.username, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -302,16 +294,14 @@ pub(crate) async fn set_password(
             ));
         }
     }
-    let password_hash = hash_new_password(body.password).await?;
-    state
+    let revoked = state
         .users
-        .set_password(id, password_hash)
+        .set_password(id, body.password)
         .await
         .map_err(|err| match err {
-            RepoError::NotFound { .. } => user_not_found(id),
-            other => other.into(),
+            UserChangeError::Store(RepoError::NotFound { .. }) => user_not_found(id),
+            other => change_refused(other),
         })?;
-    let revoked = state.tokens.revoke_all_for_user(id, Utc::now()).await?;
     tracing::info!(user_id = %id, revoked, by = %auth.username, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,12 +5,14 @@ pub(crate) mod http;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
+mod service;
 
 #[cfg(feature = "admin-api")]
 pub use http::{CreateUserRequest, SetPasswordRequest, UserView};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryUserRepository;
 pub use pg::PgUserRepository;
+pub use service::{UserChangeError, UserService};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
