@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test target uses a different subset")]
 
+pub mod repos;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use picloud_shared::{
     AppId, ExecutionId, ExecutionRecord, ExecutionStatus, InvocationType, LogEntry, LogLevel,

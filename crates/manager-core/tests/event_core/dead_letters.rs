@@ -19,7 +19,7 @@ struct Setup {
 async fn setup(repos: &Repos, slug: &str) -> Setup {
     let app = repos.add_app(slug).await;
     let script = repos.add_script(app, "on-change").await;
-    let user = repos.add_user(&format!("{slug}-owner")).await;
+    let user = repos.add_user(&format!("{slug}-owner")).await.id;
     let trigger = repos
         .triggers
         .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))

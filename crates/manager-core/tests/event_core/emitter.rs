@@ -164,7 +164,7 @@ pub async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(r
     let script = repos.add_script(shop, "on-change").await;
     let other_script = repos.add_script(shop, "other").await;
     let blog_script = repos.add_script(blog, "b").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let create = |new| {
         let triggers = repos.triggers.clone();
         async move { triggers.create(new).await.unwrap() }
@@ -241,7 +241,7 @@ pub async fn an_event_no_trigger_matches_writes_nothing(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let blog_script = repos.add_script(blog, "b").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     repos
         .triggers
         .create(kv_trigger(blog, &blog_script, user, "*", &[KvOp::Set]))
@@ -268,7 +268,7 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     let repos = Repos::postgres(pool.clone());
     let shop = repos.add_app("shop").await;
     let script = repos.add_script(shop, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     repos
         .triggers
         .create(kv_trigger(shop, &script, user, "*", &[KvOp::Set]))
@@ -307,7 +307,7 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
 pub async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let script = repos.add_script(shop, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     for _ in 0..2 {
         repos
             .triggers
@@ -358,7 +358,7 @@ pub async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(re
 pub async fn a_deep_event_nothing_watches_is_not_a_dead_letter(repos: Repos) {
     let shop = repos.add_app("shop").await;
     let script = repos.add_script(shop, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     repos
         .triggers
         .create(kv_trigger(shop, &script, user, "orders", &[KvOp::Set]))
@@ -379,7 +379,7 @@ pub async fn a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers(rep
     let failing = repos.add_script(shop, "failing").await;
     let handler = repos.add_script(shop, "handler").await;
     let blog_handler = repos.add_script(blog, "handler").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let kv = repos
         .triggers
         .create(kv_trigger(shop, &failing, user, "*", &[KvOp::Set]))

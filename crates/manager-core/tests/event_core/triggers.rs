@@ -14,7 +14,7 @@ use crate::{Repos, dead_letter_trigger, ids, kv_trigger};
 pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "on-order").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let retry = RetryPolicy {
         max_attempts: 3,
         base_delay_ms: 10,
@@ -46,7 +46,7 @@ pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
 pub async fn a_dead_letter_trigger_reads_back_with_its_source_kinds(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "on-failure").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let created = repos
         .triggers
         .create(dead_letter_trigger(app, &script, user))
@@ -66,7 +66,7 @@ pub async fn a_script_of_another_app_or_none_is_not_found_and_nothing_is_stored(
     let shop = repos.add_app("shop").await;
     let blog = repos.add_app("blog").await;
     let blog_script = repos.add_script(blog, "post").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
 
     let err = repos
         .triggers
@@ -126,7 +126,7 @@ pub async fn lists_are_filtered_by_app_and_kind_and_paged_oldest_first(repos: Re
     let blog = repos.add_app("blog").await;
     let shop_script = repos.add_script(shop, "s").await;
     let blog_script = repos.add_script(blog, "b").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let mut created = Vec::new();
     for new in [
         kv_trigger(shop, &shop_script, user, "a", &[KvOp::Set]),
@@ -187,7 +187,7 @@ pub async fn lists_are_filtered_by_app_and_kind_and_paged_oldest_first(repos: Re
 pub async fn set_enabled_switches_a_trigger(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let created = repos
         .triggers
         .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
@@ -215,7 +215,7 @@ pub async fn set_enabled_switches_a_trigger(repos: Repos) {
 pub async fn update_replaces_retry_and_details_of_the_same_kind_only(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let created = repos
         .triggers
         .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
@@ -273,7 +273,7 @@ pub async fn update_replaces_retry_and_details_of_the_same_kind_only(repos: Repo
 pub async fn delete_removes_a_trigger(repos: Repos) {
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let created = repos
         .triggers
         .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
@@ -303,7 +303,7 @@ pub async fn targets_are_this_apps_enabled_triggers_the_kinds_matcher_accepts(re
     let blog = repos.add_app("blog").await;
     let script = repos.add_script(shop, "s").await;
     let blog_script = repos.add_script(blog, "b").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let create = |new| {
         let triggers = repos.triggers.clone();
         async move { triggers.create(new).await.unwrap() }
@@ -380,8 +380,8 @@ pub async fn deleting_the_script_or_the_user_deletes_their_triggers(repos: Repos
     let app = repos.add_app("shop").await;
     let doomed = repos.add_script(app, "doomed").await;
     let kept = repos.add_script(app, "kept").await;
-    let ada = repos.add_user("ada").await;
-    let bob = repos.add_user("bob").await;
+    let ada = repos.add_user("ada").await.id;
+    let bob = repos.add_user("bob").await.id;
     let of_script = repos
         .triggers
         .create(kv_trigger(app, &doomed, ada, "*", &[KvOp::Set]))
@@ -414,7 +414,7 @@ async fn the_schema_refuses_details_of_another_kind_and_unknown_kinds(pool: sqlx
     let repos = Repos::postgres(pool.clone());
     let app = repos.add_app("shop").await;
     let script = repos.add_script(app, "s").await;
-    let user = repos.add_user("ada").await;
+    let user = repos.add_user("ada").await.id;
     let handler = repos
         .triggers
         .create(dead_letter_trigger(app, &script, user))
