@@ -34,12 +34,6 @@ pub struct AppsState {
     pub scripts: Arc<dyn ScriptRepository>,
 }
 
-impl std::fmt::Debug for AppsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppsState").finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_apps, create_app))

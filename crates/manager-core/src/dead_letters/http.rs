@@ -29,12 +29,6 @@ pub struct DeadLettersState {
     pub apps: Arc<dyn AppRepository>,
 }
 
-impl std::fmt::Debug for DeadLettersState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLettersState").finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_dead_letters))

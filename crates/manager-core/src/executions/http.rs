@@ -24,12 +24,6 @@ pub struct ExecutionsState {
     pub scripts: Arc<dyn ScriptRepository>,
 }
 
-impl std::fmt::Debug for ExecutionsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecutionsState").finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_script_executions))

@@ -169,6 +169,29 @@ macro_rules! feature_states {
     };
 }
 
+/// Feature states print as their name only: they hold stores and services, nothing worth
+/// a log line.
+macro_rules! debug_by_name {
+    ($($state:ty),* $(,)?) => {
+        $(
+            impl fmt::Debug for $state {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.debug_struct(stringify!($state)).finish_non_exhaustive()
+                }
+            }
+        )*
+    };
+}
+
+debug_by_name!(
+    AppsState,
+    ScriptsState,
+    ExecutionsState,
+    KvState,
+    TriggersState,
+    DeadLettersState,
+);
+
 feature_states!(
     access: AccessState,
     apps: AppsState,

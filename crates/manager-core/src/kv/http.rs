@@ -36,12 +36,6 @@ pub struct KvState {
     pub apps: Arc<dyn AppRepository>,
 }
 
-impl std::fmt::Debug for KvState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvState").finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_collections))

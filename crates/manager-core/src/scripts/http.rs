@@ -34,12 +34,6 @@ pub struct ScriptsState {
     pub apps: Arc<dyn AppRepository>,
 }
 
-impl std::fmt::Debug for ScriptsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScriptsState").finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_scripts, create_script))

@@ -47,14 +47,6 @@ pub struct TriggersState {
     pub trigger_defaults: RetryPolicy,
 }
 
-impl std::fmt::Debug for TriggersState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TriggersState")
-            .field("trigger_defaults", &self.trigger_defaults)
-            .finish_non_exhaustive()
-    }
-}
-
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list_triggers, create_trigger))
