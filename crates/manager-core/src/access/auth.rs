@@ -25,8 +25,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AccessState;
-use crate::access::NewToken;
-use crate::access::secrets::{self, GeneratedToken};
+use crate::access::secrets;
+use crate::access::{IssuedToken, TokenRequest, issue};
 use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::Json;
@@ -329,24 +329,21 @@ pub(crate) async fn login(
     state.login_limiter.clear(&user_key);
 
     let ttl = TimeDelta::from_std(state.session_ttl).unwrap_or(TimeDelta::hours(12));
-    let GeneratedToken {
+    let IssuedToken {
         secret,
-        hash,
-        prefix,
-    } = secrets::generate_token();
-    let session = state
-        .tokens
-        .create(NewToken {
+        token: session,
+    } = issue(
+        state.tokens.as_ref(),
+        TokenRequest {
             user_id: user.id,
             name: "login session".to_owned(),
             kind: CredentialKind::Session,
             scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
             app_id: None,
-            secret_hash: hash,
-            prefix,
             expires_at: Some(Utc::now() + ttl),
-        })
-        .await?;
+        },
+    )
+    .await?;
     tracing::info!(
         user = %user.username,
         user_id = %user.id,

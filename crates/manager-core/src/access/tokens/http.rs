@@ -17,10 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::AccessState;
+use crate::access::Token;
 use crate::access::auth::Auth;
-use crate::access::check_no_escalation;
-use crate::access::secrets::{self, GeneratedToken};
-use crate::access::{NewToken, Token};
+use crate::access::{IssuedToken, TokenIssueError, issue_api_token};
 use crate::apps::http::authorized_app;
 use crate::http::AdminState;
 use crate::http::Page;
@@ -189,26 +188,19 @@ pub(crate) async fn create_token(
         }
         None => None,
     };
-    check_no_escalation(&auth, &scopes, app).map_err(|e| ApiError::forbidden(e.to_string()))?;
-
-    let GeneratedToken {
-        secret,
-        hash,
-        prefix,
-    } = secrets::generate_token();
-    let token = state
-        .tokens
-        .create(NewToken {
-            user_id: auth.user_id,
-            name,
-            kind: CredentialKind::ApiToken,
-            scopes,
-            app_id: app,
-            secret_hash: hash,
-            prefix,
-            expires_at: lifetime.map(|l| Utc::now() + l),
-        })
-        .await?;
+    let IssuedToken { secret, token } = issue_api_token(
+        state.tokens.as_ref(),
+        &auth,
+        name,
+        scopes,
+        app,
+        lifetime.map(|l| Utc::now() + l),
+    )
+    .await
+    .map_err(|err| match err {
+        TokenIssueError::Escalation(e) => ApiError::forbidden(e.to_string()),
+        TokenIssueError::Store(e) => e.into(),
+    })?;
     tracing::info!(token_id = %token.id, user = %auth.username, "api token created");
     Ok((
         StatusCode::CREATED,

@@ -137,3 +137,94 @@ pub fn check_no_escalation(
     }
     Ok(())
 }
+
+/// What a new session or API token is, before its secret exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The user the token acts for.
+    pub user_id: UserId,
+    /// A label.
+    pub name: String,
+    /// Session or API token.
+    pub kind: CredentialKind,
+    /// Its scopes.
+    pub scopes: BTreeSet<Scope>,
+    /// An optional single app.
+    pub app_id: Option<AppId>,
+    /// Optional expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token just made: its secret, shown this once and stored nowhere, and the token.
+pub struct IssuedToken {
+    /// The secret for `Authorization: Bearer`.
+    pub secret: String,
+    /// The stored token (with only the secret's hash and prefix).
+    pub token: Token,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &self.token.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a token: a fresh secret from the OS's randomness, stored only as its hash. The
+/// one way a session or an API token comes to exist.
+pub async fn issue(repo: &dyn TokenRepository, request: TokenRequest) -> RepoResult<IssuedToken> {
+    let crate::access::secrets::GeneratedToken {
+        secret,
+        hash,
+        prefix,
+    } = crate::access::secrets::generate_token();
+    let token = repo
+        .create(NewToken {
+            user_id: request.user_id,
+            name: request.name,
+            kind: request.kind,
+            scopes: request.scopes,
+            app_id: request.app_id,
+            secret_hash: hash,
+            prefix,
+            expires_at: request.expires_at,
+        })
+        .await?;
+    Ok(IssuedToken { secret, token })
+}
+
+/// Why an API token was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenIssueError {
+    /// It would have more than its maker may hand out.
+    #[error(transparent)]
+    Escalation(#[from] TokenEscalation),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] crate::repository::RepoError),
+}
+
+/// Makes an API token for `maker`'s user, by the no-escalation rule.
+pub async fn issue_api_token(
+    repo: &dyn TokenRepository,
+    maker: &Principal,
+    name: String,
+    scopes: BTreeSet<Scope>,
+    app_id: Option<AppId>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedToken, TokenIssueError> {
+    check_no_escalation(maker, &scopes, app_id)?;
+    Ok(issue(
+        repo,
+        TokenRequest {
+            user_id: maker.user_id,
+            name,
+            kind: CredentialKind::ApiToken,
+            scopes,
+            app_id,
+            expires_at,
+        },
+    )
+    .await?)
+}
