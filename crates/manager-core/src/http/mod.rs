@@ -35,7 +35,7 @@ use crate::dead_letters::{self, DeadLetterRepository, DeadLettersState};
 use crate::executions::{self, ExecutionLogRepository, ExecutionsState};
 use crate::kv::{self, KvState};
 use crate::scripts::{self, ScriptObservers, ScriptRepository, ScriptService, ScriptsState};
-use crate::triggers::{self, TriggerRepository, TriggersState};
+use crate::triggers::{self, TriggerRepository, TriggerService, TriggersState};
 
 /// What the admin API works with: one state per feature, each holding only what its
 /// routes need. A handler takes its feature's state (axum's `FromRef`), so a new service
@@ -146,10 +146,8 @@ impl AdminState {
                 apps: apps.clone(),
             },
             triggers: TriggersState {
-                triggers,
-                scripts,
+                triggers: TriggerService::new(triggers, scripts, trigger_defaults),
                 apps: apps.clone(),
-                trigger_defaults,
             },
             dead_letters: DeadLettersState { dead_letters, apps },
         }

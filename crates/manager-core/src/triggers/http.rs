@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, Script, ScriptId, ScriptName,
+    AppId, Capability, ErrorCode, ErrorEnvelope, RetryPolicy, Scope, ScriptId, ScriptName,
     TriggerId, TriggerKind, UserId,
 };
 use serde::{Deserialize, Serialize};
@@ -18,33 +18,26 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
+use crate::apps::App;
 use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
 use crate::http::{AdminState, Page, PageQuery};
-use crate::scripts::ScriptRepository;
-use crate::triggers::TriggerRepository;
-use crate::{
-    apps::App,
-    repository::RepoError,
-    triggers::{
-        ListTriggers, NewTrigger, Trigger, TriggerDetails, TriggerDetailsRequest, TriggerUpdate,
-        kinds::InvalidDetails,
-    },
+use crate::repository::RepoError;
+use crate::triggers::kinds::InvalidDetails;
+use crate::triggers::{
+    ListTriggers, RetryOverrides, ScriptRef, Trigger, TriggerChangeError, TriggerDetails,
+    TriggerDetailsRequest, TriggerService,
 };
 
 /// What the trigger routes work with.
 #[derive(Clone)]
 pub struct TriggersState {
-    /// Triggers.
-    pub triggers: Arc<dyn TriggerRepository>,
-    /// Scripts, to find a trigger's target.
-    pub scripts: Arc<dyn ScriptRepository>,
+    /// Triggers, changed by their rules.
+    pub triggers: TriggerService,
     /// Apps, to find the one a request names.
     pub apps: Arc<dyn AppRepository>,
-    /// The retry policy of triggers created without one (`TriggerConfig::retry`).
-    pub trigger_defaults: RetryPolicy,
 }
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
@@ -184,6 +177,7 @@ async fn authorized_trigger(
 ) -> Result<Trigger, ApiError> {
     let trigger = state
         .triggers
+        .repo()
         .get(id)
         .await?
         .ok_or_else(|| trigger_not_found(id))?;
@@ -198,79 +192,46 @@ async fn target_app(state: &TriggersState, auth: &Auth, id: AppId) -> Result<App
     authorized_app(state.apps.as_ref(), auth, id, Capability::AppManageTriggers).await
 }
 
-/// The script a create request names, by `script_id` or by `script_name` (exactly one),
-/// which must be in `app`.
-async fn target_script(
-    state: &TriggersState,
-    app: &App,
-    id: Option<ScriptId>,
-    name: Option<&str>,
-) -> Result<Script, ApiError> {
-    let (found, named) = match (id, name) {
-        (Some(id), None) => (state.scripts.get(id).await?, id.to_string()),
-        (None, Some(raw)) => {
-            let name = ScriptName::parse(raw).map_err(|e| ApiError::invalid_name(&e))?;
-            (
-                state.scripts.get_by_name(&app.slug, &name).await?,
-                raw.to_owned(),
-            )
-        }
-        _ => {
-            return Err(ApiError::invalid_body(
-                "name the script by exactly one of script_id or script_name",
-            ));
-        }
-    };
-    // A script of another app is answered exactly like a missing one.
-    found.filter(|s| s.app_id == app.id).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "script '{named}' not found in app '{slug}'",
-            slug = app.slug
-        ))
-    })
-}
-
-/// `request`'s retry settings over `base`: the instance defaults for a new trigger, the
-/// trigger's own policy for a change (a field left out keeps what it was).
-fn retry_policy(base: RetryPolicy, request: Option<RetryRequest>) -> Result<RetryPolicy, ApiError> {
-    let request = request.unwrap_or_default();
-    base.overridden(
-        request.max_attempts,
-        request.base_delay_ms,
-        request.max_delay_ms,
-    )
-    .map_err(|e| ApiError::new(ErrorCode::InvalidRetry, e.to_string()))
-}
-
-/// Stores a validated trigger and answers 201 with its location.
-async fn create(
-    state: &TriggersState,
-    auth: &Auth,
-    new: NewTrigger,
-) -> Result<impl IntoResponse + use<>, ApiError> {
-    let script_id = new.script_id;
-    let created = state.triggers.create(new).await.map_err(|err| match err {
-        // The script was deleted between the check and the insert.
-        RepoError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-        other => other.into(),
-    })?;
-    tracing::info!(
-        trigger_id = %created.id,
-        kind = created.kind().as_str(),
-        script_id = %script_id,
-        user = %auth.username,
-        "trigger created"
-    );
-    let location = format!("/api/admin/triggers/{}", created.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(TriggerView::from(created)),
-    ))
-}
-
 fn invalid_details(err: InvalidDetails) -> ApiError {
     ApiError::new(err.code, err.message)
+}
+
+fn change_refused(err: TriggerChangeError) -> ApiError {
+    match err {
+        TriggerChangeError::ScriptNotFound { .. } => ApiError::not_found(err.to_string()),
+        TriggerChangeError::KindChange(_) | TriggerChangeError::NothingToChange => {
+            ApiError::invalid_body(err.to_string())
+        }
+        TriggerChangeError::Retry(e) => ApiError::new(ErrorCode::InvalidRetry, e.to_string()),
+        // The script was deleted between the check and the insert.
+        TriggerChangeError::Store(RepoError::NotFound { what }) => {
+            ApiError::not_found(format!("{what} not found"))
+        }
+        TriggerChangeError::Store(other) => other.into(),
+    }
+}
+
+impl From<RetryRequest> for RetryOverrides {
+    fn from(r: RetryRequest) -> Self {
+        Self {
+            max_attempts: r.max_attempts,
+            base_delay_ms: r.base_delay_ms,
+            max_delay_ms: r.max_delay_ms,
+        }
+    }
+}
+
+/// How a create request names its script: by exactly one of `script_id`, `script_name`.
+fn script_ref(id: Option<ScriptId>, name: Option<&str>) -> Result<ScriptRef, ApiError> {
+    match (id, name) {
+        (Some(id), None) => Ok(ScriptRef::Id(id)),
+        (None, Some(raw)) => ScriptName::parse(raw)
+            .map(ScriptRef::Name)
+            .map_err(|e| ApiError::invalid_name(&e)),
+        _ => Err(ApiError::invalid_body(
+            "name the script by exactly one of script_id or script_name",
+        )),
+    }
 }
 
 /// Run a script when an event of the trigger's kind happens in the app: `kv` (a key set or
@@ -301,17 +262,32 @@ pub(crate) async fn create_trigger(
     // Permission first: a caller who may not manage triggers here learns nothing more.
     let app = target_app(&state, &auth, body.app_id).await?;
     let details = body.details.validate().map_err(invalid_details)?;
-    let retry = retry_policy(state.trigger_defaults, body.retry)?;
-    let script = target_script(&state, &app, body.script_id, body.script_name.as_deref()).await?;
-    let new = NewTrigger {
-        app_id: app.id,
-        script_id: script.id,
-        enabled: body.enabled.unwrap_or(true),
-        registered_by: auth.user_id,
-        retry,
-        details,
-    };
-    create(&state, &auth, new).await
+    let script = script_ref(body.script_id, body.script_name.as_deref())?;
+    let created = state
+        .triggers
+        .create(
+            &app,
+            script,
+            details,
+            body.enabled,
+            body.retry.unwrap_or_default().into(),
+            auth.user_id,
+        )
+        .await
+        .map_err(change_refused)?;
+    tracing::info!(
+        trigger_id = %created.id,
+        kind = created.kind().as_str(),
+        script_id = %created.script_id,
+        user = %auth.username,
+        "trigger created"
+    );
+    let location = format!("/api/admin/triggers/{}", created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(TriggerView::from(created)),
+    ))
 }
 
 /// List triggers, oldest first, one page at a time.
@@ -355,6 +331,7 @@ pub(crate) async fn list_triggers(
     };
     let triggers = state
         .triggers
+        .repo()
         .list(ListTriggers {
             apps,
             kind: query.kind,
@@ -418,37 +395,23 @@ pub(crate) async fn update_trigger(
     Json(body): Json<UpdateTriggerRequest>,
 ) -> Result<axum::Json<TriggerView>, ApiError> {
     let trigger = authorized_trigger(&state, &auth, id).await?;
-    let details = match body.details {
-        Some(request) => {
-            if request.kind() != trigger.kind() {
-                return Err(ApiError::invalid_body(format!(
-                    "details: trigger {id} is a {} trigger, its kind cannot change",
-                    trigger.kind()
-                )));
-            }
-            Some(request.validate().map_err(invalid_details)?)
-        }
-        None => None,
-    };
-    let retry = body
-        .retry
-        .map(|retry| retry_policy(trigger.retry, Some(retry)))
+    let details = body
+        .details
+        .map(|request| request.validate().map_err(invalid_details))
         .transpose()?;
-    let update = TriggerUpdate {
-        enabled: body.enabled,
-        retry,
-        details,
-    };
-    if update.is_empty() {
-        return Err(ApiError::invalid_body(
-            "name at least one of enabled, retry, details",
-        ));
-    }
-    let trigger = match state.triggers.update(id, update).await {
-        Ok(trigger) => trigger,
-        Err(RepoError::NotFound { .. }) => return Err(trigger_not_found(id)),
-        Err(other) => return Err(other.into()),
-    };
+    let trigger = state
+        .triggers
+        .update(
+            &trigger,
+            body.enabled,
+            body.retry.map(RetryOverrides::from),
+            details,
+        )
+        .await
+        .map_err(|err| match err {
+            TriggerChangeError::Store(RepoError::NotFound { .. }) => trigger_not_found(id),
+            other => change_refused(other),
+        })?;
     tracing::info!(trigger_id = %id, enabled = trigger.enabled, user = %auth.username, "trigger changed");
     Ok(axum::Json(trigger.into()))
 }
@@ -474,7 +437,7 @@ pub(crate) async fn delete_trigger(
     PathId(id): PathId<TriggerId>,
 ) -> Result<StatusCode, ApiError> {
     authorized_trigger(&state, &auth, id).await?;
-    match state.triggers.delete(id).await {
+    match state.triggers.repo().delete(id).await {
         Ok(()) => {}
         Err(RepoError::NotFound { .. }) => return Err(trigger_not_found(id)),
         Err(other) => return Err(other.into()),

@@ -8,6 +8,7 @@ pub mod kinds;
 #[cfg(feature = "testsuite")]
 mod memory;
 mod pg;
+mod service;
 
 #[cfg(feature = "admin-api")]
 pub use http::{
@@ -18,6 +19,7 @@ pub use kinds::{Target, TriggerDetails, TriggerDetailsRequest};
 #[cfg(feature = "testsuite")]
 pub use memory::InMemoryTriggerRepository;
 pub use pg::PgTriggerRepository;
+pub use service::{RetryOverrides, ScriptRef, TriggerChangeError, TriggerService};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
