@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
@@ -18,7 +18,7 @@ use crate::access::auth::Auth;
 use crate::apps::{App, AppChangeError, AppRepository, AppService, AppUpdate, ListApps};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, Page, PageQuery};
+use crate::http::{AdminState, Page, PageQuery, created};
 use crate::repository::RepoError;
 use crate::scripts::{ListScripts, ScriptRepository};
 
@@ -174,15 +174,10 @@ pub(crate) async fn create_app(
             other => other.into(),
         })?;
     tracing::info!(app_id = %app.id, app = %app.slug, user = %auth.username, "app created");
-    let location = format!("/api/admin/apps/{}", app.id);
     let mut view = AppView::new(app, &auth);
     // The roles the request was authenticated with predate the app.
     view.role = Some(AppRole::Owner);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(view),
-    ))
+    Ok(created("apps", view.id, view))
 }
 
 /// List the apps the caller can see, one page at a time.

@@ -11,6 +11,7 @@ mod page;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -199,6 +200,20 @@ feature_states!(
     triggers: TriggersState,
     dead_letters: DeadLettersState,
 );
+
+/// 201 with the new resource's URL (`/api/admin/<collection>/<id>`) and the resource.
+pub(crate) fn created<T: serde::Serialize>(
+    collection: &str,
+    id: impl fmt::Display,
+    body: T,
+) -> (StatusCode, [(HeaderName, String); 1], axum::Json<T>) {
+    let location = format!("/api/admin/{collection}/{id}");
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+}
 
 /// The admin API with the default 1 MiB body limit, at `/api/admin/...`, ready to be
 /// merged into the binary's router.

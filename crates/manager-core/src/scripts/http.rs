@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use picloud_shared::{
     AppId, AppSlug, Capability, ErrorEnvelope, Scope, Script, ScriptId, ScriptLimits, ScriptName,
@@ -18,7 +18,7 @@ use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, Page, PageQuery};
+use crate::http::{AdminState, Page, PageQuery, created};
 use crate::repository::RepoError;
 use crate::scripts::{
     ListScripts, NewScript, ScriptChangeError, ScriptRepository, ScriptService, ScriptSummary,
@@ -154,7 +154,7 @@ pub(crate) async fn create_script(
     .await?;
     let slug = app.slug;
     let name = parse_name(&body.name)?;
-    let created = state
+    let script = state
         .scripts
         .create(NewScript {
             app_id: app.id,
@@ -169,18 +169,13 @@ pub(crate) async fn create_script(
             other => other.into(),
         })?;
     tracing::info!(
-        script_id = %created.id,
+        script_id = %script.id,
         app = %slug,
-        name = %created.name,
+        name = %script.name,
         user = %auth.username,
         "script created"
     );
-    let location = format!("/api/admin/scripts/{}", created.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(created),
-    ))
+    Ok(created("scripts", script.id, script))
 }
 
 /// List scripts of the apps the caller can see, one page at a time.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
@@ -23,7 +23,7 @@ use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, Page, PageQuery};
+use crate::http::{AdminState, Page, PageQuery, created};
 use crate::repository::RepoError;
 use crate::triggers::kinds::InvalidDetails;
 use crate::triggers::{
@@ -263,7 +263,7 @@ pub(crate) async fn create_trigger(
     let app = target_app(&state, &auth, body.app_id).await?;
     let details = body.details.validate().map_err(invalid_details)?;
     let script = script_ref(body.script_id, body.script_name.as_deref())?;
-    let created = state
+    let trigger = state
         .triggers
         .create(
             &app,
@@ -276,18 +276,13 @@ pub(crate) async fn create_trigger(
         .await
         .map_err(change_refused)?;
     tracing::info!(
-        trigger_id = %created.id,
-        kind = created.kind().as_str(),
-        script_id = %created.script_id,
+        trigger_id = %trigger.id,
+        kind = trigger.kind().as_str(),
+        script_id = %trigger.script_id,
         user = %auth.username,
         "trigger created"
     );
-    let location = format!("/api/admin/triggers/{}", created.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(TriggerView::from(created)),
-    ))
+    Ok(created("triggers", trigger.id, TriggerView::from(trigger)))
 }
 
 /// List triggers, oldest first, one page at a time.

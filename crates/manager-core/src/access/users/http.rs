@@ -4,7 +4,7 @@
 use std::fmt;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{CredentialKind, ErrorCode, ErrorEnvelope, UserId, Username};
@@ -18,7 +18,7 @@ use crate::access::UserChangeError;
 use crate::access::auth::Auth;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, PathId, Query};
-use crate::http::{AdminState, Page, PageQuery};
+use crate::http::{AdminState, Page, PageQuery, created};
 use crate::{access::User, repository::RepoError};
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
@@ -155,12 +155,7 @@ pub(crate) async fn create_user(
         by = %auth.username,
         "user created"
     );
-    let location = format!("/api/admin/users/{}", user.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(UserView::from(user)),
-    ))
+    Ok(created("users", user.id, UserView::from(user)))
 }
 
 /// List users. Instance admins only.
