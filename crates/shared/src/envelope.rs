@@ -6,195 +6,129 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Every error code PiCloud answers with. Each has exactly one HTTP status
-/// ([`ErrorCode::status`]); the OpenAPI document lists them all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// 400: the request body is not valid JSON.
-    MalformedJson,
-    /// 400: the request body could not be read.
-    UnreadableBody,
-    /// 400: a path segment that should be an id is not a UUID.
-    InvalidId,
-    /// 400: the path could not be decoded.
-    InvalidPath,
-    /// 400: the query string does not fit the endpoint.
-    InvalidQuery,
-    /// 400: the request needs a login session, not an API token.
-    NotASession,
-    /// 401: no valid bearer token.
-    Unauthorized,
-    /// 401: wrong username or password.
-    InvalidCredentials,
-    /// 403: the caller may see the resource but lacks the scope or role.
-    Forbidden,
-    /// 404: no such resource, or one the caller may not see.
-    NotFound,
-    /// 405: the endpoint does not take the request's method.
-    MethodNotAllowed,
-    /// 409: a name or another unique value is taken.
-    Conflict,
-    /// 409: an app with scripts is deleted without `cascade=true`.
-    AppNotEmpty,
-    /// 409: the `default` app cannot be deleted or renamed away.
-    DefaultApp,
-    /// 409: an instance admin cannot delete themselves.
-    CannotDeleteSelf,
-    /// 409: an app must keep an owner.
-    LastOwner,
-    /// 409: a dead letter's trigger was deleted, so it cannot be replayed.
-    TriggerGone,
-    /// 409: the dead letter was already resolved for good.
-    AlreadyResolved,
-    /// 413: the request body is over the endpoint's limit.
-    PayloadTooLarge,
-    /// 413: a stored value is over its service's limit.
-    ValueTooLarge,
-    /// 415: the body is not declared as JSON.
-    UnsupportedMediaType,
-    /// 422: well-formed JSON that does not fit the request.
-    InvalidBody,
-    /// 422: a name (app slug, script name, username, collection, key) that is not valid.
-    InvalidName,
-    /// 422: script limits outside the instance's ceiling.
-    InvalidLimits,
-    /// 422: the script does not compile; `line`/`column` say where, when known.
-    CompileError,
-    /// 422: the script's source is over the size limit.
-    SourceTooLarge,
-    /// 422: a scope name that is not one of the seven, or not the caller's to give.
-    InvalidScope,
-    /// 422: a password outside the allowed length.
-    InvalidPassword,
-    /// 422: a trigger's retry policy cannot be used.
-    InvalidRetry,
-    /// 422: a collection glob that cannot be used.
-    InvalidGlob,
-    /// 422: a `kv` trigger's operations are empty.
-    InvalidOps,
-    /// 422: a `dead_letter` trigger's source kinds cannot be used.
-    InvalidSourceKinds,
-    /// 422: a trigger's details that its kind refuses (the message names the field); what
-    /// a new trigger kind answers without needing a code of its own.
-    InvalidDetails,
-    /// 422: a service call's argument cannot be used.
-    InvalidArgument,
-    /// 422: the script failed (`line`/`column` say where, when known).
-    ScriptError,
-    /// 429: too many failed logins; `Retry-After` says when to try again.
-    TooManyAttempts,
-    /// 500: a fault inside PiCloud, logged once; the body says no more.
-    Internal,
-    /// 502: the executor could not be reached.
-    ExecutorUnavailable,
-    /// 503: the database (or another dependency) is unavailable; try again later.
-    Unavailable,
-    /// 503: every execution slot is busy; `Retry-After` says when to try again.
-    Overloaded,
-    /// 503: the server is not ready (its database does not answer).
-    NotReady,
-    /// 504: the script ran past its time limit.
-    Timeout,
-    /// 507: the script went past a sandbox limit (operations, sizes, depth, memory).
-    ResourceLimit,
+/// Declares [`ErrorCode`] from one list: each code once, with its name and its status, so
+/// the enum, [`ErrorCode::as_str`] and [`ErrorCode::status`] cannot drift (a test checks
+/// each name against serde's snake_case one, which the OpenAPI document shows).
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = ($name:literal, $status:literal),)*) => {
+        /// Every error code PiCloud answers with. Each has exactly one HTTP status
+        /// ([`ErrorCode::status`]); the OpenAPI document lists them all.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &[Self] = &[$(Self::$variant,)*];
+
+            /// The code as it appears in the envelope.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub fn status(&self) -> u16 {
+                match self {
+                    $(Self::$variant => $status,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code as it appears in the envelope.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::MalformedJson => "malformed_json",
-            Self::UnreadableBody => "unreadable_body",
-            Self::InvalidId => "invalid_id",
-            Self::InvalidPath => "invalid_path",
-            Self::InvalidQuery => "invalid_query",
-            Self::NotASession => "not_a_session",
-            Self::Unauthorized => "unauthorized",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict => "conflict",
-            Self::AppNotEmpty => "app_not_empty",
-            Self::DefaultApp => "default_app",
-            Self::CannotDeleteSelf => "cannot_delete_self",
-            Self::LastOwner => "last_owner",
-            Self::TriggerGone => "trigger_gone",
-            Self::AlreadyResolved => "already_resolved",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::ValueTooLarge => "value_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::InvalidBody => "invalid_body",
-            Self::InvalidName => "invalid_name",
-            Self::InvalidLimits => "invalid_limits",
-            Self::CompileError => "compile_error",
-            Self::SourceTooLarge => "source_too_large",
-            Self::InvalidScope => "invalid_scope",
-            Self::InvalidPassword => "invalid_password",
-            Self::InvalidRetry => "invalid_retry",
-            Self::InvalidGlob => "invalid_glob",
-            Self::InvalidOps => "invalid_ops",
-            Self::InvalidSourceKinds => "invalid_source_kinds",
-            Self::InvalidDetails => "invalid_details",
-            Self::InvalidArgument => "invalid_argument",
-            Self::ScriptError => "script_error",
-            Self::TooManyAttempts => "too_many_attempts",
-            Self::Internal => "internal",
-            Self::ExecutorUnavailable => "executor_unavailable",
-            Self::Unavailable => "unavailable",
-            Self::Overloaded => "overloaded",
-            Self::NotReady => "not_ready",
-            Self::Timeout => "timeout",
-            Self::ResourceLimit => "resource_limit",
-        }
-    }
-
-    /// The HTTP status every answer with this code has.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::MalformedJson
-            | Self::UnreadableBody
-            | Self::InvalidId
-            | Self::InvalidPath
-            | Self::InvalidQuery
-            | Self::NotASession => 400,
-            Self::Unauthorized | Self::InvalidCredentials => 401,
-            Self::Forbidden => 403,
-            Self::NotFound => 404,
-            Self::MethodNotAllowed => 405,
-            Self::Conflict
-            | Self::AppNotEmpty
-            | Self::DefaultApp
-            | Self::CannotDeleteSelf
-            | Self::LastOwner
-            | Self::TriggerGone
-            | Self::AlreadyResolved => 409,
-            Self::PayloadTooLarge | Self::ValueTooLarge => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::InvalidBody
-            | Self::InvalidName
-            | Self::InvalidLimits
-            | Self::CompileError
-            | Self::SourceTooLarge
-            | Self::InvalidScope
-            | Self::InvalidPassword
-            | Self::InvalidRetry
-            | Self::InvalidGlob
-            | Self::InvalidOps
-            | Self::InvalidSourceKinds
-            | Self::InvalidDetails
-            | Self::InvalidArgument
-            | Self::ScriptError => 422,
-            Self::TooManyAttempts => 429,
-            Self::Internal => 500,
-            Self::ExecutorUnavailable => 502,
-            Self::Unavailable | Self::Overloaded | Self::NotReady => 503,
-            Self::Timeout => 504,
-            Self::ResourceLimit => 507,
-        }
-    }
+error_codes! {
+    /// 400: the request body is not valid JSON.
+    MalformedJson = ("malformed_json", 400),
+    /// 400: the request body could not be read.
+    UnreadableBody = ("unreadable_body", 400),
+    /// 400: a path segment that should be an id is not a UUID.
+    InvalidId = ("invalid_id", 400),
+    /// 400: the path could not be decoded.
+    InvalidPath = ("invalid_path", 400),
+    /// 400: the query string does not fit the endpoint.
+    InvalidQuery = ("invalid_query", 400),
+    /// 400: the request needs a login session, not an API token.
+    NotASession = ("not_a_session", 400),
+    /// 401: no valid bearer token.
+    Unauthorized = ("unauthorized", 401),
+    /// 401: wrong username or password.
+    InvalidCredentials = ("invalid_credentials", 401),
+    /// 403: the caller may see the resource but lacks the scope or role.
+    Forbidden = ("forbidden", 403),
+    /// 404: no such resource, or one the caller may not see.
+    NotFound = ("not_found", 404),
+    /// 405: the endpoint does not take the request's method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// 409: a name or another unique value is taken.
+    Conflict = ("conflict", 409),
+    /// 409: an app with scripts is deleted without `cascade=true`.
+    AppNotEmpty = ("app_not_empty", 409),
+    /// 409: the `default` app cannot be deleted or renamed away.
+    DefaultApp = ("default_app", 409),
+    /// 409: an instance admin cannot delete themselves.
+    CannotDeleteSelf = ("cannot_delete_self", 409),
+    /// 409: an app must keep an owner.
+    LastOwner = ("last_owner", 409),
+    /// 409: a dead letter's trigger was deleted, so it cannot be replayed.
+    TriggerGone = ("trigger_gone", 409),
+    /// 409: the dead letter was already resolved for good.
+    AlreadyResolved = ("already_resolved", 409),
+    /// 413: the request body is over the endpoint's limit.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// 413: a stored value is over its service's limit.
+    ValueTooLarge = ("value_too_large", 413),
+    /// 415: the body is not declared as JSON.
+    UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// 422: well-formed JSON that does not fit the request.
+    InvalidBody = ("invalid_body", 422),
+    /// 422: a name (app slug, script name, username, collection, key) that is not valid.
+    InvalidName = ("invalid_name", 422),
+    /// 422: script limits outside the instance's ceiling.
+    InvalidLimits = ("invalid_limits", 422),
+    /// 422: the script does not compile; `line`/`column` say where, when known.
+    CompileError = ("compile_error", 422),
+    /// 422: the script's source is over the size limit.
+    SourceTooLarge = ("source_too_large", 422),
+    /// 422: a scope name that is not one of the seven, or not the caller's to give.
+    InvalidScope = ("invalid_scope", 422),
+    /// 422: a password outside the allowed length.
+    InvalidPassword = ("invalid_password", 422),
+    /// 422: a trigger's retry policy cannot be used.
+    InvalidRetry = ("invalid_retry", 422),
+    /// 422: a collection glob that cannot be used.
+    InvalidGlob = ("invalid_glob", 422),
+    /// 422: a `kv` trigger's operations are empty.
+    InvalidOps = ("invalid_ops", 422),
+    /// 422: a `dead_letter` trigger's source kinds cannot be used.
+    InvalidSourceKinds = ("invalid_source_kinds", 422),
+    /// 422: a trigger's details that its kind refuses (the message names the field); what
+    /// a new trigger kind answers without needing a code of its own.
+    InvalidDetails = ("invalid_details", 422),
+    /// 422: a service call's argument cannot be used.
+    InvalidArgument = ("invalid_argument", 422),
+    /// 422: the script failed (`line`/`column` say where, when known).
+    ScriptError = ("script_error", 422),
+    /// 429: too many failed logins; `Retry-After` says when to try again.
+    TooManyAttempts = ("too_many_attempts", 429),
+    /// 500: a fault inside PiCloud, logged once; the body says no more.
+    Internal = ("internal", 500),
+    /// 502: the executor could not be reached.
+    ExecutorUnavailable = ("executor_unavailable", 502),
+    /// 503: the database (or another dependency) is unavailable; try again later.
+    Unavailable = ("unavailable", 503),
+    /// 503: every execution slot is busy; `Retry-After` says when to try again.
+    Overloaded = ("overloaded", 503),
+    /// 503: the server is not ready (its database does not answer).
+    NotReady = ("not_ready", 503),
+    /// 504: the script ran past its time limit.
+    Timeout = ("timeout", 504),
+    /// 507: the script went past a sandbox limit (operations, sizes, depth, memory).
+    ResourceLimit = ("resource_limit", 507),
 }
 
 impl fmt::Display for ErrorCode {
