@@ -474,6 +474,36 @@ async fn retry_reschedules_and_defer_does_not_spend_the_attempt(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn an_error_holding_nul_is_stored_with_a_replacement_character(pool: PgPool) {
+    // A script can throw any string; PostgreSQL cannot store NUL. Refusing the settlement
+    // would leave the row claimed and retried forever, so the text is repaired instead.
+    let f = Fixture::new(pool).await;
+    let handler_script = script(&f.pool, "on-dead-letter").await;
+    trigger(&f.pool, "dead_letter", handler_script, f.user).await;
+    let id = f.row(json!({})).await;
+
+    let item = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .retry(&item, Duration::ZERO, "bad\0text")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.outbox(id).await,
+        Some((1, None, Some("bad\u{FFFD}text".to_owned()), false)),
+        "due again at once, the attempt counted"
+    );
+
+    let item = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store.give_up(&item, "bad\0again").await.unwrap();
+    assert_eq!(f.outbox(id).await, None, "the failed row is gone");
+    let dead = f.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error, "bad\u{FFFD}again");
+    let delivery = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(delivery.event["last_error"], "bad\u{FFFD}again");
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn complete_removes_the_row(pool: PgPool) {
     let f = Fixture::new(pool).await;
     let id = f.row(json!({})).await;

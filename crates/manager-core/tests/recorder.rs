@@ -69,3 +69,25 @@ async fn shutdown_flushes_every_queued_record(pool: PgPool) {
     handle.shutdown().await;
     assert_eq!(stored(&pool).await, 1000);
 }
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_run_whose_logs_and_error_hold_nul_is_recorded_with_its_batch(pool: PgPool) {
+    // A script can log and throw any string; PostgreSQL cannot store NUL. One such run must
+    // not cost its batch: the text is stored with U+FFFD in place of each NUL.
+    let repo = PgExecutionLogRepository::new(pool.clone());
+    let script = ScriptId::new();
+    let mut hostile = record(script, DEFAULT_APP_ID, now());
+    hostile.logs[0].message = "log\0line".to_owned();
+    hostile.error = Some("thrown\0text".to_owned());
+    let neighbour = record(script, DEFAULT_APP_ID, now());
+    let written = repo
+        .insert_batch(&[hostile.clone(), neighbour.clone()])
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+
+    let stored = repo.get(hostile.id).await.unwrap().unwrap();
+    assert_eq!(stored.logs[0].message, "log\u{FFFD}line");
+    assert_eq!(stored.error.as_deref(), Some("thrown\u{FFFD}text"));
+    assert_eq!(repo.get(neighbour.id).await.unwrap(), Some(neighbour));
+}

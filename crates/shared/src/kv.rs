@@ -94,7 +94,8 @@ fn is_collection_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
 }
 
-/// A key within a collection: 1 to 512 bytes of UTF-8 without control characters.
+/// A key within a collection: 1 to 512 bytes of UTF-8 without control or bidirectional
+/// control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
 #[serde(try_from = "String", into = "String")]
@@ -137,6 +138,12 @@ fn check_no_control(kind: &'static str, raw: &str) -> Result<(), KvNameError> {
         return Err(KvNameError::BadCharacters {
             kind,
             rule: "must not contain control characters",
+        });
+    }
+    if raw.chars().any(crate::names::is_bidi_control) {
+        return Err(KvNameError::BadCharacters {
+            kind,
+            rule: "must not contain bidirectional control characters",
         });
     }
     Ok(())

@@ -36,7 +36,7 @@ pub use kv::{
     CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvNameError, KvPage, KvService,
     MAX_KV_VALUE_BYTES,
 };
-pub use names::{AppSlug, NameError, ScriptName, Username};
+pub use names::{AppSlug, NameError, ScriptName, Username, check_label, is_bidi_control};
 pub use outbox::{OutboxError, OutboxItem, OutboxResult, OutboxStore, OutboxWaker};
 pub use sandbox::{LimitsError, SandboxCeiling, SandboxLimits, ScriptLimits};
 pub use script::Script;

@@ -143,6 +143,43 @@ impl Username {
     }
 }
 
+/// Checks a free-text label (an app's display name, a token's name): not blank, at most
+/// `max` characters, and no character that could hide or reorder what a person reads next
+/// to it: control characters (NUL, which PostgreSQL `text` cannot hold, escapes, line
+/// breaks) and bidirectional controls.
+pub fn check_label(kind: &'static str, raw: &str, max: usize) -> Result<(), NameError> {
+    if raw.trim().is_empty() {
+        return Err(NameError::Empty { kind });
+    }
+    if raw.chars().count() > max {
+        return Err(NameError::TooLong { kind, max });
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(NameError::BadCharacters {
+            kind,
+            rule: "must not contain control characters",
+        });
+    }
+    if raw.chars().any(is_bidi_control) {
+        return Err(NameError::BadCharacters {
+            kind,
+            rule: "must not contain bidirectional control characters",
+        });
+    }
+    Ok(())
+}
+
+/// The Unicode bidirectional formatting characters: the embeddings, overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069) and the implicit marks (U+200E, U+200F, U+061C). They are
+/// what "Trojan Source" spoofing uses to make text read differently from how it sorts and
+/// compares, so no name or key may hold one.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    )
+}
+
 fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), NameError> {
     if raw.is_empty() {
         return Err(NameError::Empty { kind });

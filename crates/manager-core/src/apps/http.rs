@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use picloud_shared::{
-    AppId, AppRole, AppSlug, Capability, ErrorCode, ErrorEnvelope, NameError, Scope,
+    AppId, AppRole, AppSlug, Capability, ErrorCode, ErrorEnvelope, Scope, check_label,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -47,7 +47,7 @@ pub struct CreateAppRequest {
     /// URL-safe and unique: 1-63 lowercase ASCII letters, digits and `-`, not starting or
     /// ending with `-`. Used by the by-name execute route.
     pub slug: String,
-    /// Display name, 1-100 characters.
+    /// Display name, 1-100 characters, without control or bidirectional control characters.
     pub name: String,
 }
 
@@ -58,7 +58,7 @@ pub struct UpdateAppRequest {
     /// A new slug (this changes the by-name URLs of the app's scripts).
     #[serde(default)]
     pub slug: Option<String>,
-    /// A new display name.
+    /// A new display name, with the same rules as at creation.
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -106,16 +106,7 @@ fn parse_slug(raw: &str) -> Result<AppSlug, ApiError> {
 }
 
 fn check_app_name(raw: &str) -> Result<String, ApiError> {
-    const KIND: &str = "app name";
-    if raw.trim().is_empty() {
-        return Err(ApiError::invalid_name(&NameError::Empty { kind: KIND }));
-    }
-    if raw.chars().count() > MAX_APP_NAME_CHARS {
-        return Err(ApiError::invalid_name(&NameError::TooLong {
-            kind: KIND,
-            max: MAX_APP_NAME_CHARS,
-        }));
-    }
+    check_label("app name", raw, MAX_APP_NAME_CHARS).map_err(|e| ApiError::invalid_name(&e))?;
     Ok(raw.to_owned())
 }
 

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::db::{corrupt_row, db_error};
+use crate::db::{corrupt_row, db_error, storable_text};
 use crate::{
     executions::{ExecutionCursor, ExecutionLogRepository},
     repository::{RepoError, RepoResult},
@@ -125,8 +125,17 @@ impl Columns {
             c.http_statuses.push(r.http_status.map(i32::from));
             c.durations
                 .push(i64::try_from(r.duration_ms).unwrap_or(i64::MAX));
-            c.logs.push(Json(r.logs.clone()));
-            c.errors.push(r.error.clone());
+            c.logs.push(Json(
+                r.logs
+                    .iter()
+                    .map(|entry| LogEntry {
+                        message: storable_text(&entry.message).into_owned(),
+                        ..entry.clone()
+                    })
+                    .collect(),
+            ));
+            c.errors
+                .push(r.error.as_deref().map(|e| storable_text(e).into_owned()));
             c.started_ats.push(r.started_at);
             c.trigger_ids.push(r.trigger_id.map(|t| t.as_uuid()));
         }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::db::{corrupt_row, db_error};
+use crate::db::{corrupt_row, db_error, storable_text};
 use crate::dead_letters::insert_dead_letter;
 use crate::error_chain;
 use crate::outbox::{OutboxEmitter, begin};
@@ -182,6 +182,7 @@ async fn reschedule(
     error: &str,
     count_attempt: bool,
 ) -> OutboxResult<()> {
+    let error = storable_text(error);
     let updated = sqlx::query(
         "UPDATE outbox
          SET claimed_until = NULL, claimed_by = NULL,
@@ -194,7 +195,7 @@ async fn reschedule(
     .bind(&item.claimed_by)
     .bind(to_i32(item.attempts))
     .bind(millis(delay))
-    .bind(error)
+    .bind(&*error)
     .bind(count_attempt)
     .execute(&store.pool)
     .await
@@ -290,6 +291,7 @@ impl OutboxStore for PgOutboxStore {
 
     #[tracing::instrument(skip_all, fields(outbox_id = %item.id))]
     async fn give_up(&self, item: &OutboxItem, error: &str) -> OutboxResult<()> {
+        let error = storable_text(error);
         let mut change = begin(&self.pool, &self.emitter)
             .await
             .map_err(service_failure)?;
@@ -320,7 +322,7 @@ impl OutboxStore for PgOutboxStore {
                         event: item.event.clone(),
                         depth: item.depth,
                         attempts: item.attempts,
-                        last_error: error.to_owned(),
+                        last_error: error.clone().into_owned(),
                     },
                 )
                 .await
@@ -336,7 +338,7 @@ impl OutboxStore for PgOutboxStore {
                         script_id: Some(item.script_id),
                         event: item.event.clone(),
                         attempts: item.attempts,
-                        last_error: error.to_owned(),
+                        last_error: error.clone().into_owned(),
                     },
                     depth: item.depth.saturating_add(1),
                     causation_id: None,

@@ -126,6 +126,9 @@ impl ScriptService {
                 max: MAX_SOURCE_BYTES,
             });
         }
+        if let Some(nul) = nul_position(source) {
+            return Err(ScriptChangeError::Compile(nul));
+        }
         self.validator
             .validate(source)
             .await
@@ -173,4 +176,19 @@ impl ScriptService {
         self.observers.script_changed(id);
         Ok(())
     }
+}
+
+/// Where the first NUL character of `source` is, as a compile error: Rhai would accept one
+/// inside a string literal, but PostgreSQL `text` cannot store it, so it is refused here with
+/// its place rather than failing the insert.
+fn nul_position(source: &str) -> Option<CompileError> {
+    let offset = source.find('\0')?;
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some(CompileError {
+        message: "the source holds a NUL character, which cannot be stored".to_owned(),
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: u32::try_from(column).unwrap_or(u32::MAX),
+    })
 }

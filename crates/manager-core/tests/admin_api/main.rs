@@ -18,6 +18,7 @@ mod auth;
 mod dead_letters;
 mod errors;
 mod executions;
+mod hostile;
 mod isolation;
 mod kv;
 mod members;

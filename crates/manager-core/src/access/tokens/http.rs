@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
-    AppId, Capability, CredentialKind, ErrorCode, ErrorEnvelope, NameError, Scope, TokenId,
+    AppId, Capability, CredentialKind, ErrorCode, ErrorEnvelope, Scope, TokenId, check_label,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -41,7 +41,8 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// A label to recognise the token by, 1-128 characters.
+    /// A label to recognise the token by, 1-128 characters, without control or bidirectional
+    /// control characters.
     pub name: String,
     /// At least one of `script:read`, `script:write`, `script:execute`, `data:read`,
     /// `data:write`, `triggers:manage`, `app:admin`.
@@ -114,16 +115,7 @@ impl From<Token> for TokenView {
 }
 
 fn check_token_name(raw: &str) -> Result<String, ApiError> {
-    const KIND: &str = "token name";
-    if raw.trim().is_empty() {
-        return Err(ApiError::invalid_name(&NameError::Empty { kind: KIND }));
-    }
-    if raw.chars().count() > MAX_TOKEN_NAME_CHARS {
-        return Err(ApiError::invalid_name(&NameError::TooLong {
-            kind: KIND,
-            max: MAX_TOKEN_NAME_CHARS,
-        }));
-    }
+    check_label("token name", raw, MAX_TOKEN_NAME_CHARS).map_err(|e| ApiError::invalid_name(&e))?;
     Ok(raw.to_owned())
 }
 
