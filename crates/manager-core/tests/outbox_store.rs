@@ -587,6 +587,38 @@ async fn giving_up_makes_a_dead_letter_and_hands_it_to_dead_letter_triggers(pool
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_dead_letter_handler_past_the_depth_limit_is_refused_too(pool: PgPool) {
+    // The failed row is at depth 2, so its dead-letter handler would run at depth 3: past a
+    // limit of 2, it is refused like any deep event, not run one level past the limit.
+    let f = Fixture::new(pool).await;
+    let store = PgOutboxStore::new(
+        f.pool.clone(),
+        OutboxEmitter::new(2, OutboxSignal::spawn(f.pool.clone())),
+    );
+    let handler_script = script(&f.pool, "on-dead-letter").await;
+    trigger(&f.pool, "dead_letter", handler_script, f.user).await;
+    f.row(json!({ "kind": "kv" })).await;
+
+    let item = store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(item.depth, 2);
+    store.give_up(&item, "boom").await.unwrap();
+
+    assert!(
+        store.claim_due("w", 5, LEASE).await.unwrap().is_empty(),
+        "no handler delivery past the limit"
+    );
+    let dead = f.dead_letters().await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let refused = dead
+        .iter()
+        .find(|letter| letter.trigger_id.is_none())
+        .expect("the refused handler delivery is a dead letter");
+    assert_eq!(refused.trigger_kind, "dead_letter");
+    assert_eq!(refused.depth, 3);
+    assert_eq!(refused.last_error, "trigger depth limit of 2 reached");
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_failed_dead_letter_handler_makes_no_new_dead_letter(pool: PgPool) {
     let f = Fixture::new(pool).await;
     let handler_script = script(&f.pool, "on-dead-letter").await;

@@ -72,7 +72,7 @@ fn dead_letter_not_found(id: DeadLetterId) -> ApiError {
     responses(
         (status = 200, description = "One page of dead letters, newest first", body = Page<DeadLetter>),
         (status = 400, description = "The id is not a UUID, or bad query parameters", body = ErrorEnvelope),
-        (status = 403, description = "No `script:read` for the app", body = ErrorEnvelope),
+        (status = 403, description = "Missing `script:read` or `data:read` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
@@ -89,6 +89,7 @@ pub(crate) async fn list_dead_letters(
     }
     .request::<DeadLetterCursor>()?;
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppRead).await?;
+    require_event_values(&auth, id)?;
     let letters = state
         .dead_letters
         .list(ListDeadLetters {
@@ -144,7 +145,17 @@ async fn authorized_dead_letter(
     auth.require(Capability::AppDeadLetterManage(letter.app_id), || {
         dead_letter_not_found(id)
     })?;
+    require_event_values(auth, letter.app_id)?;
     Ok(letter)
+}
+
+/// A dead letter carries the event that failed, and so the values it changed (a KV
+/// entry's new value): whoever is shown one needs `data:read` in its app, as for the
+/// values themselves. Asked once the app is known to be visible, so this refusal is a 403.
+fn require_event_values(auth: &Auth, app: AppId) -> Result<(), ApiError> {
+    auth.require(Capability::AppKvRead(app), || {
+        ApiError::not_found(format!("app {app} not found"))
+    })
 }
 
 fn action_error(err: DeadLetterActionError) -> ApiError {
@@ -170,7 +181,7 @@ fn action_error(err: DeadLetterActionError) -> ApiError {
     responses(
         (status = 200, description = "The dead letter, resolved as `replayed`", body = DeadLetter),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 403, description = "Missing `triggers:manage` or `data:read` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 409, description = "Already resolved (`already_resolved`), or there is no trigger to replay to (`trigger_gone`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
@@ -196,7 +207,7 @@ pub(crate) async fn replay_dead_letter(
     responses(
         (status = 200, description = "The dead letter, resolved as `ignored`", body = DeadLetter),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
-        (status = 403, description = "No `triggers:manage` for the app", body = ErrorEnvelope),
+        (status = 403, description = "Missing `triggers:manage` or `data:read` for the app", body = ErrorEnvelope),
         (status = 404, description = "No such dead letter (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 409, description = "Already resolved (`already_resolved`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),

@@ -205,8 +205,9 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("patch", "/api/admin/triggers/{id}"),
             hidden_or_forbidden(Some(json!({ "enabled": false }))),
         ),
-        // Dead letters: reading needs `script:read` (the app itself), acting on one needs
-        // `triggers:manage`.
+        // Dead letters: the count needs `script:read` (the app itself); the list needs
+        // `data:read` too (each carries an event's values), and acting on one needs
+        // `triggers:manage` and `data:read`.
         (
             ("get", "/api/admin/apps/{id}/dead-letters"),
             hidden_or_forbidden(None),

@@ -4,7 +4,7 @@ use axum::http::{Method, StatusCode};
 use picloud_manager_core::dead_letters::PgDeadLetterRepository;
 use picloud_manager_core::dead_letters::{DeadLetter, DeadLetterRepository, NewDeadLetter};
 use picloud_manager_core::outbox::OutboxSignal;
-use picloud_shared::{AppId, AppRole, ScriptId, TriggerId, TriggerKind};
+use picloud_shared::{AppId, AppRole, Scope, ScriptId, TriggerId, TriggerKind};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -254,4 +254,52 @@ async fn another_apps_dead_letters_are_hidden(pool: PgPool) {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(s.badge().await, 1);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn showing_a_dead_letters_event_needs_data_read(pool: PgPool) {
+    // A dead letter carries the failed event and the value it changed, so a token that may
+    // not read the app's data may count dead letters but not see or act on them.
+    let s = shop(pool).await;
+    let letter = s.failed("a").await;
+    let owner = s.app.user_with_role("owner", s.id, AppRole::Owner).await;
+    let list = format!("/api/admin/apps/{}/dead-letters", s.id);
+    let ignore = format!("/api/admin/dead-letters/{}/ignore", letter.id);
+
+    let no_data = s
+        .app
+        .token(
+            owner.id,
+            &[Scope::ScriptRead, Scope::TriggersManage],
+            Some(s.id),
+        )
+        .await;
+    let caller = s.app.caller(&no_data);
+    let reply = caller.get(&list).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.message().contains("data:read"), "{}", reply.message());
+    let reply = caller.json(Method::POST, &ignore, &json!({})).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.message().contains("data:read"), "{}", reply.message());
+    let count = caller
+        .get(&format!("/api/admin/apps/{}/dead-letters/count", s.id))
+        .await;
+    assert_eq!(count.status, StatusCode::OK, "{}", count.body);
+    assert_eq!(count.body["unresolved"], 1);
+
+    let with_data = s
+        .app
+        .token(
+            owner.id,
+            &[Scope::ScriptRead, Scope::TriggersManage, Scope::DataRead],
+            Some(s.id),
+        )
+        .await;
+    let caller = s.app.caller(&with_data);
+    let reply = caller.get(&list).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(ids(&reply.body), [letter.id.to_string()]);
+    let reply = caller.json(Method::POST, &ignore, &json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(s.badge().await, 0);
 }
