@@ -1,11 +1,17 @@
 //! The response convention: how a script's final value becomes an HTTP response.
 //!
 //! A map with a `statusCode` key is a structured response,
-//! `#{statusCode: 100..=599, headers?: #{name: "value"}, body?: any}`. Any other value is
+//! `#{statusCode: 200..=599, headers?: #{name: "value"}, body?: any}`. Any other value is
 //! a 200 with that value as the body. Bodies: a string is `text/plain; charset=utf-8`, a
 //! blob `application/octet-stream`, `()` an empty body with no content type, and anything
 //! else JSON-able (maps, arrays, numbers, booleans) `application/json`. A `content-type`
 //! header set by the script wins over the one the body would get.
+//!
+//! PiCloud owns the message's framing and the connection: a script may not set the
+//! headers that describe them ([`FRAMING_HEADERS`], and any `proxy-*`), nor answer with an
+//! informational 1xx status. hyper writes a `content-length` it is handed verbatim and
+//! then the real body, so a script's own value would let it smuggle a second response
+//! onto a kept-alive connection; each is a script error naming the header instead.
 
 use bytes::Bytes;
 use picloud_shared::{ExecutionError, ScriptResponse};
@@ -16,6 +22,23 @@ use crate::json::dynamic_to_json;
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 const BYTES: &str = "application/octet-stream";
+
+/// Headers the HTTP server derives from the real body and connection (RFC 9110 §7.6.1 and
+/// §8.6, RFC 9112 §6-7): set by a script they could desync the response stream.
+pub(crate) const FRAMING_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_framing_header(lowercase_name: &str) -> bool {
+    FRAMING_HEADERS.contains(&lowercase_name) || lowercase_name.starts_with("proxy-")
+}
 
 /// Converts a script's final value into a response, or a script error naming what is wrong.
 pub(crate) fn into_response(value: Dynamic) -> Result<ScriptResponse, ExecutionError> {
@@ -48,10 +71,10 @@ fn structured(status: &Dynamic, map: &Map) -> Result<ScriptResponse, ExecutionEr
         .as_int()
         .ok()
         .and_then(|s| u16::try_from(s).ok())
-        .filter(|s| (100..=599).contains(s))
+        .filter(|s| (200..=599).contains(s))
         .ok_or_else(|| {
             invalid(format!(
-                "response statusCode must be an integer from 100 to 599, got {}",
+                "response statusCode must be an integer from 200 to 599, got {}",
                 describe(status)
             ))
         })?;
@@ -93,6 +116,13 @@ fn headers(value: &Dynamic) -> Result<Vec<(String, String)>, ExecutionError> {
                 name.as_str()
             )));
         }
+        let lowercase_name = name.to_ascii_lowercase();
+        if is_framing_header(&lowercase_name) {
+            return Err(invalid(format!(
+                "response header {:?} is set by PiCloud from the real body and connection; a script may not set it",
+                name.as_str()
+            )));
+        }
         let value = value.flatten_clone();
         let text = value.read_lock::<ImmutableString>().ok_or_else(|| {
             invalid(format!(
@@ -105,7 +135,7 @@ fn headers(value: &Dynamic) -> Result<Vec<(String, String)>, ExecutionError> {
                 "response headers.{name} contains characters not allowed in an HTTP header"
             )));
         }
-        headers.push((name.to_ascii_lowercase(), text.to_string()));
+        headers.push((lowercase_name, text.to_string()));
     }
     Ok(headers)
 }
@@ -178,6 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn every_framing_header_is_refused_whatever_its_case_and_others_pass() {
+        let with_header = |name: &str| {
+            map(&[
+                ("statusCode", Dynamic::from_int(200)),
+                ("headers", map(&[(name, "1".into())])),
+            ])
+        };
+        for name in FRAMING_HEADERS {
+            for spelled in [name.to_owned(), name.to_ascii_uppercase()] {
+                let refused = into_response(with_header(&spelled)).unwrap_err();
+                assert!(
+                    refused.to_string().contains("a script may not set it"),
+                    "{spelled}: {refused}"
+                );
+            }
+        }
+        let allowed = into_response(with_header("x-request-note")).unwrap();
+        assert_eq!(header(&allowed, "x-request-note"), Some("1"));
+    }
+
+    #[test]
     fn plain_values_are_200s_typed_by_their_kind() {
         let text = into_response("hi".into()).unwrap();
         assert_eq!((text.status, text.body.as_ref()), (200, b"hi".as_slice()));
@@ -236,7 +287,7 @@ mod tests {
         };
         assert_eq!(
             message(map(&[("statusCode", "200".into())])),
-            r#"response statusCode must be an integer from 100 to 599, got "200""#
+            r#"response statusCode must be an integer from 200 to 599, got "200""#
         );
         assert!(message(map(&[("statusCode", Dynamic::from_int(99))])).contains("statusCode"));
         assert!(message(map(&[("statusCode", Dynamic::from_int(600))])).contains("statusCode"));

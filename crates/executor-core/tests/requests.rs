@@ -113,11 +113,27 @@ async fn bad_response_fields_are_named() {
     let cases = [
         (
             r#"#{statusCode: "200"}"#,
-            r#"response statusCode must be an integer from 100 to 599, got "200""#,
+            r#"response statusCode must be an integer from 200 to 599, got "200""#,
         ),
         (
             "#{statusCode: 99}",
-            "response statusCode must be an integer from 100 to 599, got 99 (i64)",
+            "response statusCode must be an integer from 200 to 599, got 99 (i64)",
+        ),
+        (
+            "#{statusCode: 101}",
+            "response statusCode must be an integer from 200 to 599, got 101 (i64)",
+        ),
+        (
+            r#"#{statusCode: 200, headers: #{"Content-Length": "0"}}"#,
+            r#"response header "Content-Length" is set by PiCloud from the real body and connection; a script may not set it"#,
+        ),
+        (
+            r#"#{statusCode: 200, headers: #{"transfer-encoding": "chunked"}}"#,
+            r#"response header "transfer-encoding" is set by PiCloud from the real body and connection; a script may not set it"#,
+        ),
+        (
+            r#"#{statusCode: 200, headers: #{"proxy-authenticate": "Basic"}}"#,
+            r#"response header "proxy-authenticate" is set by PiCloud from the real body and connection; a script may not set it"#,
         ),
         (
             r#"#{statusCode: 200, headers: "x"}"#,

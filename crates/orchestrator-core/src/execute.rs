@@ -4,7 +4,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::header::{self, AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -325,8 +325,26 @@ fn into_http_response(script_response: ScriptResponse) -> Result<Response, ApiEr
             HeaderValue::from_str(&value).map_err(|_| ApiError::InvalidResponseHeader(name))?;
         response.headers_mut().append(header_name, header_value);
     }
+    // Appended, not replacing a script's own policy: every policy a response carries is
+    // enforced, so the sandbox holds whatever the script adds.
+    response.headers_mut().append(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SCRIPT_RESPONSE_POLICY),
+    );
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     Ok(response)
 }
+
+/// The Content-Security-Policy on every script response. Scripts answer on the same
+/// origin as the admin API (and the dashboard behind the same Caddy), so a page a script
+/// serves must not act with that origin: `sandbox` without `allow-same-origin` gives it an
+/// opaque origin of its own, which can run its scripts and submit its forms but cannot read
+/// the dashboard's storage or cookies, nor call the admin API with them.
+pub const SCRIPT_RESPONSE_POLICY: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

@@ -622,3 +622,67 @@ async fn a_script_that_requires_a_token_runs_only_for_callers_with_script_execut
         .unwrap();
     assert_eq!(public.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_script_cannot_smuggle_a_response_onto_a_kept_alive_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let source = r#"
+        #{ statusCode: 200, headers: #{ "content-length": "0" },
+           body: "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nPWNED!" }
+    "#;
+    let created = app.create_script("split", source).await;
+    let id = created["id"].as_str().unwrap();
+
+    // Two requests pipelined on one connection, the second closing it: exactly two
+    // responses come back, the script's refusal and the real health check.
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let pipelined = format!(
+        "GET /api/execute/{id} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut wire = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut wire))
+        .await
+        .expect("the server closes the connection after the second response")
+        .unwrap();
+    let wire = String::from_utf8_lossy(&wire);
+    assert!(!wire.contains("PWNED"), "{wire}");
+    assert_eq!(wire.matches("HTTP/1.1 ").count(), 2, "{wire}");
+    assert!(wire.starts_with("HTTP/1.1 422 "), "{wire}");
+    assert!(wire.contains(r#"a script may not set it"#), "{wire}");
+    let second = &wire[wire.rfind("HTTP/1.1 ").unwrap()..];
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
+}
+
+#[tokio::test]
+async fn a_page_a_script_serves_is_sandboxed_away_from_the_admin_origin() {
+    let app = spawn_app().await;
+    let source = r#"
+        #{ statusCode: 200,
+           headers: #{ "content-type": "text/html", "content-security-policy": "img-src 'self'" },
+           body: "<script>fetch('/api/admin/users')</script>" }
+    "#;
+    let created = app.create_script("page", source).await;
+    let response = app.execute(created["id"].as_str().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let policies: Vec<_> = response
+        .headers()
+        .get_all("content-security-policy")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "img-src 'self'",
+            picloud_orchestrator_core::SCRIPT_RESPONSE_POLICY
+        ],
+        "the script's own policy is kept and the sandbox added"
+    );
+    assert!(!policies[1].contains("allow-same-origin"));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
