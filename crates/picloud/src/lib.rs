@@ -7,6 +7,7 @@
 pub mod config;
 pub mod database;
 pub mod embedded_postgres;
+pub mod secret_file;
 pub mod server;
 pub mod telemetry;
 

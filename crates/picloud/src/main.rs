@@ -53,6 +53,7 @@ async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<
     bootstrap_admin(
         &pool,
         config.listen,
+        &config.data_dir,
         config.admin_password.expose().map(str::to_owned),
     )
     .await?;

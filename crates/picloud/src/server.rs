@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn;
@@ -13,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use picloud_executor_core::{LocalExecutorClient, ScriptServices};
 use picloud_manager_core::access::LoginRateLimiter;
+use picloud_manager_core::access::secrets::generate_password;
 use picloud_manager_core::{
     AdminDeps, AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver,
     EventRetention, OutboxSignal, PgOutboxWaker, PrunerHandle, RecorderHandle, TokenAuthenticator,
@@ -28,6 +31,8 @@ use picloud_manager_core::{
     scripts::{PgScriptRepository, ScriptObservers},
     triggers::PgTriggerRepository,
 };
+
+use crate::secret_file::PendingSecretFile;
 use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
@@ -190,31 +195,59 @@ fn host_name() -> String {
         .unwrap_or_else(|| "picloud".to_owned())
 }
 
-/// Creates the instance admin on an empty database and says how to log in, once: the
-/// generated password is stored only as a hash, so this log line is the only place it
-/// ever appears.
+/// The file, in the data directory, that holds a generated first-admin password.
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// Creates the instance admin on an empty database and says how to log in, once. The
+/// password is `password` (from `PICLOUD_ADMIN_PASSWORD`) or a generated one, which goes to
+/// [`ADMIN_PASSWORD_FILE`] in `data_dir` (mode 0600) and never into the log: the log says
+/// where it is. The file is written before the admin is created, so a refused write stops
+/// the start rather than leaving an admin whose password nobody has.
 pub async fn bootstrap_admin(
     pool: &PgPool,
     listen: SocketAddr,
+    data_dir: &Path,
     password: Option<String>,
 ) -> anyhow::Result<()> {
     let users = PgUserRepository::new(pool.clone());
-    match ensure_instance_admin(&users, password).await? {
-        Bootstrap::Created {
-            username,
-            generated_password: Some(password),
-        } => tracing::warn!(
-            username = %username,
-            generated_password = %password,
-            "created the instance admin with a generated password, shown only this once; log in with: \
-             curl -s http://{listen}/api/admin/auth/login -H 'content-type: application/json' \
-             -d '{{\"username\": \"{username}\", \"password\": \"<generated_password>\"}}'"
-        ),
-        Bootstrap::Created { username, .. } => tracing::info!(
+    let (password, pending) = match password {
+        Some(given) => (given, None),
+        None => {
+            let generated = generate_password();
+            std::fs::create_dir_all(data_dir).with_context(|| {
+                format!("could not create the data directory {}", data_dir.display())
+            })?;
+            let path = data_dir.join(ADMIN_PASSWORD_FILE);
+            let pending = PendingSecretFile::write(&path, &generated)
+                .with_context(|| format!("could not write {}", path.display()))?;
+            (generated, Some(pending))
+        }
+    };
+    match (
+        ensure_instance_admin(&users, Some(password)).await?,
+        pending,
+    ) {
+        (Bootstrap::Created { username, .. }, Some(pending)) => {
+            let path = pending
+                .keep()
+                .context("could not keep the admin password file")?;
+            tracing::warn!(
+                username = %username,
+                password_file = %path.display(),
+                "created the instance admin with a generated password, written to {} \
+                 (readable by this user only): log in with it at \
+                 http://{listen}/api/admin/auth/login, change it, then delete the file",
+                path.display(),
+            );
+        }
+        (Bootstrap::Created { username, .. }, None) => tracing::info!(
             username = %username,
             "created the instance admin with the password from PICLOUD_ADMIN_PASSWORD"
         ),
-        Bootstrap::AlreadyInitialised => {}
+        (Bootstrap::AlreadyInitialised, Some(pending)) => pending
+            .discard()
+            .context("could not remove an unused admin password file")?,
+        (Bootstrap::AlreadyInitialised, None) => {}
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -68,11 +69,11 @@ fn start(data_dir: &Path) -> Picloud {
 }
 
 impl Picloud {
-    /// The generated admin password, if this start printed one.
-    fn generated_password(&self) -> Option<String> {
+    /// The admin password file this start announced, if it made one.
+    fn announced_password_file(&self) -> Option<String> {
         self.startup_events
             .iter()
-            .find_map(|event| event["generated_password"].as_str().map(str::to_owned))
+            .find_map(|event| event["password_file"].as_str().map(str::to_owned))
     }
 
     async fn login(&self, client: &reqwest::Client, password: &str) -> String {
@@ -111,13 +112,26 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let password = first
-        .generated_password()
-        .expect("the first start prints the generated admin password");
+    let password_file = first
+        .announced_password_file()
+        .expect("the first start says where the generated admin password is");
+    assert_eq!(
+        Path::new(&password_file),
+        data_dir.path().join("admin-password")
+    );
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only its owner can read the password");
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     let bootstrap_line = first
         .startup_events
         .iter()
-        .find(|event| event["generated_password"].is_string())
+        .find(|event| event["password_file"].is_string())
         .unwrap();
     assert!(
         bootstrap_line["message"]
@@ -126,6 +140,12 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
             .contains("/api/admin/auth/login"),
         "the log says how to log in: {bootstrap_line}"
     );
+    for event in &first.startup_events {
+        assert!(
+            !event.to_string().contains(&password),
+            "the password is never logged: {event}"
+        );
+    }
     let session = first.login(&client, &password).await;
     let anonymous = client
         .post(format!("{}/api/admin/scripts", first.base))
@@ -162,9 +182,13 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
 
     let second = start(data_dir.path());
     assert_eq!(
-        second.generated_password(),
+        second.announced_password_file(),
         None,
         "no second admin, no second password"
+    );
+    assert!(
+        !data_dir.path().join("admin-password.new").exists(),
+        "the unused second password left nothing behind"
     );
     second.login(&client, &password).await;
     let answer = client

@@ -57,9 +57,14 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
     let server = serve(config.listen, app.router.clone())
         .await
         .expect("bind port 0");
-    bootstrap_admin(&pool, server.addr, Some(ADMIN_PASSWORD.to_owned()))
-        .await
-        .expect("bootstrap the instance admin");
+    bootstrap_admin(
+        &pool,
+        server.addr,
+        &config.data_dir,
+        Some(ADMIN_PASSWORD.to_owned()),
+    )
+    .await
+    .expect("bootstrap the instance admin");
     let base = format!("http://{}", server.addr);
     let anonymous = Client::new();
     let session = login(&anonymous, &base, "admin", ADMIN_PASSWORD).await;
