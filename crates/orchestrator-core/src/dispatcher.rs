@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use picloud_shared::{
     ExecutionError, ExecutionId, ExecutionRecord, ExecutionRecorder, ExecutionReport,
-    ExecutionRequest, ExecutionStatus, ExecutorClient, InvocationType, OutboxItem, OutboxStore,
-    OutboxWaker, RequestId, Script, ScriptResolver, TriggeredBy,
+    ExecutionRequest, ExecutionStatus, ExecutorClient, InvocationType, LogText, OutboxItem,
+    OutboxStore, OutboxWaker, RequestId, Script, ScriptResolver, TriggeredBy,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -573,7 +573,7 @@ impl Runner {
                     attempt = item.attempts,
                     max_attempts = item.max_attempts,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    error = %error,
+                    error = %LogText(error),
                     "triggered run failed; retrying later"
                 );
                 self.store.retry(&item, delay, error).await
@@ -583,7 +583,7 @@ impl Runner {
                     outbox_id = %item.id,
                     trigger_id = %item.trigger_id,
                     attempt = item.attempts,
-                    error = %error,
+                    error = %LogText(error),
                     "triggered run failed for good; recording a dead letter"
                 );
                 self.store.give_up(&item, error).await

@@ -13,6 +13,7 @@ pub mod events;
 pub mod execution;
 pub mod ids;
 pub mod kv;
+pub mod log_text;
 pub mod names;
 pub mod outbox;
 pub mod sandbox;
@@ -36,6 +37,7 @@ pub use kv::{
     CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvNameError, KvPage, KvService,
     MAX_KV_VALUE_BYTES,
 };
+pub use log_text::LogText;
 pub use names::{AppSlug, NameError, ScriptName, Username, check_label, is_bidi_control};
 pub use outbox::{OutboxError, OutboxItem, OutboxResult, OutboxStore, OutboxWaker};
 pub use sandbox::{LimitsError, SandboxCeiling, SandboxLimits, ScriptLimits};
