@@ -220,3 +220,41 @@ async fn only_an_admin_sets_someone_elses_password(pool: PgPool) {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn no_api_token_sets_a_password_not_even_an_instance_admins(pool: PgPool) {
+    // Review M5: an instance admin's `app:admin` token could reset any password, its maker's
+    // included, and so turn a leaked token into a login.
+    let app = TestApp::new(pool).await;
+    let ada = app.user("ada", false).await;
+    let admin_token = app.token(app.admin.id, &Scope::ALL, None).await;
+    for target in [ada.id, app.admin.id] {
+        let reply = app
+            .caller(&admin_token)
+            .json(
+                Method::PUT,
+                &format!("{USERS}/{target}/password"),
+                &json!({ "password": "taken-over-1" }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+        assert!(
+            reply.message().contains("login session"),
+            "{}",
+            reply.message()
+        );
+    }
+    assert_eq!(
+        app.login("ada", USER_PASSWORD).await.status,
+        StatusCode::OK,
+        "ada's password is unchanged"
+    );
+    assert_eq!(
+        app.caller(&admin_token)
+            .get("/api/admin/auth/me")
+            .await
+            .status,
+        StatusCode::OK,
+        "nothing was revoked"
+    );
+}

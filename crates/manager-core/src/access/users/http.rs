@@ -253,8 +253,8 @@ pub(crate) async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Set a user's password: their own (from a login session) or, for instance admins,
-/// anyone's. Every session and API token of the user is revoked.
+/// Set a user's password: their own or, for instance admins, anyone's; always from a login
+/// session, never through an API token. Every session and API token of the user is revoked.
 #[utoipa::path(
     put,
     path = "/users/{id}/password",
@@ -264,7 +264,7 @@ pub(crate) async fn delete_user(
     responses(
         (status = 204, description = "The password was changed and the user's tokens revoked"),
         (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
-        (status = 403, description = "Someone else's password without being an instance admin, or one's own through an API token", body = ErrorEnvelope),
+        (status = 403, description = "Through an API token rather than a login session, or someone else's password without being an instance admin", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
         (status = 422, description = "The password does not meet the policy (`invalid_password`)", body = ErrorEnvelope),
@@ -277,17 +277,16 @@ pub(crate) async fn set_password(
     PathId(id): PathId<UserId>,
     Json(body): Json<SetPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    if let Err(not_admin) = auth.require_instance_admin() {
-        if id != auth.user_id {
-            return Err(not_admin);
-        }
-        // An API token scoped to, say, reading scripts must not be able to take over the
-        // account that issued it.
-        if auth.credential.token_kind() != Some(CredentialKind::Session) {
-            return Err(ApiError::forbidden(
-                "changing your own password needs a login session, not an API token",
-            ));
-        }
+    // A password opens a login session, which is worth more than any API token: a leaked
+    // token (even an instance admin's `app:admin` one) must not be able to take over an
+    // account, its maker's included, by setting a password.
+    if auth.credential.token_kind() != Some(CredentialKind::Session) {
+        return Err(ApiError::forbidden(
+            "setting a password needs a login session, not an API token",
+        ));
+    }
+    if id != auth.user_id {
+        auth.require_instance_admin()?;
     }
     let revoked = state
         .users
