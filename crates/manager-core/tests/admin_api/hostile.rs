@@ -18,13 +18,18 @@ const CONTROL_CHARACTERS: [&str; 4] = ["\u{0}", "\u{1b}[2J", "\n", "\u{85}"];
 /// A right-to-left override and a first-strong isolate: the two "Trojan Source" favourites.
 const BIDI_CONTROLS: [&str; 2] = ["\u{202E}", "\u{2068}"];
 
-fn assert_refused(reply: &Reply, field: &str, rule: &str) {
+/// The reply is a 422; its body is shown when it is not.
+fn assert_unprocessable(reply: &Reply) {
     assert_eq!(
         reply.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         reply.body
     );
+}
+
+fn assert_refused(reply: &Reply, field: &str, rule: &str) {
+    assert_unprocessable(reply);
     assert_eq!(reply.code(), "invalid_name", "{}", reply.body);
     assert!(
         reply.message().contains(field) && reply.message().contains(rule),
@@ -70,12 +75,7 @@ async fn control_and_bidi_characters_in_a_token_name_are_422(pool: PgPool) {
                 &json!({ "name": format!("deploy{bad}"), "scopes": ["script:read"] }),
             )
             .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.body
-        );
+        assert_unprocessable(&reply);
         assert!(
             reply.message().contains("token name"),
             "{}",
@@ -95,12 +95,7 @@ async fn a_nul_in_script_source_is_a_compile_error_at_its_place(pool: PgPool) {
             &json!({ "app_id": DEFAULT_APP_ID, "name": "nul", "source": "let a = 1;\nlet b = \"x\u{0}y\";" }),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
+    assert_unprocessable(&reply);
     assert_eq!(reply.code(), "compile_error");
     assert_eq!(reply.body["error"]["line"], 2);
     assert_eq!(reply.body["error"]["column"], 11);
@@ -121,12 +116,7 @@ async fn bad_text_in_kv_keys_and_values_is_422(pool: PgPool) {
         let reply = app
             .json(Method::PUT, &format!("{kv}/{key}"), &json!(1))
             .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            reply.body
-        );
+        assert_unprocessable(&reply);
         assert_eq!(reply.code(), "invalid_name");
         assert!(reply.message().contains("key"), "{}", reply.message());
     }
@@ -137,12 +127,7 @@ async fn bad_text_in_kv_keys_and_values_is_422(pool: PgPool) {
             &json!({ "deep": ["fine", "not\u{0}fine"] }),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
+    assert_unprocessable(&reply);
     assert!(reply.message().contains("NUL"), "{}", reply.message());
     let listed: Value = app.get(&kv).await.body;
     assert_eq!(listed["items"], json!([]), "{listed}");
