@@ -22,7 +22,7 @@ use picloud_manager_core::{
     ensure_instance_admin, spawn_event_retention_pruner, spawn_retention_pruner,
 };
 use picloud_manager_core::{
-    access::{PgMembershipRepository, PgTokenRepository, PgUserRepository},
+    access::{PgMembershipRepository, PgTokenRepository, PgUserRepository, UserRepository},
     apps::PgAppRepository,
     dead_letters::{PgAbandonedExecutionRepository, PgDeadLetterRepository},
     executions::PgExecutionLogRepository,
@@ -31,8 +31,6 @@ use picloud_manager_core::{
     scripts::{PgScriptRepository, ScriptObservers},
     triggers::PgTriggerRepository,
 };
-
-use crate::secret_file::PendingSecretFile;
 use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
@@ -45,6 +43,7 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::ServerConfig;
+use crate::secret_file::PendingSecretFile;
 
 /// The composed application: its router plus the background work that must be drained
 /// on shutdown.
@@ -210,6 +209,15 @@ pub async fn bootstrap_admin(
     password: Option<String>,
 ) -> anyhow::Result<()> {
     let users = PgUserRepository::new(pool.clone());
+    // Every start but the first: no password to make, no file to write and remove.
+    if !users
+        .list(1, None)
+        .await
+        .context("could not read the users")?
+        .is_empty()
+    {
+        return Ok(());
+    }
     let (password, pending) = match password {
         Some(given) => (given, None),
         None => {

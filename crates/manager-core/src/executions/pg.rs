@@ -129,8 +129,9 @@ impl Columns {
                 r.logs
                     .iter()
                     .map(|entry| LogEntry {
+                        level: entry.level,
                         message: storable_text(&entry.message).into_owned(),
-                        ..entry.clone()
+                        at: entry.at,
                     })
                     .collect(),
             ));
