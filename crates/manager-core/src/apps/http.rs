@@ -110,7 +110,7 @@ fn check_app_name(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-fn app_not_found(id: AppId) -> ApiError {
+pub(crate) fn app_not_found(id: AppId) -> ApiError {
     ApiError::not_found(format!("app {id} not found"))
 }
 

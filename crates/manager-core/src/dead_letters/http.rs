@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::access::auth::Auth;
 use crate::apps::AppRepository;
-use crate::apps::http::authorized_app;
+use crate::apps::http::{app_not_found, authorized_app};
 use crate::dead_letters::{
     DeadLetter, DeadLetterActionError, DeadLetterCursor, DeadLetterRepository, ListDeadLetters,
 };
@@ -153,9 +153,7 @@ async fn authorized_dead_letter(
 /// entry's new value): whoever is shown one needs `data:read` in its app, as for the
 /// values themselves. Asked once the app is known to be visible, so this refusal is a 403.
 fn require_event_values(auth: &Auth, app: AppId) -> Result<(), ApiError> {
-    auth.require(Capability::AppKvRead(app), || {
-        ApiError::not_found(format!("app {app} not found"))
-    })
+    auth.require(Capability::AppKvRead(app), || app_not_found(app))
 }
 
 fn action_error(err: DeadLetterActionError) -> ApiError {
