@@ -226,6 +226,7 @@ fn get_request(script: &Arc<Script>) -> ExecutionRequest {
         trigger: None,
         depth: 0,
         run_as: None,
+        caller: None,
     }
 }
 

@@ -525,6 +525,7 @@ mod tests {
             trigger: None,
             depth: 0,
             run_as: None,
+            caller: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! The `ctx` constant every run sees.
 
-use picloud_shared::{ExecutionRequest, HttpRequestData};
+use picloud_shared::{Caller, ExecutionRequest, HttpRequestData};
 use rhai::{Dynamic, Map};
 
 use crate::json::{SizeLimits, json_to_dynamic};
 
 /// Builds `ctx`: the run's ids and, for HTTP runs, the request; for triggered runs, the
-/// event (`ctx.event`, `()` otherwise).
+/// event (`ctx.event`, `()` otherwise); for a script that requires a token, who called
+/// (`ctx.caller`, `()` otherwise).
 ///
 /// `ctx.request.json` is the parsed body when the request declares JSON and the body
 /// parses within the sandbox's size limits; otherwise it is `()` (the raw body is still
@@ -37,7 +38,28 @@ pub(crate) fn build(request: &ExecutionRequest, limits: &SizeLimits) -> Dynamic 
             .as_ref()
             .map_or(Dynamic::UNIT, |trigger| event(&trigger.event, limits)),
     );
+    put(
+        "caller",
+        request.caller.as_ref().map_or(Dynamic::UNIT, caller),
+    );
     Dynamic::from_map(ctx)
+}
+
+/// The caller's identity and what their token may do; never the token's secret.
+fn caller(caller: &Caller) -> Dynamic {
+    let mut map = Map::new();
+    map.insert("user_id".into(), caller.user_id.to_string().into());
+    map.insert("username".into(), caller.username.as_str().into());
+    map.insert("credential".into(), caller.credential.as_str().into());
+    map.insert("token_id".into(), caller.token_id.to_string().into());
+    map.insert("token_name".into(), caller.token_name.as_str().into());
+    let scopes = caller
+        .scopes
+        .iter()
+        .map(|scope| Dynamic::from(scope.as_str()))
+        .collect();
+    map.insert("scopes".into(), Dynamic::from_array(scopes));
+    Dynamic::from_map(map)
 }
 
 /// The event payload of a triggered run. Like `ctx.request.json`, a payload past the run's
@@ -129,6 +151,7 @@ mod tests {
             trigger,
             depth: 2,
             run_as: None,
+            caller: None,
         }
     }
 
@@ -153,6 +176,33 @@ mod tests {
         assert_eq!(
             body(request(source, Some(trigger))).await,
             "trigger users/ada set 36 2 true"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_is_named_and_a_public_run_has_none() {
+        let source = r#"if ctx.caller == () { "nobody" } else {
+            `${ctx.caller.username} ${ctx.caller.credential} ${ctx.caller.token_name} ${ctx.caller.scopes}`
+        }"#;
+        assert_eq!(body(request(source, None)).await, "nobody");
+
+        let mut with_caller = request(source, None);
+        with_caller.caller = Some(Caller {
+            user_id: picloud_shared::UserId::new(),
+            username: picloud_shared::Username::parse("grace").unwrap(),
+            credential: picloud_shared::CredentialKind::ApiToken,
+            token_id: picloud_shared::TokenId::new(),
+            token_name: "deploy".to_owned(),
+            scopes: [
+                picloud_shared::Scope::ScriptExecute,
+                picloud_shared::Scope::DataRead,
+            ]
+            .into_iter()
+            .collect(),
+        });
+        assert_eq!(
+            body(with_caller).await,
+            r#"grace api_token deploy ["script:execute", "data:read"]"#
         );
     }
 

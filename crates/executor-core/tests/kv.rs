@@ -154,6 +154,7 @@ fn principal(roles: &[(AppId, AppRole)]) -> Principal {
         },
         scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
         app_restriction: None,
+        token_name: None,
     }
 }
 

@@ -181,6 +181,7 @@ async fn ctx_carries_the_ids_and_the_request() {
         "request_id": request.request_id.as_str(),
         "invocation_type": "http",
         "event": null,
+        "caller": null,
     });
 
     let response = ok(client().execute(request).await);

@@ -643,6 +643,7 @@ impl Runner {
             }),
             depth: item.depth,
             run_as: item.run_as.clone(),
+            caller: None,
         };
         Ok((request, script))
     }

@@ -12,10 +12,10 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use picloud_shared::{
-    AppSlug, AuthError, Authenticator, Capability, ExecutionId, ExecutionRecord, ExecutionRecorder,
-    ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient, HttpRequestData,
-    InvocationType, RequestId, Script, ScriptId, ScriptName, ScriptResolver, ScriptResponse,
-    bearer_token,
+    AppSlug, AuthError, Authenticator, Caller, Capability, ExecutionId, ExecutionRecord,
+    ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus, ExecutorClient,
+    HttpRequestData, InvocationType, RequestId, Script, ScriptId, ScriptName, ScriptResolver,
+    ScriptResponse, bearer_token, carries_picloud_token,
 };
 
 use crate::{ApiError, OrchestratorConfig};
@@ -153,32 +153,19 @@ async fn run(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
-    if script.require_token {
-        authorize_caller(state, &script, request.headers()).await?;
-    }
+    let caller = if script.require_token {
+        Some(authorize_caller(state, &script, request.headers()).await?)
+    } else {
+        None
+    };
     let request_id = request_id.map_or_else(RequestId::generate, |Extension(id)| id);
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
-
-    // A token checked here is the caller's PiCloud credential: the script (which could log
-    // it where every viewer of the app reads it) and the executor never see it. A public
-    // script's `Authorization` header is its own business and passes through.
-    let consumed_token = script.require_token;
     let http = HttpRequestData {
         method: parts.method.as_str().to_owned(),
         path: format!("/{sub_path}"),
         query,
-        headers: parts
-            .headers
-            .iter()
-            .filter(|(name, _)| !(consumed_token && *name == AUTHORIZATION))
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|v| (name.as_str().to_owned(), v.to_owned()))
-            })
-            .collect(),
+        headers: headers_for_script(&parts.headers, script.require_token),
         body,
     };
     let execution_id = ExecutionId::new();
@@ -193,6 +180,7 @@ async fn run(
             trigger: None,
             depth: 0,
             run_as: None,
+            caller,
         })
         .await;
 
@@ -252,14 +240,32 @@ async fn run(
     Ok(response)
 }
 
+/// The request headers a script sees. A PiCloud credential never reaches a script, which
+/// could log or store it where every viewer of its app reads it: `Authorization` is
+/// dropped when it carries a PiCloud token (or was the token a `require_token` script
+/// consumed), and `Proxy-Authorization` always (it is the proxy's, never the script's).
+/// Everything else, a script's own webhook signature or `Basic` credentials included,
+/// passes through; a header value that is not visible ASCII is left out.
+fn headers_for_script(headers: &HeaderMap, token_consumed: bool) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| **name != header::PROXY_AUTHORIZATION)
+        .filter_map(|(name, value)| Some((name, value.to_str().ok()?)))
+        .filter(|(name, value)| {
+            *name != AUTHORIZATION || !(token_consumed || carries_picloud_token(value))
+        })
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_owned()))
+        .collect()
+}
+
 /// A script that requires a token runs only for a caller whose token holds
-/// `AppScriptsExecute` in the script's app. The script's endpoint is public knowledge, so a
-/// caller without access gets 403, not 404.
+/// `AppScriptsExecute` in the script's app, and learns who that caller is. The script's
+/// endpoint is public knowledge, so a caller without access gets 403, not 404.
 async fn authorize_caller(
     state: &OrchestratorState,
     script: &Script,
     headers: &HeaderMap,
-) -> Result<(), ApiError> {
+) -> Result<Caller, ApiError> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -281,7 +287,9 @@ async fn authorize_caller(
         .authorize(&capability)
         .map_err(|_| ApiError::Forbidden {
             scope: capability.required_scope(),
-        })
+        })?;
+    // An authenticator only ever answers with the principal of a presented token.
+    Caller::from_principal(&principal).ok_or(ApiError::Unauthorized)
 }
 
 /// Reads the body up to `limit` bytes. A declared length over the limit is refused before

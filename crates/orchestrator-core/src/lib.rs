@@ -34,5 +34,5 @@ pub use dispatcher::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, SAFETY_RECHECK,
 };
 pub use error::ApiError;
-pub use execute::{OrchestratorState, SCRIPT_RESPONSE_POLICY, router};
+pub use execute::{EXECUTION_ID_HEADER, OrchestratorState, SCRIPT_RESPONSE_POLICY, router};
 pub use request_id::{REQUEST_ID_HEADER, propagate_request_id};

@@ -196,6 +196,7 @@ fn principal(app: AppId) -> Principal {
         },
         scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
         app_restriction: Some(app),
+        token_name: None,
     }
 }
 

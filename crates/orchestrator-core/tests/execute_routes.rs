@@ -69,6 +69,7 @@ impl Authenticator for FakeAuthenticator {
             },
             scopes: [Scope::ScriptExecute].into_iter().collect(),
             app_restriction: None,
+            token_name: Some("deploy".to_owned()),
         })
     }
 }
@@ -112,6 +113,8 @@ impl ExecutorClient for FakeExecutor {
                     "request_id": request.request_id.as_str(),
                     "agent": http.header("user-agent"),
                     "authorization": http.header("authorization"),
+                    "proxy_authorization": http.header("proxy-authorization"),
+                    "caller": request.caller,
                 }))
                 .unwrap()
                 .into(),
@@ -450,6 +453,25 @@ async fn public_scripts_ignore_credentials() {
         body["authorization"], "Bearer garbage",
         "a public script reads its own authorization header"
     );
+    assert_eq!(body["caller"], Value::Null, "a public script has no caller");
+}
+
+#[tokio::test]
+async fn no_script_ever_sees_a_picloud_credential() {
+    let h = harness(None);
+    let request = Request::get(format!("/api/execute/{}", h.script.id))
+        .header("authorization", "Bearer pc_an-admin-session")
+        .header("proxy-authorization", "Basic YWRtaW46c2VjcmV0")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(&h.app, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["authorization"],
+        Value::Null,
+        "a PiCloud token sent to a public script is dropped, not handed over"
+    );
+    assert_eq!(body["proxy_authorization"], Value::Null);
 }
 
 #[tokio::test]
@@ -499,5 +521,9 @@ async fn scripts_that_require_a_token_check_it_before_running() {
         Value::Null,
         "the token PiCloud checked never reaches the script"
     );
+    assert_eq!(body["caller"]["username"], "caller");
+    assert_eq!(body["caller"]["token_name"], "deploy");
+    assert_eq!(body["caller"]["credential"], "api_token");
+    assert_eq!(body["caller"]["scopes"], json!(["script:execute"]));
     assert_eq!(h.records.0.lock().unwrap().len(), 1);
 }

@@ -244,6 +244,16 @@ pub enum CredentialKind {
     ApiToken,
 }
 
+impl CredentialKind {
+    /// The name scripts (`ctx.caller.credential`) and the database see.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::ApiToken => "api_token",
+        }
+    }
+}
+
 /// What a principal acts through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -292,6 +302,8 @@ pub struct Principal {
     pub scopes: BTreeSet<Scope>,
     /// An API token limited to one app can act on that app only.
     pub app_restriction: Option<AppId>,
+    /// The presented token's name (`login session` for a session); `None` for a trigger.
+    pub token_name: Option<String>,
 }
 
 /// Why a principal may not do something.
@@ -345,6 +357,17 @@ impl Principal {
             Err(AccessDenied::Forbidden { scope })
         }
     }
+}
+
+/// What every PiCloud token's secret starts with, so a leaked one is recognisable (secret
+/// scanners, logs, the header filter in front of scripts) as a PiCloud token.
+pub const TOKEN_MARKER: &str = "pc_";
+
+/// Whether an `Authorization` header value carries a PiCloud credential: a bearer token
+/// with PiCloud's marker. Such a value is never handed to a script, whichever script it is
+/// sent to: a script's own webhook credentials use another scheme or another shape.
+pub fn carries_picloud_token(authorization: &str) -> bool {
+    bearer_token(authorization).is_some_and(|token| token.starts_with(TOKEN_MARKER))
 }
 
 /// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case).
@@ -478,6 +501,15 @@ mod tests {
     }
 
     #[test]
+    fn only_bearer_values_with_the_marker_are_picloud_credentials() {
+        assert!(carries_picloud_token("Bearer pc_abc"));
+        assert!(carries_picloud_token("bearer   pc_abc"));
+        assert!(!carries_picloud_token("Bearer sk_live_abc"));
+        assert!(!carries_picloud_token("Basic cGNfYWJjOg=="));
+        assert!(!carries_picloud_token("pc_abc"));
+    }
+
+    #[test]
     fn scopes_round_trip_through_their_names() {
         for scope in Scope::ALL {
             assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
@@ -499,6 +531,7 @@ mod tests {
             },
             scopes: scopes.iter().copied().collect(),
             app_restriction: None,
+            token_name: Some("test".to_owned()),
         }
     }
 

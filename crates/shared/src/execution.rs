@@ -7,7 +7,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{AppId, ExecutionId, Principal, RequestId, Script, ScriptId, TriggerId};
+use std::collections::BTreeSet;
+
+use crate::{
+    AppId, Credential, CredentialKind, ExecutionId, Principal, RequestId, Scope, Script, ScriptId,
+    TokenId, TriggerId, UserId, Username,
+};
 
 /// What caused a run; exposed to scripts as `ctx.invocation_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +96,45 @@ pub struct ExecutionRequest {
     /// Who the run acts as for capability checks: `None` for HTTP runs (the script acts
     /// with its own app's authority), the registering principal for triggered runs.
     pub run_as: Option<Principal>,
+    /// Who called, for an HTTP run of a script that requires a token (`ctx.caller`);
+    /// `None` for public scripts and triggered runs.
+    pub caller: Option<Caller>,
+}
+
+/// Who called a script that requires a token, as the script sees it in `ctx.caller`. It
+/// names the credential and what it may do; the secret itself never reaches a script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The user behind the token.
+    pub user_id: UserId,
+    /// Their login name.
+    pub username: Username,
+    /// A login session or an API token.
+    pub credential: CredentialKind,
+    /// The token's id, as the admin API lists it.
+    pub token_id: TokenId,
+    /// The token's name (`login session` for a session).
+    pub token_name: String,
+    /// The scopes the token carries.
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl Caller {
+    /// The caller behind a principal that presented a token; `None` for a trigger's
+    /// registration, which no one presented.
+    pub fn from_principal(principal: &Principal) -> Option<Self> {
+        let Credential::Token { kind, token_id } = principal.credential else {
+            return None;
+        };
+        Some(Self {
+            user_id: principal.user_id,
+            username: principal.username.clone(),
+            credential: kind,
+            token_id,
+            token_name: principal.token_name.clone().unwrap_or_default(),
+            scopes: principal.scopes.clone(),
+        })
+    }
 }
 
 /// What a triggered run knows about why it runs.
@@ -370,7 +414,7 @@ mod tests {
     fn a_request_survives_the_trip_to_a_remote_executor() {
         use std::collections::HashMap;
 
-        use crate::{AppRole, Credential, Scope, ScriptLimits, ScriptName, UserId, Username};
+        use crate::{AppRole, ScriptLimits, ScriptName};
 
         let app = AppId::new();
         let now = Utc::now();
@@ -414,6 +458,15 @@ mod tests {
                 },
                 scopes: Scope::ALL.into_iter().collect(),
                 app_restriction: Some(app),
+                token_name: None,
+            }),
+            caller: Some(Caller {
+                user_id: UserId::new(),
+                username: Username::parse("grace").unwrap(),
+                credential: crate::CredentialKind::ApiToken,
+                token_id: crate::TokenId::new(),
+                token_name: "deploy".to_owned(),
+                scopes: [Scope::ScriptExecute].into_iter().collect(),
             }),
         };
 

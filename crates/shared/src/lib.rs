@@ -24,12 +24,13 @@ pub mod triggers;
 
 pub use access::{
     AccessDenied, AppRole, AuthError, Authenticator, Capability, Credential, CredentialKind,
-    Principal, Scope, UnknownScope, bearer_token, role_satisfies,
+    Principal, Scope, TOKEN_MARKER, UnknownScope, bearer_token, carries_picloud_token,
+    role_satisfies,
 };
 pub use envelope::{ErrorBody, ErrorCode, ErrorEnvelope, retry_after_seconds};
 pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transaction, UnitOfWork};
 pub use execution::{
-    ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
+    Caller, ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
     HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse, TriggeredBy,
 };
 pub use ids::{AppId, DeadLetterId, ExecutionId, RequestId, ScriptId, TokenId, TriggerId, UserId};

@@ -67,6 +67,7 @@ pub fn request(script: Script, http: Option<HttpRequestData>) -> ExecutionReques
         trigger: None,
         depth: 0,
         run_as: None,
+        caller: None,
     }
 }
 

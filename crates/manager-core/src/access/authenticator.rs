@@ -157,6 +157,7 @@ impl Authenticator for TokenAuthenticator {
             },
             scopes,
             app_restriction,
+            token_name: Some(token.name),
         })
     }
 }

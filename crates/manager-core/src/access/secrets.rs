@@ -23,9 +23,7 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// keeps a request from making the server hash megabytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// What every token's secret starts with, so a leaked one is recognisable (secret
-/// scanners, logs) as a PiCloud token.
-pub const TOKEN_MARKER: &str = "pc_";
+pub use picloud_shared::TOKEN_MARKER;
 
 /// Characters of a token's secret: the marker plus 32 bytes in unpadded base64url.
 pub const TOKEN_LEN: usize = TOKEN_MARKER.len() + 43;

@@ -123,6 +123,7 @@ impl TryFrom<ClaimedRow> for OutboxItem {
             credential: Credential::Trigger { trigger_id },
             scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
             app_restriction: Some(app_id),
+            token_name: None,
         };
         let count = |n: i32| u32::try_from(n).unwrap_or(0);
         let delay = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));

@@ -110,6 +110,7 @@ pub fn principal(roles: &[(AppId, AppRole)], scopes: &[Scope]) -> Principal {
         },
         scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
         app_restriction: None,
+        token_name: None,
     }
 }
 

@@ -1,0 +1,170 @@
+//! Hostile callers and hostile scripts against the real server: each test is an attack
+//! from the security review that must fail, one class of it per test.
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+#[allow(
+    dead_code,
+    reason = "each test target uses its own part of the support module"
+)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{ADMIN_PASSWORD, TestServer, login, spawn_app};
+
+/// The execution record of a run, once the recorder has written it.
+async fn recorded(app: &TestServer, execution_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/admin/executions/{execution_id}")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            return response.json().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "execution {execution_id} never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// H1: a script that logs every header it sees, called with an instance admin's session,
+/// learns who called and never the session itself, whether it requires a token or not.
+#[tokio::test]
+async fn a_callers_credential_never_reaches_a_script_its_logs_or_its_records() {
+    let app = spawn_app().await;
+    let session = login(&app.anonymous, &app.base, "admin", ADMIN_PASSWORD).await;
+    let grab = r#"
+        log::info(`headers=${ctx.request.headers}`);
+        let who = if ctx.caller == () { "nobody" } else {
+            `${ctx.caller.username} ${ctx.caller.credential} ${ctx.caller.token_name}`
+        };
+        `${who}|${ctx.request.headers.authorization}`
+    "#;
+    let created = app
+        .client
+        .post(app.url("/api/admin/scripts"))
+        .json(
+            &json!({ "app_id": picloud_manager_core::DEFAULT_APP_ID, "name": "grab",
+                       "source": grab, "require_token": true }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    app.create_script("open-grab", grab).await;
+
+    let call = |name: &'static str, authorization: String| {
+        let request = app
+            .anonymous
+            .get(app.url(&format!("/api/run/default/{name}")))
+            .header("authorization", authorization);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let execution_id = response.headers()[picloud_orchestrator_core::EXECUTION_ID_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (response.text().await.unwrap(), execution_id)
+        }
+    };
+
+    let (body, private_run) = call("grab", format!("Bearer {session}")).await;
+    assert_eq!(body, "admin session login session|");
+    let (body, public_run) = call("open-grab", format!("Bearer {session}")).await;
+    assert_eq!(
+        body, "nobody|",
+        "a PiCloud token is dropped before a public script"
+    );
+    let (body, _) = call("open-grab", "Bearer whsec_own".to_owned()).await;
+    assert_eq!(
+        body, "nobody|Bearer whsec_own",
+        "a public script's own credentials still reach it"
+    );
+
+    for run in [private_run, public_run] {
+        let record = recorded(&app, &run).await.to_string();
+        assert!(record.contains("headers="), "{record}");
+        assert!(!record.contains(&session), "{record}");
+        assert!(!record.contains("pc_"), "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_script_cannot_smuggle_a_response_onto_a_kept_alive_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let source = r#"
+        #{ statusCode: 200, headers: #{ "content-length": "0" },
+           body: "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nPWNED!" }
+    "#;
+    let created = app.create_script("split", source).await;
+    let id = created["id"].as_str().unwrap();
+
+    // Two requests pipelined on one connection, the second closing it: exactly two
+    // responses come back, the script's refusal and the real health check.
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let pipelined = format!(
+        "GET /api/execute/{id} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut wire = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut wire))
+        .await
+        .expect("the server closes the connection after the second response")
+        .unwrap();
+    let wire = String::from_utf8_lossy(&wire);
+    assert!(!wire.contains("PWNED"), "{wire}");
+    assert_eq!(wire.matches("HTTP/1.1 ").count(), 2, "{wire}");
+    assert!(wire.starts_with("HTTP/1.1 422 "), "{wire}");
+    assert!(wire.contains(r#"a script may not set it"#), "{wire}");
+    let second = &wire[wire.rfind("HTTP/1.1 ").unwrap()..];
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
+}
+
+#[tokio::test]
+async fn a_page_a_script_serves_is_sandboxed_away_from_the_admin_origin() {
+    let app = spawn_app().await;
+    let source = r#"
+        #{ statusCode: 200,
+           headers: #{ "content-type": "text/html", "content-security-policy": "img-src 'self'" },
+           body: "<script>fetch('/api/admin/users')</script>" }
+    "#;
+    let created = app.create_script("page", source).await;
+    let response = app.execute(created["id"].as_str().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let policies: Vec<_> = response
+        .headers()
+        .get_all("content-security-policy")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "img-src 'self'",
+            picloud_orchestrator_core::SCRIPT_RESPONSE_POLICY
+        ],
+        "the script's own policy is kept and the sandbox added"
+    );
+    assert!(!policies[1].contains("allow-same-origin"));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
