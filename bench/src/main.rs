@@ -13,6 +13,11 @@ mod procfs;
 mod report;
 mod suite;
 
+// The in-process executor baselines run with the same metering allocator as `picloud`.
+#[global_allocator]
+static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
+    picloud_executor_core::RunMemoryAllocator;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -86,6 +86,12 @@ impl LocalExecutorClient {
     /// to one per gate slot (a run holds its slot until it ends, so no run ever waits for
     /// a worker), each with the stack a run at the ceiling's limits needs.
     pub fn new(config: ExecutorConfig) -> Self {
+        if !crate::allocator_installed() {
+            tracing::warn!(
+                "the binary does not install RunMemoryAllocator: a run's memory is not \
+                 bounded by max_memory_bytes"
+            );
+        }
         let gate = ExecutionGate::new(config.gate);
         let workers = WorkerPool::new(
             gate.capacity(),

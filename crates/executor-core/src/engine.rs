@@ -11,10 +11,12 @@
 //! using them does not compile; the module resolver resolves nothing and no module may be
 //! loaded, should `import` ever get through; `sleep` never outlasts the run's deadline.
 //!
-//! Known gaps, both Rhai's: a map grown through `m[key] = value` is not size-checked
-//! (Rhai checks the assigned value, not the map), so that growth is bounded only by the
-//! operation budget; and a single native call walking a deeply nested value (printing
-//! or comparing it) is not interrupted by the deadline, so the run's thread and slot stay
+//! Rhai's size checks miss values grown through `a[i] = v` and `m[k] = v` (they measure
+//! the assigned value, not the container), so the memory a run holds is counted by the
+//! allocator instead ([`crate::memory`]) and checked on every operation.
+//!
+//! Known gap, Rhai's: a single native call walking a deeply nested value (printing or
+//! comparing it) is not interrupted by the deadline, so the run's thread and slot stay
 //! busy until it returns, although the caller is answered at the backstop.
 
 use std::collections::HashMap;
@@ -32,7 +34,7 @@ use rhai::{AST, Dynamic, Engine, FLOAT, FuncRegistration, INT, Scope, Shared};
 use crate::json::SizeLimits;
 use crate::run_state::{self, RunState};
 use crate::sdk::{RunServices, ScriptServices};
-use crate::{ctx, error, log, response, sdk};
+use crate::{ctx, error, log, memory, response, sdk};
 
 /// Most engines kept for per-script profiles. Past it an arbitrary one is dropped from the
 /// cache (scripts compiled with it keep it alive until they are dropped themselves).
@@ -323,34 +325,49 @@ impl CompiledScript {
             max_map_size: self.limits.max_map_size,
             max_string_size: self.limits.max_string_size,
         };
-        let mut scope = Scope::new();
-        scope.push_constant("ctx", ctx::build(request, &sizes));
+        // Metered from before `ctx` is built to after the response is made: the request
+        // a script is handed and the answer it gives count against its memory too.
+        let max_memory = self.limits.max_memory_bytes;
+        memory::metered(|| {
+            let mut scope = Scope::new();
+            scope.push_constant("ctx", ctx::build(request, &sizes));
 
-        let state = RunState::new(self.limits.max_operations, self.limits.timeout).with_services(
-            RunServices::new(
-                ServiceContext {
-                    app_id: request.script.app_id,
-                    execution_id: Some(request.execution_id),
-                    depth: request.depth,
-                    run_as: request.run_as.clone(),
-                },
-                services,
-                sizes,
-            ),
-        );
-        let (result, state) = run_state::scoped(state, || {
-            self.engine
-                .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
-        });
-        let (logs, stop) = state.map_or_else(
-            || (Vec::new(), None),
-            |state| (state.logs.finish(), state.stop),
-        );
-        let outcome = match result {
-            Ok(value) => response::into_response(value),
-            Err(err) => Err(error::execution_error(&err, &self.limits, stop)),
-        };
-        RunOutput { outcome, logs }
+            let state = RunState::new(self.limits.max_operations, self.limits.timeout)
+                .with_memory_limit(max_memory)
+                .with_services(RunServices::new(
+                    ServiceContext {
+                        app_id: request.script.app_id,
+                        execution_id: Some(request.execution_id),
+                        depth: request.depth,
+                        run_as: request.run_as.clone(),
+                    },
+                    services,
+                    sizes,
+                ));
+            let (result, state) = run_state::scoped(state, || {
+                self.engine
+                    .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
+            });
+            let (logs, stop) = state.map_or_else(
+                || (Vec::new(), None),
+                |state| (state.logs.finish(), state.stop),
+            );
+            let outcome = match result {
+                Ok(value) => response::into_response(value).and_then(|response| {
+                    // No operation runs while the value becomes a response, so the
+                    // limit is checked once more with the response built.
+                    if memory::run_bytes() > max_memory {
+                        Err(ExecutionError::ResourceLimit {
+                            message: error::memory_message(&self.limits),
+                        })
+                    } else {
+                        Ok(response)
+                    }
+                }),
+                Err(err) => Err(error::execution_error(&err, &self.limits, stop)),
+            };
+            RunOutput { outcome, logs }
+        })
     }
 }
 

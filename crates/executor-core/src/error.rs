@@ -67,6 +67,7 @@ pub(crate) fn execution_error(
                 limit: limits.timeout,
             },
             Some(StopReason::Operations) => resource(operations_message(limits)),
+            Some(StopReason::Memory) => resource(memory_message(limits)),
             None => ExecutionError::Internal {
                 message: "script terminated without a recorded reason".to_owned(),
             },
@@ -91,6 +92,13 @@ pub(crate) fn execution_error(
         }
         _ => script_error(err, inner),
     }
+}
+
+pub(crate) fn memory_message(limits: &SandboxLimits) -> String {
+    format!(
+        "script exceeded its limit of {} bytes of memory (max_memory_bytes)",
+        limits.max_memory_bytes
+    )
 }
 
 fn operations_message(limits: &SandboxLimits) -> String {

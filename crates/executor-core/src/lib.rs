@@ -8,6 +8,8 @@
 //! - [`CompiledScript::run`] runs one script synchronously: `ctx` in scope, per-run
 //!   operation budget, deadline and log buffer, the final value turned into a response by
 //!   the response convention.
+//! - [`RunMemoryAllocator`] counts what each run holds, so its memory limit binds whatever
+//!   the script does (the binary installs it as the global allocator).
 //! - [`ExecutionGate`] bounds concurrent runs.
 //! - [`LocalExecutorClient`] puts it together: gate, compiled-code cache per script
 //!   version (bounded in estimated bytes, see [`compiled_cache`]), long-lived script worker threads with a stack sized to the sandbox ceiling,
@@ -22,6 +24,7 @@ mod error;
 mod gate;
 pub mod json;
 mod log;
+mod memory;
 mod pool;
 mod response;
 mod run_state;
@@ -34,5 +37,6 @@ pub use engine::{
 };
 pub use gate::{ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR};
 pub use log::{MAX_LOG_BYTES, MAX_LOG_ENTRIES};
+pub use memory::{RunMemoryAllocator, allocator_installed};
 pub use pool::WORKER_IDLE_RETIREMENT;
 pub use sdk::ScriptServices;

@@ -15,6 +15,7 @@ use picloud_shared::LogLevel;
 use rhai::{Dynamic, EvalAltResult, Position};
 
 use crate::log::LogBuffer;
+use crate::memory;
 use crate::sdk::RunServices;
 
 /// Reading the clock costs about as much as a cheap operation, so the deadline is checked
@@ -28,12 +29,15 @@ pub(crate) enum StopReason {
     Timeout,
     /// The operation budget ran out.
     Operations,
+    /// The run held more heap than its memory limit.
+    Memory,
 }
 
 /// What one run is allowed and what it has captured so far.
 #[derive(Debug)]
 pub(crate) struct RunState {
     max_operations: u64,
+    max_memory_bytes: usize,
     deadline: Instant,
     pub(crate) logs: LogBuffer,
     pub(crate) stop: Option<StopReason>,
@@ -42,16 +46,24 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
-    /// State for a run starting now.
+    /// State for a run starting now, without a memory limit.
     pub(crate) fn new(max_operations: u64, timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
             max_operations,
+            max_memory_bytes: usize::MAX,
             deadline: now.checked_add(timeout).unwrap_or(now),
             logs: LogBuffer::default(),
             stop: None,
             services: None,
         }
+    }
+
+    /// The same state, stopping the run once it holds more than `bytes` of heap (as
+    /// counted by [`crate::memory`]).
+    pub(crate) fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.max_memory_bytes = bytes;
+        self
     }
 
     /// The same state, with the services the run's SDK calls use.
@@ -92,12 +104,21 @@ fn with_current<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
     })
 }
 
-/// The engine's progress callback: ends the run when its operation budget is spent or its
-/// deadline has passed. Outside a run it lets everything through.
+/// The engine's progress callback: ends the run when its operation budget is spent, it
+/// holds more memory than it may, or its deadline has passed. Outside a run it lets
+/// everything through.
+///
+/// Every operation is checked against the memory limit, so a run overshoots it by at
+/// most what one operation allocates, which the structural limits bound (one string of
+/// `max_string_size`, one array of `max_array_size` slots).
 pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
     with_current(|state| {
         if operations > state.max_operations {
             state.stop = Some(StopReason::Operations);
+            return Some(Dynamic::UNIT);
+        }
+        if memory::run_bytes() > state.max_memory_bytes {
+            state.stop = Some(StopReason::Memory);
             return Some(Dynamic::UNIT);
         }
         if operations.is_multiple_of(DEADLINE_CHECK_INTERVAL) && Instant::now() >= state.deadline {

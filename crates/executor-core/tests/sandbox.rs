@@ -3,10 +3,17 @@
 
 mod common;
 
+// The run-memory limit is counted by the allocator, as in the `picloud` binary.
+#[global_allocator]
+static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
+    picloud_executor_core::RunMemoryAllocator;
+
 use std::time::{Duration, Instant};
 
 use common::*;
-use picloud_shared::{CompileError, ExecutionError, SandboxCeiling, ScriptLimits, ScriptValidator};
+use picloud_shared::{
+    CompileError, ExecutionError, ExecutorClient, SandboxCeiling, ScriptLimits, ScriptValidator,
+};
 
 #[tokio::test]
 async fn valid_source_validates() {
@@ -127,12 +134,94 @@ async fn a_growing_map_hits_the_map_limit() {
     };
     // Merged in rather than grown with `m[key] = value`: Rhai checks the size of the
     // value assigned through an index, not of the map it lands in, so that way of growing
-    // a map is bounded by the operation budget only.
+    // a map is stopped by the memory limit instead (below).
     let source = r#"let m = #{}; let i = 0; loop { let e = #{}; e["k" + i] = i; m += e; i += 1; }"#;
     assert_eq!(
         resource_limit(run_limited(&client(), source, limits).await),
         "object map exceeds the limit of 100 entries (max_map_size)"
     );
+}
+
+const MEMORY_LIMIT_MESSAGE: &str =
+    "script exceeded its limit of 33554432 bytes of memory (max_memory_bytes)";
+
+#[test]
+fn the_allocator_meters_runs_in_this_binary() {
+    assert!(picloud_executor_core::allocator_installed());
+}
+
+#[tokio::test]
+async fn index_assignment_into_an_array_is_stopped_by_the_memory_limit() {
+    // Each element is a fresh 1 MB string, within max_string_size, and the array's 1,500
+    // slots are within max_array_size; Rhai never measures the array itself.
+    let source = r#"
+        let s = ""; s.pad(1000000, "x");
+        let a = []; a.pad(1500, ());
+        for i in 0..1500 { a[i] = s + i.to_string(); }
+        a.len()
+    "#;
+    assert_eq!(
+        resource_limit(run(&client(), source).await),
+        MEMORY_LIMIT_MESSAGE
+    );
+}
+
+#[tokio::test]
+async fn index_assignment_into_a_map_is_stopped_by_the_memory_limit() {
+    let source = r#"
+        let s = ""; s.pad(1000000, "x");
+        let m = #{};
+        for i in 0..1500 { m[`k${i}`] = s + i.to_string(); }
+        m.len()
+    "#;
+    assert_eq!(
+        resource_limit(run(&client(), source).await),
+        MEMORY_LIMIT_MESSAGE
+    );
+}
+
+#[tokio::test]
+async fn a_script_can_lower_its_own_memory_limit() {
+    let source = r#"let s = ""; s.pad(1000000, "x"); let t = s + "y"; let u = t + "z"; u.len()"#;
+    assert_eq!(text(&ok(run(&client(), source).await)), "1000002");
+    let limits = ScriptLimits {
+        max_memory_bytes: Some(1024 * 1024),
+        ..ScriptLimits::default()
+    };
+    assert_eq!(
+        resource_limit(run_limited(&client(), source, limits).await),
+        "script exceeded its limit of 1048576 bytes of memory (max_memory_bytes)"
+    );
+}
+
+#[tokio::test]
+async fn the_request_counts_against_the_memory_limit() {
+    let limits = ScriptLimits {
+        max_memory_bytes: Some(256 * 1024),
+        ..ScriptLimits::default()
+    };
+    let big = "x".repeat(512 * 1024);
+    let report = client()
+        .execute(request(
+            script_with_limits("ctx.request.body.len()", limits),
+            Some(post("text/plain", big)),
+        ))
+        .await;
+    assert_eq!(
+        resource_limit(report),
+        "script exceeded its limit of 262144 bytes of memory (max_memory_bytes)"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_frees_what_it_made_stays_within_the_limit() {
+    // 200 MB made and dropped one megabyte at a time never holds more than a few MB.
+    let source = r#"
+        let s = ""; s.pad(1000000, "x");
+        for i in 0..200 { let t = s + i.to_string(); }
+        "done"
+    "#;
+    assert_eq!(text(&ok(run(&client(), source).await)), "done");
 }
 
 #[tokio::test]

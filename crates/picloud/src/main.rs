@@ -8,6 +8,11 @@ use picloud::{
 };
 use picloud_shared::config::ProcessEnv;
 
+/// Counts what each script run holds, so `max_memory_bytes` binds whatever a script does.
+#[global_allocator]
+static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
+    picloud_executor_core::RunMemoryAllocator;
+
 /// The database PiCloud keeps its state in, inside its private cluster.
 const EMBEDDED_DATABASE: &str = "picloud";
 

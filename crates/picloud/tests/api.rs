@@ -9,6 +9,10 @@
     reason = "a test fails loudly on the first surprise"
 )]
 
+#[allow(
+    dead_code,
+    reason = "each test target uses its own part of the support module"
+)]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -384,33 +388,6 @@ async fn a_runaway_script_is_stopped_while_others_keep_being_served() {
     );
     let after = app.execute(&hello_id).await;
     assert_eq!(after.status(), StatusCode::OK);
-}
-
-#[tokio::test]
-async fn a_memory_bomb_is_stopped_by_the_size_limits() {
-    let app = spawn_app().await;
-    let string_bomb = app
-        .create_script("string-bomb", r#"let s = "x"; loop { s += s; }"#)
-        .await;
-    let (status, code, body) =
-        error_code(app.execute(string_bomb["id"].as_str().unwrap()).await).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
-    );
-    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
-
-    let array_bomb = app
-        .create_script("array-bomb", "let a = [1]; loop { a += a; }")
-        .await;
-    let (status, code, _) = error_code(app.execute(array_bomb["id"].as_str().unwrap()).await).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::INSUFFICIENT_STORAGE, "resource_limit")
-    );
-
-    let healthy = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(healthy.status(), StatusCode::OK);
 }
 
 #[tokio::test]

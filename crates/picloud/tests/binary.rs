@@ -9,95 +9,23 @@
     reason = "a test fails loudly on the first surprise"
 )]
 
-use std::io::{BufRead, BufReader};
+#[allow(
+    dead_code,
+    reason = "each test target uses its own part of the support module"
+)]
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use picloud::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
 use serde_json::{Value, json};
+use support::{BinaryServer, start_binary};
 
-struct Picloud {
-    child: Child,
-    base: String,
-    /// Every JSON log event printed up to the "serving" line.
-    startup_events: Vec<Value>,
-}
-
-/// Starts the binary with a private database under `data_dir` and waits until it says
-/// where it listens.
-fn start(data_dir: &Path) -> Picloud {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_picloud"))
-        .env_remove("PICLOUD_DATABASE_URL")
-        .env("PICLOUD_DATA_DIR", data_dir)
-        .env("PICLOUD_LISTEN", "127.0.0.1:0")
-        .env("PICLOUD_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("picloud starts");
-    let stderr = child.stderr.take().unwrap();
-    let (found, startup) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut events = Vec::new();
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("picloud: {line}");
-            if sent {
-                continue;
-            }
-            if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                let addr = event["addr"].as_str().map(str::to_owned);
-                events.push(event);
-                if let Some(addr) = addr {
-                    found.send((addr, std::mem::take(&mut events))).unwrap();
-                    sent = true;
-                }
-            }
-        }
-    });
-    let (addr, startup_events) = startup
-        .recv_timeout(Duration::from_secs(120))
-        .expect("picloud reported its address");
-    Picloud {
-        child,
-        base: format!("http://{addr}"),
-        startup_events,
-    }
-}
-
-impl Picloud {
-    /// The admin password file this start announced, if it made one.
-    fn announced_password_file(&self) -> Option<String> {
-        self.startup_events
-            .iter()
-            .find_map(|event| event["password_file"].as_str().map(str::to_owned))
-    }
-
-    async fn login(&self, client: &reqwest::Client, password: &str) -> String {
-        let response = client
-            .post(format!("{}/api/admin/auth/login", self.base))
-            .json(&json!({ "username": "admin", "password": password }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: Value = response.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(mut self) -> i32 {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let status = self.child.wait().unwrap();
-        status
-            .code()
-            .expect("exited rather than killed by a signal")
-    }
+/// Starts the binary zero-config: a private database under `data_dir`.
+fn start(data_dir: &Path) -> BinaryServer {
+    start_binary(data_dir, &[])
 }
 
 #[tokio::test]

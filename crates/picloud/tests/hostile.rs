@@ -19,7 +19,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{ADMIN_PASSWORD, TestServer, login, spawn_app};
+use support::{ADMIN_PASSWORD, TestServer, error_code, login, spawn_app, start_binary};
+
+// Installed as in the `picloud` binary, so in-process servers meter runs the same way.
+#[global_allocator]
+static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
+    picloud_executor_core::RunMemoryAllocator;
 
 /// The execution record of a run, once the recorder has written it.
 async fn recorded(app: &TestServer, execution_id: &str) -> Value {
@@ -103,6 +108,104 @@ async fn a_callers_credential_never_reaches_a_script_its_logs_or_its_records() {
         assert!(!record.contains(&session), "{record}");
         assert!(!record.contains("pc_"), "{record}");
     }
+}
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// H2: memory bombs against the real binary, each stopped with 507 while the server's
+/// peak memory grows by no more than one run's budget and a margin.
+#[tokio::test]
+async fn memory_bombs_are_stopped_within_the_run_budget_and_the_server_keeps_serving() {
+    const BUDGET_MIB: u64 = 32;
+    const MARGIN_MIB: u64 = 32;
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = support::fresh_database_url();
+    let server = start_binary(
+        data_dir.path(),
+        &[
+            ("PICLOUD_DATABASE_URL", &database_url),
+            ("PICLOUD_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            (
+                "PICLOUD_SANDBOX_MAX_MEMORY_BYTES",
+                &(BUDGET_MIB << 20).to_string(),
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let session = server.login(&client, ADMIN_PASSWORD).await;
+    let create = |name: &str, source: &str| {
+        // Nesting is checked by walking the nested value on every operation, so deep
+        // nesting is bombed under a smaller array limit to keep the test quick.
+        let limits = json!({ "max_array_size": 2000 });
+        let request = client
+            .post(format!("{}/api/admin/scripts", server.base))
+            .bearer_auth(&session)
+            .json(
+                &json!({ "app_id": picloud_manager_core::DEFAULT_APP_ID, "name": name,
+                           "source": source, "limits": limits }),
+            );
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+        }
+    };
+    let run = |name: &str| {
+        client
+            .get(format!("{}/api/run/default/{name}", server.base))
+            .send()
+    };
+
+    create("hello", r#""hello""#).await;
+    assert_eq!(run("hello").await.unwrap().status(), StatusCode::OK);
+    let bombs = [
+        (
+            "index-array",
+            r#"let s = ""; s.pad(1000000, "x"); let a = []; a.pad(1500, ());
+               for i in 0..1500 { a[i] = s + i.to_string(); } a.len()"#,
+        ),
+        (
+            "index-map",
+            r#"let s = ""; s.pad(1000000, "x"); let m = #{};
+               for i in 0..1500 { m[`k${i}`] = s + i.to_string(); } m.len()"#,
+        ),
+        ("string", r#"let s = "x"; loop { s += s; }"#),
+        ("array", "let a = [1]; loop { a += a; }"),
+        ("nesting", "let a = []; loop { a = [a]; }"),
+    ];
+    for (name, source) in bombs {
+        create(name, source).await;
+    }
+
+    // The peak is measured from here: `clear_refs` 5 resets VmHWM to the current RSS.
+    let pid = server.pid();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before_kib = proc_status_kib(pid, "VmRSS");
+    for (name, _) in bombs {
+        let (status, code, body) = error_code(run(name).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::INSUFFICIENT_STORAGE, "resource_limit"),
+            "{name}: {body}"
+        );
+    }
+    let growth_mib = proc_status_kib(pid, "VmHWM").saturating_sub(before_kib) / 1024;
+    assert!(
+        growth_mib <= BUDGET_MIB + MARGIN_MIB,
+        "peak RSS grew by {growth_mib} MiB for a {BUDGET_MIB} MiB run budget"
+    );
+
+    let hello = run("hello").await.unwrap();
+    assert_eq!(hello.status(), StatusCode::OK);
+    assert_eq!(hello.text().await.unwrap(), "hello");
+    assert_eq!(server.terminate(), 0);
 }
 
 #[tokio::test]

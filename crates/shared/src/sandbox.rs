@@ -24,6 +24,9 @@ pub struct SandboxLimits {
     pub max_call_depth: usize,
     /// Deepest expression nesting, checked when a script compiles.
     pub max_expr_depth: usize,
+    /// Most heap bytes one run may hold at once: everything its thread allocated and has
+    /// not freed, `ctx` and the values SDK calls return included.
+    pub max_memory_bytes: usize,
 }
 
 impl SandboxLimits {
@@ -43,6 +46,7 @@ impl Default for SandboxLimits {
             max_map_size: 10_000,
             max_call_depth: 64,
             max_expr_depth: 64,
+            max_memory_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct ScriptLimits {
     /// Deepest expression nesting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_expr_depth: Option<usize>,
+    /// Most heap bytes one run may hold at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<usize>,
 }
 
 /// A per-script limit that asks for more than the instance allows, or for nothing at all.
@@ -123,6 +130,11 @@ impl SandboxCeiling {
             max_map_size: parse_var(env, "PICLOUD_SANDBOX_MAX_MAP_SIZE", d.max_map_size)?,
             max_call_depth: parse_var(env, "PICLOUD_SANDBOX_MAX_CALL_DEPTH", d.max_call_depth)?,
             max_expr_depth: parse_var(env, "PICLOUD_SANDBOX_MAX_EXPR_DEPTH", d.max_expr_depth)?,
+            max_memory_bytes: parse_var(
+                env,
+                "PICLOUD_SANDBOX_MAX_MEMORY_BYTES",
+                d.max_memory_bytes,
+            )?,
         }))
     }
 
@@ -134,7 +146,7 @@ impl SandboxCeiling {
     /// Refuses per-script limits that are zero or above the ceiling, naming the field.
     pub fn check(&self, requested: &ScriptLimits) -> Result<(), LimitsError> {
         let c = &self.limits;
-        let pairs: [(&'static str, Option<u64>, u64); 7] = [
+        let pairs: [(&'static str, Option<u64>, u64); 8] = [
             ("max_operations", requested.max_operations, c.max_operations),
             ("timeout_ms", requested.timeout_ms, duration_ms(c.timeout)),
             (
@@ -161,6 +173,11 @@ impl SandboxCeiling {
                 "max_expr_depth",
                 requested.max_expr_depth.map(as_u64),
                 as_u64(c.max_expr_depth),
+            ),
+            (
+                "max_memory_bytes",
+                requested.max_memory_bytes.map(as_u64),
+                as_u64(c.max_memory_bytes),
             ),
         ];
         for (field, requested, ceiling) in pairs {
@@ -197,6 +214,7 @@ impl SandboxCeiling {
             max_map_size: lower(requested.max_map_size, c.max_map_size),
             max_call_depth: lower(requested.max_call_depth, c.max_call_depth),
             max_expr_depth: lower(requested.max_expr_depth, c.max_expr_depth),
+            max_memory_bytes: lower(requested.max_memory_bytes, c.max_memory_bytes),
         }
     }
 }

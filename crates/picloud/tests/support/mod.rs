@@ -1,6 +1,11 @@
 //! `spawn_app`: the real server on port 0 against a fresh database, and a client for it.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use picloud::{App, RunningServer, ServerConfig, bootstrap_admin, build_app, database, serve};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -150,4 +155,110 @@ pub async fn error_code(response: Response) -> (StatusCode, String, Value) {
         .unwrap_or_else(|| panic!("no envelope in {body}"))
         .to_owned();
     (status, code, body)
+}
+
+/// The `picloud` binary, started by a test; killed if the test ends without terminating it.
+pub struct BinaryServer {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Every JSON log event printed up to the "serving" line.
+    pub startup_events: Vec<Value>,
+}
+
+/// Starts the binary with its data directory at `data_dir` (and, without a
+/// `PICLOUD_DATABASE_URL` in `settings`, a private database there) and waits until it says
+/// where it listens.
+pub fn start_binary(data_dir: &Path, settings: &[(&str, &str)]) -> BinaryServer {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_picloud"));
+    command
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("PICLOUD_ADMIN_PASSWORD")
+        .env("PICLOUD_DATA_DIR", data_dir)
+        .env("PICLOUD_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_LOG_FORMAT", "json");
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picloud starts");
+    let stderr = child.stderr.take().unwrap();
+    let (found, startup) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut events = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("picloud: {line}");
+            if sent {
+                continue;
+            }
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                let addr = event["addr"].as_str().map(str::to_owned);
+                events.push(event);
+                if let Some(addr) = addr {
+                    found.send((addr, std::mem::take(&mut events))).unwrap();
+                    sent = true;
+                }
+            }
+        }
+    });
+    let (addr, startup_events) = startup
+        .recv_timeout(Duration::from_secs(120))
+        .expect("picloud reported its address");
+    BinaryServer {
+        child,
+        base: format!("http://{addr}"),
+        startup_events,
+    }
+}
+
+impl BinaryServer {
+    /// The admin password file this start announced, if it made one.
+    pub fn announced_password_file(&self) -> Option<String> {
+        self.startup_events
+            .iter()
+            .find_map(|event| event["password_file"].as_str().map(str::to_owned))
+    }
+
+    pub async fn login(&self, client: &reqwest::Client, password: &str) -> String {
+        let response = client
+            .post(format!("{}/api/admin/auth/login", self.base))
+            .json(&json!({ "username": "admin", "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The process id, for reading its `/proc` entry.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        status
+            .code()
+            .expect("exited rather than killed by a signal")
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        // A test that failed before terminating leaves no server behind. After a
+        // terminate, the child is already reaped and this does nothing.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
