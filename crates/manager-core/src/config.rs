@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use picloud_shared::config::{ConfigError, EnvLookup, parse_var};
 
+use crate::access::TrustedProxies;
+
 /// Settings of the control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagerConfig {
     /// How long execution records are kept (`PICLOUD_EXECUTION_LOG_RETENTION_DAYS`, in whole
     /// days, default 7).
@@ -23,6 +25,10 @@ pub struct ManagerConfig {
     pub login_max_failures: u32,
     /// The window failed logins are counted over (`PICLOUD_LOGIN_WINDOW_SECS`, default 300).
     pub login_window: Duration,
+    /// The reverse proxies whose `X-Forwarded-For` names the client
+    /// (`PICLOUD_TRUSTED_PROXIES`, comma-separated addresses and networks; default
+    /// loopback, `none` for no one).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ManagerConfig {
@@ -44,6 +50,7 @@ impl ManagerConfig {
         const SESSION_TTL: &str = "PICLOUD_SESSION_TTL_HOURS";
         const LOGIN_FAILURES: &str = "PICLOUD_LOGIN_MAX_FAILURES";
         const LOGIN_WINDOW: &str = "PICLOUD_LOGIN_WINDOW_SECS";
+        const TRUSTED_PROXIES: &str = "PICLOUD_TRUSTED_PROXIES";
         let days: u32 = parse_var(env, RETENTION, Self::DEFAULT_RETENTION_DAYS)?;
         if days == 0 {
             // Zero would delete every record as soon as it is written.
@@ -67,12 +74,21 @@ impl ManagerConfig {
         if window == 0 {
             return Err(at_least_one(LOGIN_WINDOW, window));
         }
+        let trusted_proxies = match env.get(TRUSTED_PROXIES).filter(|v| !v.trim().is_empty()) {
+            Some(list) => list.parse().map_err(|reason| ConfigError {
+                variable: TRUSTED_PROXIES.to_owned(),
+                value: list.clone(),
+                reason,
+            })?,
+            None => TrustedProxies::loopback(),
+        };
         Ok(Self {
             execution_log_retention: Duration::from_secs(u64::from(days) * 24 * 60 * 60),
             admin_max_body_bytes: body,
             session_ttl: Duration::from_secs(u64::from(hours) * 60 * 60),
             login_max_failures: failures,
             login_window: Duration::from_secs(window),
+            trusted_proxies,
         })
     }
 }
@@ -87,6 +103,7 @@ impl Default for ManagerConfig {
             session_ttl: Duration::from_secs(u64::from(Self::DEFAULT_SESSION_TTL_HOURS) * 60 * 60),
             login_max_failures: Self::DEFAULT_LOGIN_MAX_FAILURES,
             login_window: Duration::from_secs(Self::DEFAULT_LOGIN_WINDOW_SECS),
+            trusted_proxies: TrustedProxies::loopback(),
         }
     }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use picloud_executor_core::{LocalExecutorClient, ScriptServices};
-use picloud_manager_core::access::LoginRateLimiter;
+use picloud_manager_core::access::LoginDefences;
 use picloud_manager_core::access::secrets::generate_password;
 use picloud_manager_core::{
     AdminDeps, AdminState, BatchingExecutionRecorder, Bootstrap, CachedScriptResolver,
@@ -126,10 +126,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             dead_letters,
             trigger_defaults: config.triggers.retry,
             authenticator: authenticator.clone(),
-            login_limiter: Arc::new(LoginRateLimiter::new(
-                config.manager.login_max_failures,
-                config.manager.login_window,
-            )),
+            login: Arc::new(LoginDefences::from_config(&config.manager)),
             session_ttl: config.manager.session_ttl,
             validator: executor.clone(),
             observers,

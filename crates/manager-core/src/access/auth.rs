@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -25,8 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AccessState;
-use crate::access::secrets;
-use crate::access::{IssuedToken, TokenRequest, issue};
+use crate::access::{IssuedToken, LoginKeys, TokenRequest, User, client_addr, issue, secrets};
 use crate::http::AdminState;
 use crate::http::error::ApiError;
 use crate::http::extract::Json;
@@ -151,44 +150,34 @@ impl Auth {
     }
 }
 
-/// The client's address, for rate limiting: the TCP peer, or the last `X-Forwarded-For`
-/// entry when the peer is the local reverse proxy; `unknown` when the server was not
-/// given connection info (in-process tests).
+/// The client's address, for rate limiting (see [`client_addr::client_address`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    AccessState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_canonical());
-        Ok(Self(client_address(peer, &parts.headers)))
+            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        let state = AccessState::from_ref(state);
+        Ok(Self(client_addr::client_address(
+            peer,
+            forwarded_for,
+            &state.login.trusted_proxies,
+        )))
     }
-}
-
-fn client_address(peer: Option<IpAddr>, headers: &HeaderMap) -> String {
-    let Some(peer) = peer else {
-        return "unknown".to_owned();
-    };
-    if !peer.is_loopback() {
-        // A remote peer could write any X-Forwarded-For it likes: only the local proxy's
-        // word is taken.
-        return peer.to_string();
-    }
-    // The proxy appends the address it saw last; earlier entries are the client's own claims.
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .rfind(|entry| !entry.is_empty())
-        .and_then(|entry| entry.parse::<IpAddr>().ok())
-        .map_or(peer, |ip| ip.to_canonical())
-        .to_string()
 }
 
 /// Body of `POST /api/admin/auth/login`.
@@ -278,9 +267,9 @@ pub struct MeView {
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
         (status = 401, description = "Wrong username or password (`invalid_credentials`)", body = ErrorEnvelope),
         (status = 422, description = "The body does not fit", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed logins for this username or address (`too_many_attempts`)", body = ErrorEnvelope,
+        (status = 429, description = "Too many failed logins for this username from this address, from this address, or for this username (`too_many_attempts`)", body = ErrorEnvelope,
             headers(("retry-after" = u64, description = "Seconds until another attempt is allowed"))),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+        (status = 503, description = "Database unavailable, or too many password checks at once (`overloaded`, with `Retry-After`)", body = ErrorEnvelope),
     )
 )]
 pub(crate) async fn login(
@@ -288,45 +277,28 @@ pub(crate) async fn login(
     ClientAddr(client): ClientAddr,
     Json(body): Json<LoginRequest>,
 ) -> Result<axum::Json<LoginResponse>, ApiError> {
-    // Usernames are lowercase, so `Ada` counts against `ada`; no more than a username's
-    // length goes into the key, so made-up names cannot make keys large.
-    let user_key: String = body
-        .username
-        .to_lowercase()
-        .chars()
-        .take(Username::MAX_LEN)
-        .collect();
-    let user_key = format!("user:{user_key}");
-    let addr_key = format!("addr:{client}");
-    let keys = [user_key.as_str(), addr_key.as_str()];
-    // Refused before the password is looked at: a blocked guesser learns nothing more.
-    state
-        .login_limiter
-        .check(&keys)
+    // Counted as a failure before the password is looked at, under the same lock as the
+    // check: parallel guesses cannot all pass while the first are still hashing, and a
+    // blocked guesser learns nothing more.
+    let keys = LoginKeys::new(&body.username, &client);
+    let attempt = state
+        .login
+        .limiter
+        .begin(&keys)
         .map_err(ApiError::too_many_attempts)?;
 
-    let found = match Username::parse(&body.username) {
-        Ok(username) => state.users.repo().credentials(&username).await?,
-        Err(_) => None,
-    };
-    let password = body.password;
-    // argon2 takes tens of milliseconds of CPU: off the async workers. An unknown user
-    // costs the same time as a wrong password, so the answer does not reveal which.
-    let verified = tokio::task::spawn_blocking(move || match found {
-        Some((user, hash)) => secrets::verify_password(&password, &hash).then_some(user),
-        None => {
-            secrets::verify_against_nothing(&password);
-            None
+    let verified = match verify(&state, body).await {
+        Ok(verified) => verified,
+        Err(err) => {
+            state.login.limiter.undecided(attempt);
+            return Err(err);
         }
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?;
+    };
     let Some(user) = verified else {
-        state.login_limiter.record_failure(&keys);
         tracing::info!(client = %client, "login failed");
         return Err(ApiError::invalid_credentials());
     };
-    state.login_limiter.clear(&user_key);
+    state.login.limiter.succeeded(attempt);
 
     let ttl = TimeDelta::from_std(state.session_ttl).unwrap_or(TimeDelta::hours(12));
     let IssuedToken {
@@ -360,6 +332,30 @@ pub(crate) async fn login(
             instance_admin: user.instance_admin,
         },
     }))
+}
+
+/// The user a login names, when the password is theirs.
+async fn verify(state: &AccessState, body: LoginRequest) -> Result<Option<User>, ApiError> {
+    let found = match Username::parse(&body.username) {
+        Ok(username) => state.users.repo().credentials(&username).await?,
+        Err(_) => None,
+    };
+    let password = body.password;
+    // argon2 takes tens of milliseconds of CPU and 19 MiB: off the async workers, and no
+    // more at once than the machine has slots for. An unknown user costs the same time as
+    // a wrong password, so the answer does not reveal which.
+    state
+        .login
+        .password_checks
+        .run(move || match found {
+            Some((user, hash)) => secrets::verify_password(&password, &hash).then_some(user),
+            None => {
+                secrets::verify_against_nothing(&password);
+                None
+            }
+        })
+        .await
+        .map_err(|busy| ApiError::overloaded(&busy))
 }
 
 /// Log out: the session used for this request stops working at once.
@@ -433,41 +429,7 @@ pub(crate) async fn me(auth: Auth) -> Result<axum::Json<MeView>, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
-    #[test]
-    fn the_client_address_is_the_peer_unless_the_local_proxy_forwarded_one() {
-        let forwarded = headers(&[
-            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
-            ("x-forwarded-for", "203.0.113.7"),
-        ]);
-        let remote: IpAddr = "198.51.100.4".parse().unwrap();
-        let local: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(client_address(Some(remote), &forwarded), "198.51.100.4");
-        assert_eq!(client_address(Some(local), &forwarded), "203.0.113.7");
-        assert_eq!(client_address(Some(local), &HeaderMap::new()), "127.0.0.1");
-        let garbage = headers(&[("x-forwarded-for", "not an address")]);
-        assert_eq!(client_address(Some(local), &garbage), "127.0.0.1");
-        assert_eq!(client_address(None, &forwarded), "unknown");
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(
-            client_address(Some(mapped.to_canonical()), &forwarded),
-            "203.0.113.7"
-        );
-    }
 
     #[test]
     fn login_bodies_never_print_the_password() {

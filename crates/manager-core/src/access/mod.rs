@@ -6,6 +6,7 @@
 pub(crate) mod auth;
 pub mod authenticator;
 pub mod bootstrap;
+pub mod client_addr;
 pub(crate) mod login_limiter;
 pub mod members;
 pub mod secrets;
@@ -16,7 +17,8 @@ pub mod users;
 pub use auth::{AppRoleView, LoginRequest, LoginResponse, MeView, SessionUser};
 pub use authenticator::TokenAuthenticator;
 pub use bootstrap::{Bootstrap, BootstrapError, ensure_instance_admin};
-pub use login_limiter::LoginRateLimiter;
+pub use client_addr::TrustedProxies;
+pub use login_limiter::{ADDRESS_FACTOR, LoginKeys, LoginRateLimiter, USERNAME_FACTOR};
 pub use members::*;
 pub use tokens::*;
 pub use users::*;
@@ -42,10 +44,33 @@ pub struct AccessState {
     pub apps: Arc<dyn AppRepository>,
     /// Turns the bearer token of every protected request into its principal.
     pub authenticator: Arc<dyn Authenticator>,
-    /// Counts failed logins per username and client address.
-    pub login_limiter: Arc<LoginRateLimiter>,
+    /// What stands between a login flood and the server.
+    pub login: Arc<LoginDefences>,
     /// How long a login session lasts.
     pub session_ttl: Duration,
+}
+
+/// What stands between a login flood and the server: the failure limiter, the bound on
+/// concurrent password checks, and whose `X-Forwarded-For` names the client.
+#[derive(Debug)]
+pub struct LoginDefences {
+    /// Counts failed logins per (username, address), address and username.
+    pub limiter: LoginRateLimiter,
+    /// Bounds the argon2 runs logins start.
+    pub password_checks: secrets::PasswordChecks,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl LoginDefences {
+    /// The defences `config` asks for, with password checks bounded for this machine.
+    pub fn from_config(config: &crate::ManagerConfig) -> Self {
+        Self {
+            limiter: LoginRateLimiter::new(config.login_max_failures, config.login_window),
+            password_checks: secrets::PasswordChecks::for_this_machine(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AccessState {

@@ -173,6 +173,54 @@ pub fn generate_password() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Bounds how many password checks run at once. Each argon2 run holds 19 MiB and a core
+/// for tens of milliseconds; unbounded, a login flood starts a blocking thread per request
+/// (tokio allows hundreds) and takes the memory and every core with it. Past the bound an
+/// attempt waits a short while for a slot, then is turned away as busy.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: tokio::sync::Semaphore,
+    wait: std::time::Duration,
+}
+
+/// No password-check slot came free in time: the server is busy (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once")]
+pub struct PasswordChecksBusy;
+
+impl PasswordChecks {
+    /// How long an attempt waits for a slot before it is turned away.
+    pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// At most `concurrent` checks at once, each waiting up to `wait` for a slot.
+    pub fn new(concurrent: usize, wait: std::time::Duration) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(concurrent.max(1)),
+            wait,
+        }
+    }
+
+    /// One check per core, at most four (76 MiB of argon2 memory at once).
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::new(cores.min(4), Self::DEFAULT_WAIT)
+    }
+
+    /// Runs `check` on the blocking pool once a slot is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordChecksBusy> {
+        let _slot = tokio::time::timeout(self.wait, self.slots.acquire())
+            .await
+            .map_err(|_| PasswordChecksBusy)?
+            .map_err(|_| PasswordChecksBusy)?;
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(|_| PasswordChecksBusy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +360,26 @@ mod tests {
         );
         assert_eq!(check_password_policy(&password), Ok(()));
         assert_ne!(password, generate_password());
+    }
+
+    #[tokio::test]
+    async fn password_checks_past_the_bound_are_turned_away() {
+        let checks =
+            std::sync::Arc::new(PasswordChecks::new(1, std::time::Duration::from_millis(50)));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let busy = std::sync::Arc::clone(&checks);
+        let first = tokio::spawn(async move {
+            busy.run(move || {
+                let _ = started.send(());
+                held.recv().ok();
+            })
+            .await
+        });
+        running.await.unwrap();
+        assert_eq!(checks.run(|| ()).await, Err(PasswordChecksBusy));
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        assert_eq!(checks.run(|| 7).await, Ok(7), "the slot is free again");
     }
 }

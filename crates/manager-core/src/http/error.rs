@@ -82,6 +82,16 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 
+    /// 503 `overloaded` with `Retry-After: 1`: the server is too busy to take this request
+    /// now, and one a moment later may well succeed.
+    pub(crate) fn overloaded(cause: &dyn std::error::Error) -> Self {
+        Self::new(
+            ErrorCode::Overloaded,
+            format!("{cause}; try again in a moment"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(1_u64))
+    }
+
     /// 500 `internal`, logging the cause once.
     pub(crate) fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(cause), "admin request failed");

@@ -27,7 +27,7 @@ use picloud_shared::{Authenticator, RetryPolicy, ScriptValidator, ServiceSet};
 
 use self::error::ApiError;
 use crate::access::{
-    AccessState, LoginRateLimiter, MembershipRepository, MembershipService, TokenRepository,
+    AccessState, LoginDefences, MembershipRepository, MembershipService, TokenRepository,
     UserRepository, UserService, auth, members, tokens, users,
 };
 use crate::apps::{self, AppRepository, AppService, AppsState};
@@ -83,8 +83,8 @@ pub struct AdminDeps {
     pub trigger_defaults: RetryPolicy,
     /// Turns the bearer token of every protected request into its principal.
     pub authenticator: Arc<dyn Authenticator>,
-    /// Counts failed logins per username and client address.
-    pub login_limiter: Arc<LoginRateLimiter>,
+    /// The login limiter, the password-check bound and the trusted proxies.
+    pub login: Arc<LoginDefences>,
     /// How long a login session lasts.
     pub session_ttl: Duration,
     /// Compiles sources and holds the sandbox ceiling limits are checked against.
@@ -115,7 +115,7 @@ impl AdminState {
             dead_letters,
             trigger_defaults,
             authenticator,
-            login_limiter,
+            login,
             session_ttl,
             validator,
             observers,
@@ -127,7 +127,7 @@ impl AdminState {
                 memberships: MembershipService::new(memberships),
                 apps: apps.clone(),
                 authenticator,
-                login_limiter,
+                login,
                 session_ttl,
             },
             apps: AppsState {

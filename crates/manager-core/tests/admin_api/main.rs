@@ -39,8 +39,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
-use picloud_manager_core::access::LoginRateLimiter;
-use picloud_manager_core::access::secrets::{generate_token, hash_password};
+use picloud_manager_core::access::secrets::{PasswordChecks, generate_token, hash_password};
+use picloud_manager_core::access::{LoginDefences, LoginRateLimiter, TrustedProxies};
 use picloud_manager_core::access::{
     MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
 };
@@ -230,7 +230,11 @@ impl TestApp {
                 users.clone(),
                 memberships.clone(),
             )),
-            login_limiter: Arc::new(LoginRateLimiter::new(max_failures, window)),
+            login: Arc::new(LoginDefences {
+                limiter: LoginRateLimiter::new(max_failures, window),
+                password_checks: PasswordChecks::new(4, PasswordChecks::DEFAULT_WAIT),
+                trusted_proxies: TrustedProxies::loopback(),
+            }),
             session_ttl: Duration::from_secs(12 * 3600),
             validator: Arc::new(StubValidator),
             observers: ScriptObservers::new(
