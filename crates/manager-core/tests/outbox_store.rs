@@ -503,6 +503,129 @@ async fn an_error_holding_nul_is_stored_with_a_replacement_character(pool: PgPoo
     assert_eq!(delivery.event["last_error"], "bad\u{FFFD}again");
 }
 
+/// L14: a row this binary cannot read (here, a trigger kind it does not know, as after a
+/// newer node added one) becomes a dead letter once instead of coming back every lease.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn an_unreadable_claimed_row_becomes_a_dead_letter_once(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    sqlx::query("INSERT INTO trigger_kinds (name) VALUES ('from_the_future')")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let future = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal,
+                               max_attempts, backoff_base_ms, backoff_max_ms)
+         VALUES ($1, $2, 'from_the_future', $3, $4, 3, 100, 1000)",
+    )
+    .bind(future)
+    .bind(f.app)
+    .bind(f.script)
+    .bind(f.user)
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let unreadable = f.row_for(future, f.script, json!({ "n": 1 }), None).await;
+    let readable = f.row(json!({ "n": 2 })).await;
+
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|item| item.id).collect::<Vec<_>>(),
+        [readable],
+        "the readable row still runs"
+    );
+    assert_eq!(f.outbox(unreadable).await, None, "gone from the outbox");
+    let dead = f.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].trigger_id, Some(future));
+    assert_eq!(dead[0].trigger_kind, "from_the_future");
+    assert_eq!(dead[0].event, json!({ "n": 1 }));
+    assert_eq!(dead[0].attempts, 1);
+    assert!(
+        dead[0].last_error.contains("could not be read"),
+        "{}",
+        dead[0].last_error
+    );
+
+    // Nothing comes back after the lease.
+    f.elapse(LEASE * 2).await;
+    let again = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert!(again.iter().all(|item| item.id != unreadable));
+    assert_eq!(f.dead_letters().await.len(), 1);
+}
+
+/// L3: deleting what a queued delivery needs turns it into a dead letter, in the deleting
+/// transaction, rather than letting the foreign key drop it silently.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn deleting_a_trigger_its_script_or_its_user_dead_letters_the_queued_events(pool: PgPool) {
+    use picloud_manager_core::access::{PgUserRepository, UserRepository};
+    use picloud_manager_core::scripts::{PgScriptRepository, ScriptRepository};
+    use picloud_manager_core::triggers::{PgTriggerRepository, TriggerRepository};
+    use picloud_shared::{ScriptId, TriggerId, UserId};
+
+    let f = Fixture::new(pool).await;
+    let queued = f.row(json!({ "n": "script" })).await;
+    sqlx::query("UPDATE outbox SET last_error = 'boom', attempts = 2 WHERE id = $1")
+        .bind(queued)
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    PgScriptRepository::new(f.pool.clone())
+        .delete(ScriptId::from_uuid(f.script))
+        .await
+        .unwrap();
+
+    let other_script = script(&f.pool, "other").await;
+    let by_trigger = trigger(&f.pool, "kv", other_script, f.user).await;
+    f.row_for(by_trigger, other_script, json!({ "n": "trigger" }), None)
+        .await;
+    PgTriggerRepository::new(f.pool.clone())
+        .delete(TriggerId::from_uuid(by_trigger))
+        .await
+        .unwrap();
+
+    let grace = user(&f.pool, "grace", Some("developer")).await;
+    let by_user = trigger(&f.pool, "kv", other_script, grace).await;
+    f.row_for(by_user, other_script, json!({ "n": "user" }), None)
+        .await;
+    PgUserRepository::new(f.pool.clone())
+        .delete(UserId::from_uuid(grace))
+        .await
+        .unwrap();
+
+    assert_eq!(f.outbox_rows().await, 0);
+    let dead = f.dead_letters().await;
+    let summary: Vec<(Value, i32, &str)> = dead
+        .iter()
+        .map(|d| (d.event.clone(), d.attempts, d.last_error.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                json!({ "n": "script" }),
+                2,
+                "not delivered: its trigger's script was deleted (last error: boom)"
+            ),
+            (
+                json!({ "n": "trigger" }),
+                0,
+                "not delivered: its trigger was deleted"
+            ),
+            (
+                json!({ "n": "user" }),
+                0,
+                "not delivered: the user who registered its trigger was deleted"
+            ),
+        ]
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d.trigger_id.is_none() && d.trigger_kind == "kv"),
+        "the trigger is gone, its kind is kept"
+    );
+}
+
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn complete_removes_the_row(pool: PgPool) {
     let f = Fixture::new(pool).await;

@@ -13,9 +13,16 @@
 //! `ExecutionGate` bounds every run of the process together (HTTP and triggered). A busy
 //! dispatcher claims rows ahead of its free slots (see [`DispatcherConfig::claim_ahead`])
 //! so that one statement claims many rows; up to `max_in_flight` lanes run them one after
-//! another, so the next run starts without a round trip through the loop; and the rows of
-//! the runs that succeeded are deleted together, when the loop next claims or goes idle.
+//! another, so the next run starts without a round trip through the loop; and each lane
+//! deletes the rows of the runs that succeeded in one hand-over together, right after it.
 //! The other outcomes are rare and each run settles its own.
+//!
+//! A row is settled before its lease ends, so no other dispatcher can claim it while its
+//! run is going or done: every run starts within its claim's allowance
+//! ([`DispatcherConfig::queue_allowance`]) and ends within `max_run`, which covers the
+//! slot wait, the sandbox timeout and the time to settle. A row claimed again after its
+//! attempts are spent (its runs crashed or were lost each time) becomes a dead letter
+//! instead of running once more.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -68,10 +75,11 @@ pub struct DispatcherConfig {
     /// How long a claim lasts. Longer than the sandbox's timeout, or a run still going
     /// could be started a second time by another dispatcher.
     pub lease: Duration,
-    /// The longest one run can take once started, its wait for an execution slot
-    /// included: the sandbox timeout plus the gate's queue timeout. Rows are claimed
-    /// ahead of the free slots only while a row can wait its turn and still finish within
-    /// its lease; one that waited longer is handed back unrun.
+    /// The longest one run can take from its start to its row's settlement, its wait for
+    /// an execution slot included: `TriggerConfig::longest_run` (the sandbox timeout, the
+    /// gate's queue timeout and `LEASE_GRACE`). Rows are claimed ahead of the free slots
+    /// only while a row can wait its turn and still be settled within its lease; one that
+    /// waited longer is handed back unrun.
     pub max_run: Duration,
 }
 
@@ -190,7 +198,6 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
     });
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
-        succeeded: Mutex::new(Vec::new()),
         running_low: Notify::new(),
         handed_back: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
@@ -229,8 +236,6 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
         // then lets rows that trickle in gather into fewer, larger claims.
         let limit = (max_in_flight + claim_ahead).saturating_sub(queued + lanes.len());
         if !drained && (queued == 0 || lanes.len() < max_in_flight) && limit > 0 {
-            // Settling first costs nothing extra: the claim waits for the database anyway.
-            complete(store.as_ref(), shared.take_succeeded()).await;
             match claim(store.as_ref(), &config, limit).await {
                 Ok(items) => {
                     store_failures = 0;
@@ -249,24 +254,16 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
 
         let wait = match failed_wait {
             Some(wait) => wait,
-            None if lanes.is_empty() && queued == 0 => {
-                // Idle from here on: nothing delivered may wait to be settled.
-                complete(store.as_ref(), shared.take_succeeded()).await;
-                match store.next_due_in().await {
-                    Ok(next) => next.map_or(SAFETY_RECHECK, |next| {
-                        next.clamp(MIN_IDLE_WAIT, SAFETY_RECHECK)
-                    }),
-                    Err(err) => {
-                        store_failures += 1;
-                        store_retry_wait(store_failures, &err)
-                    }
+            None if lanes.is_empty() && queued == 0 => match store.next_due_in().await {
+                Ok(next) => next.map_or(SAFETY_RECHECK, |next| {
+                    next.clamp(MIN_IDLE_WAIT, SAFETY_RECHECK)
+                }),
+                Err(err) => {
+                    store_failures += 1;
+                    store_retry_wait(store_failures, &err)
                 }
-            }
+            },
             None => {
-                // Busy: the rows are deleted with the next claim, unless that is far off.
-                if shared.succeeded_count() >= max_in_flight + claim_ahead {
-                    complete(store.as_ref(), shared.take_succeeded()).await;
-                }
                 // The lanes wake the loop when the queue runs low or they run out of
                 // work: asking for the next due time now would be a wasted query.
                 SAFETY_RECHECK
@@ -289,7 +286,6 @@ async fn run(deps: DispatcherDeps, mut stopping: watch::Receiver<bool>) {
     // Lanes finish the batch they are running and take no other.
     shared.stopping.store(true, Ordering::Release);
     drain(&mut lanes, config.lease).await;
-    complete(store.as_ref(), shared.take_succeeded()).await;
     // The rows still queued are released with the rest of this worker's claims.
     match store.release(&config.worker_id).await {
         Ok(0) => {}
@@ -317,8 +313,6 @@ struct Queued {
 struct Shared {
     /// Claimed rows, oldest claim first.
     queue: Mutex<VecDeque<Queued>>,
-    /// Rows whose runs succeeded, for the loop to complete together.
-    succeeded: Mutex<Vec<OutboxItem>>,
     /// Rung by a lane that leaves fewer rows queued than there are lanes: time to claim
     /// more.
     running_low: Notify,
@@ -333,16 +327,10 @@ struct Shared {
 }
 
 impl Shared {
-    // The queue and the list are only pushed to and popped from under their locks; one
-    // left by a panicking lane is still consistent.
+    // The queue is only pushed to and popped from under its lock; one left by a
+    // panicking lane is still consistent.
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_succeeded(&self) -> std::sync::MutexGuard<'_, Vec<OutboxItem>> {
-        self.succeeded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn queued(&self) -> usize {
@@ -369,19 +357,11 @@ impl Shared {
         }
         rows
     }
-
-    fn succeeded_count(&self) -> usize {
-        self.lock_succeeded().len()
-    }
-
-    fn take_succeeded(&self) -> Vec<OutboxItem> {
-        std::mem::take(&mut *self.lock_succeeded())
-    }
 }
 
 /// Runs queued rows until the queue is empty or the dispatcher stops, handing the
 /// executor its share of the queue at a time (one row when the queue is short, several
-/// when there is a backlog). The batch must start by its oldest claim plus the allowance:
+/// when there is a backlog) and completing the rows that succeeded after each hand-over. The batch must start by its oldest claim plus the allowance:
 /// a row not started by then might outlast its lease, so it is handed back unrun (its
 /// attempt uncounted), to be claimed afresh.
 async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
@@ -394,7 +374,9 @@ async fn lane(runner: Arc<Runner>, shared: Arc<Shared>) {
         let start_by = (!shared.allowance.is_zero()).then(|| oldest_claim + shared.allowance);
         let items = rows.into_iter().map(|row| row.item).collect();
         let delivered = runner.deliver(items, start_by).await;
-        shared.lock_succeeded().extend(delivered.succeeded);
+        // Deleted now, within the claim's lease: a success left for later could outlive
+        // it and be claimed and run again by another dispatcher.
+        complete(runner.store.as_ref(), delivered.succeeded).await;
         if delivered.not_started > 0 {
             shared.handed_back.store(true, Ordering::Release);
             shared.running_low.notify_one();
@@ -511,6 +493,18 @@ impl Runner {
         let mut requests = Vec::new();
         let mut runs = Vec::new();
         for (index, item) in items.iter().enumerate() {
+            if item.exhausted() {
+                // Claimed once more than it may run: every earlier attempt was claimed and
+                // never settled, so its run crashed or was lost each time. Running it again
+                // would most likely crash again.
+                outcomes.push(Some(Delivery::Undeliverable(format!(
+                    "claimed {} times without a settled run (max_attempts is {}): its runs \
+                     crashed or were lost",
+                    item.attempts.saturating_sub(1),
+                    item.max_attempts
+                ))));
+                continue;
+            }
             match self.prepare(item).await {
                 Ok((request, script)) => {
                     runs.push((index, script, request.request_id.clone()));

@@ -20,9 +20,9 @@ use picloud_orchestrator_core::{
 use picloud_shared::{
     AppId, AppRole, AppSlug, Credential, CredentialKind, ExecutionError, ExecutionId,
     ExecutionRecord, ExecutionRecorder, ExecutionReport, ExecutionRequest, ExecutionStatus,
-    ExecutorClient, InvocationType, OutboxItem, OutboxWaker, Principal, ResolveError, Scope,
-    Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver, ScriptResponse, TokenId, TriggerId,
-    TriggerKind, UserId, Username,
+    ExecutorClient, InvocationType, OutboxItem, OutboxStore, OutboxWaker, Principal, ResolveError,
+    Scope, Script, ScriptId, ScriptLimits, ScriptName, ScriptResolver, ScriptResponse, TokenId,
+    TriggerId, TriggerKind, UserId, Username,
 };
 use picloud_testkit::outbox::{FakeOutboxStore, Settled};
 use serde_json::json;
@@ -403,6 +403,42 @@ async fn a_deleted_script_becomes_a_dead_letter_at_once() {
         .await;
     h.handle.shutdown().await;
     assert!(h.executor.requests.lock().unwrap().is_empty());
+}
+
+/// H4: a run that kills its process never settles its row. Attempts are counted at
+/// claim, so once they are spent the row becomes a dead letter instead of a crash loop.
+#[tokio::test(start_paused = true)]
+async fn a_row_whose_runs_never_settled_becomes_a_dead_letter_when_its_attempts_are_spent() {
+    let store = Arc::new(FakeOutboxStore::default());
+    let script = script(AppId::new());
+    store.push(item(&script, 2), Duration::ZERO);
+    // Two processes claim it and die mid-run, each after its lease ends.
+    for crashed in ["crashed-1", "crashed-2"] {
+        let claimed = store
+            .claim_due(crashed, 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+    let h = start(store, &[script], FakeExecutor::new(|_| ok()), 4);
+
+    h.store
+        .until(|s| matches!(s, [(0, Settled::GiveUp { attempt: 3, .. })]))
+        .await;
+    let settled = h.store.settled();
+    let Settled::GiveUp { error, .. } = &settled[0].1 else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("claimed 2 times without a settled run"),
+        "{error}"
+    );
+    h.handle.shutdown().await;
+    assert!(
+        h.executor.requests.lock().unwrap().is_empty(),
+        "a spent row is not run a third time"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -112,7 +112,7 @@ impl ServerConfig {
         let triggers = TriggerConfig::from_env(env)?;
         // A lease that ends while its run may still be going would let a second dispatcher
         // start the same delivery: refuse such a configuration at start-up.
-        triggers.check_lease(executor.ceiling.limits().timeout)?;
+        triggers.check_lease(executor.ceiling.limits().timeout, executor.gate.max_wait)?;
         Ok(Self {
             listen,
             data_dir,
@@ -201,24 +201,27 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_lease_must_outlast_the_sandbox_timeout() {
+    fn the_outbox_lease_must_outlast_the_longest_run() {
+        // The review's case: 58 s of sandbox time and 30 s of queue wait do not fit a
+        // 60 s lease, although the timeout alone would.
         let err = ServerConfig::from_env(&env(&[
-            ("PICLOUD_SANDBOX_TIMEOUT_MS", "120000"),
+            ("PICLOUD_SANDBOX_TIMEOUT_MS", "58000"),
+            ("PICLOUD_EXECUTION_QUEUE_TIMEOUT_MS", "30000"),
             ("PICLOUD_OUTBOX_LEASE_SECS", "60"),
         ]))
         .unwrap_err();
         assert_eq!(err.variable, "PICLOUD_OUTBOX_LEASE_SECS");
-        assert!(err.reason.contains("sandbox timeout"), "{err}");
+        assert!(err.reason.contains("execution queue wait"), "{err}");
 
         let config = ServerConfig::from_env(&env(&[
             ("PICLOUD_SANDBOX_TIMEOUT_MS", "120000"),
-            ("PICLOUD_OUTBOX_LEASE_SECS", "121"),
+            ("PICLOUD_OUTBOX_LEASE_SECS", "132"),
             ("PICLOUD_MAX_TRIGGER_DEPTH", "3"),
         ]))
         .unwrap();
         assert_eq!(
             config.triggers.outbox_lease,
-            std::time::Duration::from_secs(121)
+            std::time::Duration::from_secs(132)
         );
         assert_eq!(config.triggers.max_trigger_depth, 3);
     }

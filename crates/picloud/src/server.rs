@@ -35,7 +35,7 @@ use picloud_orchestrator_core::{
     Dispatcher, DispatcherConfig, DispatcherDeps, DispatcherHandle, OrchestratorState,
     propagate_request_id,
 };
-use picloud_shared::{ErrorCode, ErrorEnvelope, ServiceSet};
+use picloud_shared::{ErrorCode, ErrorEnvelope, ServiceSet, TriggerConfig};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -145,7 +145,10 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             worker_id: DispatcherConfig::worker_id(&host_name()),
             max_in_flight: dispatcher_max_in_flight(config.executor.gate.max_concurrent),
             lease: config.triggers.outbox_lease,
-            max_run: config.executor.ceiling.limits().timeout + config.executor.gate.max_wait,
+            max_run: TriggerConfig::longest_run(
+                config.executor.ceiling.limits().timeout,
+                config.executor.gate.max_wait,
+            ),
         },
     });
     let data_plane = picloud_orchestrator_core::router(OrchestratorState {

@@ -262,6 +262,99 @@ async fn an_event_claimed_by_a_crashed_dispatcher_runs_after_its_lease() {
     assert_eq!(executor.runs(), vec![claimed[0].id.to_string()]);
 }
 
+/// M13: two `picloud` processes on one database (writes go to both), leases as short as
+/// the settings allow and runs that take a while: every event runs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_picloud_processes_never_run_one_event_twice() {
+    const EVENTS: usize = 60;
+    let database_url = fresh_database_url();
+    let settings = [
+        ("PICLOUD_DATABASE_URL", database_url.as_str()),
+        ("PICLOUD_ADMIN_PASSWORD", support::ADMIN_PASSWORD),
+        ("PICLOUD_SANDBOX_TIMEOUT_MS", "1000"),
+        ("PICLOUD_EXECUTION_QUEUE_TIMEOUT_MS", "500"),
+        // 1 s + 0.5 s + the 6 s grace: the shortest lease the settings allow.
+        ("PICLOUD_OUTBOX_LEASE_SECS", "8"),
+        ("PICLOUD_MAX_CONCURRENT_EXECUTIONS", "4"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = support::start_binary(dir_a.path(), &settings);
+    let b = support::start_binary(dir_b.path(), &settings);
+    let client = reqwest::Client::new();
+    let session = a.login(&client, support::ADMIN_PASSWORD).await;
+    let admin = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", a.base))
+            .bearer_auth(&session)
+            .json(&body)
+            .send()
+    };
+    let created = admin(
+        "/api/admin/scripts",
+        json!({ "app_id": DEFAULT_APP_ID, "name": "slow",
+                "source": "sleep(0.05 + 0.2 * (ctx.event.value % 3)); ()" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let trigger = admin(
+        "/api/admin/triggers",
+        json!({ "app_id": DEFAULT_APP_ID, "script_name": "slow",
+                "details": { "kind": "kv", "collection": "go" } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(trigger.status(), StatusCode::CREATED);
+    for n in 0..EVENTS {
+        let put = client
+            .put(format!(
+                "{}/api/admin/apps/{DEFAULT_APP_ID}/kv/go/k{n}",
+                if n % 2 == 0 { &a.base } else { &b.base }
+            ))
+            .bearer_auth(&session)
+            .json(&json!(n))
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "{}", put.status());
+    }
+
+    let pool = database::connect_and_migrate(&database_url, 2)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(120), "every event to run", || async {
+        let runs: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM execution_logs WHERE invocation_type = 'trigger'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (queued == 0 && runs >= i64::try_from(EVENTS).unwrap()).then_some(())
+    })
+    .await;
+    // A moment for a late duplicate to show, then both stop and flush their records.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.terminate(), 0);
+    assert_eq!(b.terminate(), 0);
+
+    let per_event: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT request_id, count(*), bool_and(status = 'success')
+         FROM execution_logs WHERE invocation_type = 'trigger'
+         GROUP BY request_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_event.len(), EVENTS, "every event ran");
+    let twice: Vec<_> = per_event.iter().filter(|(_, runs, _)| *runs > 1).collect();
+    assert!(twice.is_empty(), "events run more than once: {twice:?}");
+    assert!(per_event.iter().all(|(_, _, ok)| *ok));
+}
+
 // ---------------------------------------------------------------------------------------
 // The real server: scripts, triggers and KV over HTTP.
 // ---------------------------------------------------------------------------------------

@@ -49,6 +49,6 @@ pub use seams::{
 };
 pub use services::{ServiceContext, ServiceError, ServiceSet};
 pub use triggers::{
-    CollectionGlob, GlobError, RetryPolicy, RetryPolicyError, TriggerConfig, TriggerKind,
-    UnknownTriggerKind,
+    CollectionGlob, GlobError, LEASE_GRACE, RetryPolicy, RetryPolicyError, TriggerConfig,
+    TriggerKind, UnknownTriggerKind,
 };

@@ -59,6 +59,13 @@ impl OutboxItem {
         self.attempts < self.max_attempts
     }
 
+    /// Whether this claim is past the row's attempts. Attempts are counted when a row is
+    /// claimed, so a run that kills its process has spent one; a row claimed with more
+    /// than `max_attempts` has been tried that often without any run settling it.
+    pub fn exhausted(&self) -> bool {
+        self.attempts > self.max_attempts
+    }
+
     /// The wait before the next attempt after this one failed: `base · 2^(n-1)` for attempt
     /// `n`, capped at `max_delay`, then moved by up to ±20% by `unit` (a uniform sample
     /// from `[0, 1)`: 0 is −20%, 0.5 is no change) so that events that failed together do

@@ -297,6 +297,11 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a lease covers beyond a run's slot wait and sandbox timeout: the executor's
+/// backstop past the timeout (1 s) and the time to settle the row afterwards, so a run
+/// that takes all it may is still settled before another dispatcher may claim its row.
+pub const LEASE_GRACE: Duration = Duration::from_secs(6);
+
 /// The event core's settings: default retry policy, the outbox lease, the trigger depth
 /// limit and the retention of dead letters and abandoned results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,19 +403,36 @@ impl TriggerConfig {
         })
     }
 
-    /// Checks that the outbox lease outlasts the longest run (`sandbox_timeout`, the
-    /// sandbox ceiling's wall clock): a lease that ends while its run is still going lets
-    /// another dispatcher start the same delivery again.
-    pub fn check_lease(&self, sandbox_timeout: Duration) -> Result<(), ConfigError> {
-        if self.outbox_lease > sandbox_timeout {
+    /// How long one claimed run can take at most, from its claim to its settlement: the
+    /// wait for an execution slot, the sandbox timeout, and [`LEASE_GRACE`].
+    pub fn longest_run(sandbox_timeout: Duration, queue_wait: Duration) -> Duration {
+        sandbox_timeout
+            .saturating_add(queue_wait)
+            .saturating_add(LEASE_GRACE)
+    }
+
+    /// Checks that the outbox lease outlasts the longest run ([`Self::longest_run`]): a
+    /// lease that ends while its run may still be going, or before its row is settled,
+    /// lets another dispatcher start the same delivery again.
+    pub fn check_lease(
+        &self,
+        sandbox_timeout: Duration,
+        queue_wait: Duration,
+    ) -> Result<(), ConfigError> {
+        let longest = Self::longest_run(sandbox_timeout, queue_wait);
+        if self.outbox_lease > longest {
             Ok(())
         } else {
             Err(ConfigError {
                 variable: "PICLOUD_OUTBOX_LEASE_SECS".to_owned(),
                 value: self.outbox_lease.as_secs().to_string(),
                 reason: format!(
-                    "must be longer than the sandbox timeout ({} ms)",
-                    sandbox_timeout.as_millis()
+                    "must be longer than the longest run, {} ms: the sandbox timeout ({} ms), \
+                     the execution queue wait ({} ms) and {} s to settle it",
+                    longest.as_millis(),
+                    sandbox_timeout.as_millis(),
+                    queue_wait.as_millis(),
+                    LEASE_GRACE.as_secs()
                 ),
             })
         }
@@ -730,14 +752,19 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_must_outlast_the_sandbox_timeout() {
+    fn the_lease_must_outlast_the_longest_run() {
         let config = TriggerConfig::default();
-        assert_eq!(config.check_lease(Duration::from_secs(30)), Ok(()));
-        let err = config.check_lease(Duration::from_secs(60)).unwrap_err();
+        let queue = Duration::from_secs(5);
+        assert_eq!(config.check_lease(Duration::from_secs(30), queue), Ok(()));
+        // 49 + 5 + 6 = 60: a run could still be settling when the 60 s lease ends.
+        let err = config
+            .check_lease(Duration::from_secs(49), queue)
+            .unwrap_err();
         assert_eq!(err.variable, "PICLOUD_OUTBOX_LEASE_SECS");
         assert_eq!(
             err.reason,
-            "must be longer than the sandbox timeout (60000 ms)"
+            "must be longer than the longest run, 60000 ms: the sandbox timeout (49000 ms), \
+             the execution queue wait (5000 ms) and 6 s to settle it"
         );
     }
 }

@@ -7,12 +7,14 @@
 //! - `store.rs`: [`PgOutboxStore`], the dispatcher's side: claims under a lease, settles.
 //! - `waker.rs`: [`OutboxSignal`] (announces committed rows) and [`PgOutboxWaker`]
 //!   (wakes a sleeping dispatcher).
+//! - `orphans.rs`: queued deliveries of triggers being deleted become dead letters.
 //! - `memory.rs`: the in-memory stand-ins (`testsuite` feature), which run the same
 //!   trigger matching.
 
 mod emitter;
 #[cfg(feature = "testsuite")]
 mod memory;
+mod orphans;
 mod store;
 mod waker;
 
@@ -22,6 +24,7 @@ use async_trait::async_trait;
 pub use emitter::OutboxEmitter;
 #[cfg(feature = "testsuite")]
 pub use memory::{InMemoryOutbox, InMemoryTx, OutboxRow, RecordingEmitter};
+pub(crate) use orphans::{DoomedTriggers, dead_letter_queued};
 pub use picloud_shared::ServiceEventEmitter;
 use picloud_shared::{ServiceError, ServiceEvent, Transaction, TriggerKind, UnitOfWork};
 use sqlx::{PgConnection, PgPool, Postgres};

@@ -43,6 +43,40 @@ impl PgOutboxStore {
     }
 }
 
+impl PgOutboxStore {
+    /// Moves a claimed row this binary cannot run into the dead letters, in one statement.
+    /// It is not handed to dead-letter triggers: the event it would carry is the very thing
+    /// that could not be read.
+    async fn dead_letter_undecodable(
+        &self,
+        (id, claimed_by, attempts): (Uuid, String, i32),
+        error: &str,
+    ) -> OutboxResult<()> {
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM outbox WHERE id = $1 AND claimed_by = $2 AND attempts = $3
+                 RETURNING app_id, trigger_id, script_id, event, depth, attempts
+             )
+             INSERT INTO dead_letters (id, app_id, trigger_id, trigger_kind, script_id, event,
+                                       depth, attempts, last_error)
+             SELECT $4, g.app_id, g.trigger_id, t.kind, g.script_id, g.event, g.depth,
+                    g.attempts, $5
+             FROM gone g JOIN triggers t ON t.id = g.trigger_id",
+        )
+        .bind(id)
+        .bind(claimed_by)
+        .bind(attempts)
+        .bind(picloud_shared::DeadLetterId::new().as_uuid())
+        .bind(&*storable_text(&format!(
+            "the outbox row could not be read: {error}"
+        )))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
+    }
+}
+
 fn service_failure(err: ServiceError) -> OutboxError {
     match err {
         ServiceError::Unavailable(why) => OutboxError::Unavailable(why),
@@ -227,23 +261,25 @@ impl OutboxStore for PgOutboxStore {
             .fetch_all(&self.pool)
             .await
             .map_err(sql_error)?;
-        // A row the domain types refuse must not hold up the rest of its batch: it is
-        // reported and left to its lease, the others run.
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let id = row.id;
-                OutboxItem::try_from(row)
-                    .map_err(|err| {
-                        tracing::error!(
-                            outbox_id = %id,
-                            error = %error_chain(&err),
-                            "claimed an outbox row that cannot be run"
-                        );
-                    })
-                    .ok()
-            })
-            .collect())
+        // A row the domain types refuse must not hold up the rest of its batch, nor come
+        // back after every lease: it becomes a dead letter once, and the others run.
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let claim = (row.id, row.claimed_by.clone(), row.attempts);
+            match OutboxItem::try_from(row) {
+                Ok(item) => items.push(item),
+                Err(err) => {
+                    let error = error_chain(&err);
+                    tracing::error!(
+                        outbox_id = %claim.0,
+                        error = %error,
+                        "claimed an outbox row that cannot be run; recording a dead letter"
+                    );
+                    self.dead_letter_undecodable(claim, &error).await?;
+                }
+            }
+        }
+        Ok(items)
     }
 
     #[tracing::instrument(skip_all, fields(rows = items.len()))]

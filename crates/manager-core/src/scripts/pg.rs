@@ -230,9 +230,15 @@ impl ScriptRepository for PgScriptRepository {
 
     #[tracing::instrument(skip(self))]
     async fn delete(&self, id: ScriptId) -> RepoResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        crate::outbox::dead_letter_queued(
+            &mut tx,
+            crate::outbox::DoomedTriggers::OfScript(id.as_uuid()),
+        )
+        .await?;
         let done = sqlx::query("DELETE FROM scripts WHERE id = $1")
             .bind(id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
@@ -240,6 +246,7 @@ impl ScriptRepository for PgScriptRepository {
                 what: format!("script {id}"),
             });
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(())
     }
 }

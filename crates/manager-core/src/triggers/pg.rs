@@ -248,9 +248,15 @@ impl TriggerRepository for PgTriggerRepository {
 
     #[tracing::instrument(skip(self))]
     async fn delete(&self, id: TriggerId) -> RepoResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        crate::outbox::dead_letter_queued(
+            &mut tx,
+            crate::outbox::DoomedTriggers::Trigger(id.as_uuid()),
+        )
+        .await?;
         let done = sqlx::query("DELETE FROM triggers WHERE id = $1")
             .bind(id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
@@ -258,6 +264,7 @@ impl TriggerRepository for PgTriggerRepository {
                 what: format!("trigger {id}"),
             });
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(())
     }
 

@@ -180,15 +180,23 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self))]
     async fn delete(&self, id: UserId) -> RepoResult<()> {
-        // Tokens and memberships go with the user (ON DELETE CASCADE).
+        // Tokens and memberships go with the user (ON DELETE CASCADE); the triggers they
+        // registered do too, and their queued deliveries become dead letters.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        crate::outbox::dead_letter_queued(
+            &mut tx,
+            crate::outbox::DoomedTriggers::RegisteredBy(id.as_uuid()),
+        )
+        .await?;
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         if done.rows_affected() == 0 {
             return Err(not_found(id));
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(())
     }
 }
