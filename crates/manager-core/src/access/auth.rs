@@ -313,6 +313,7 @@ pub(crate) async fn login(
             scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
             app_id: None,
             expires_at: Some(Utc::now() + ttl),
+            parent_id: None,
         },
     )
     .await?;

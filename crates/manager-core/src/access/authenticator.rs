@@ -295,6 +295,7 @@ mod tests {
                     secret_hash: secret.hash,
                     prefix: secret.prefix.clone(),
                     expires_at,
+                    parent_id: None,
                 })
                 .await
                 .unwrap();

@@ -52,6 +52,12 @@ fn slug_taken(slug: &AppSlug) -> RepoError {
     }
 }
 
+fn slug_reserved(slug: &AppSlug) -> RepoError {
+    RepoError::Conflict {
+        what: format!("a reservation of slug '{slug}' for the app that used it before a rename"),
+    }
+}
+
 fn app_not_found(id: AppId) -> RepoError {
     RepoError::NotFound {
         what: format!("app {id}"),
@@ -66,6 +72,9 @@ fn insert(
 ) -> RepoResult<App> {
     if tables.app_id_of(&slug).is_some() {
         return Err(slug_taken(&slug));
+    }
+    if tables.retired_slugs.contains_key(slug.as_str()) {
+        return Err(slug_reserved(&slug));
     }
     if let Some(owner) = owner
         && !tables.users.contains_key(&owner)
@@ -139,15 +148,32 @@ impl AppRepository for InMemoryAppRepository {
         {
             return Err(slug_taken(slug));
         }
-        let app = tables.apps.get_mut(&id).ok_or_else(|| app_not_found(id))?;
-        if let Some(slug) = update.slug {
-            app.slug = slug;
+        if let Some(slug) = &update.slug
+            && tables
+                .retired_slugs
+                .get(slug.as_str())
+                .is_some_and(|holder| *holder != id)
+        {
+            return Err(slug_reserved(slug));
         }
+        let app = tables.apps.get_mut(&id).ok_or_else(|| app_not_found(id))?;
+        let mut retired = None;
+        if let Some(slug) = update.slug {
+            if app.slug != slug {
+                retired = Some(std::mem::replace(&mut app.slug, slug.clone()));
+            }
+            tables.retired_slugs.remove(slug.as_str());
+        }
+        let app = tables.apps.get_mut(&id).ok_or_else(|| app_not_found(id))?;
         if let Some(name) = update.name {
             app.name = name;
         }
         app.updated_at = now();
-        Ok(app.clone())
+        let app = app.clone();
+        if let Some(old) = retired {
+            tables.retired_slugs.insert(old.as_str().to_owned(), id);
+        }
+        Ok(app)
     }
 
     async fn delete(&self, id: AppId, cascade: bool) -> RepoResult<Vec<ScriptId>> {
@@ -171,6 +197,7 @@ impl AppRepository for InMemoryAppRepository {
         }
         tables.members.retain(|(app_id, _), _| *app_id != id);
         tables.tokens.retain(|_, row| row.token.app_id != Some(id));
+        tables.retired_slugs.retain(|_, holder| *holder != id);
         tables.apps.remove(&id);
         Ok(scripts)
     }

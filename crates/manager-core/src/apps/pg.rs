@@ -61,6 +61,42 @@ fn slug_taken(slug: &AppSlug) -> Violations {
     }
 }
 
+/// The answer for a slug another app gave up by renaming: still that app's.
+fn slug_reserved(slug: &AppSlug) -> RepoError {
+    RepoError::Conflict {
+        what: format!("a reservation of slug '{slug}' for the app that used it before a rename"),
+    }
+}
+
+/// Serialises every statement that takes or gives up `slug` (a rename away from it and a
+/// rename or create onto it), so a check of the reservations cannot race the reservation.
+async fn lock_slug(conn: &mut sqlx::PgConnection, slug: &str) -> RepoResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('picloud app slug ' || $1, 0))")
+        .bind(slug)
+        .execute(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Refuses `slug` when another app than `app` retired it.
+async fn check_not_reserved(
+    conn: &mut sqlx::PgConnection,
+    slug: &AppSlug,
+    app: Option<AppId>,
+) -> RepoResult<()> {
+    let holder: Option<Uuid> =
+        sqlx::query_scalar("SELECT app_id FROM retired_slugs WHERE slug = $1")
+            .bind(slug.as_str())
+            .fetch_optional(conn)
+            .await
+            .map_err(db_error)?;
+    match holder {
+        Some(holder) if Some(AppId::from_uuid(holder)) != app => Err(slug_reserved(slug)),
+        _ => Ok(()),
+    }
+}
+
 fn not_found(id: AppId) -> RepoError {
     RepoError::NotFound {
         what: format!("app {id}"),
@@ -93,6 +129,8 @@ impl AppRepository for PgAppRepository {
     #[tracing::instrument(skip(self, name))]
     async fn create(&self, slug: AppSlug, name: String, owner: Option<UserId>) -> RepoResult<App> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        lock_slug(&mut tx, slug.as_str()).await?;
+        check_not_reserved(&mut tx, &slug, None).await?;
         let row: AppRow = sqlx::query_as(
             "INSERT INTO apps (id, slug, name) VALUES ($1, $2, $3) \
              RETURNING id, slug, name, created_at, updated_at",
@@ -147,6 +185,30 @@ impl AppRepository for PgAppRepository {
         if update.slug.is_none() && update.name.is_none() {
             return Err(RepoError::Invalid("the update changes nothing".to_owned()));
         }
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let old_slug = match &update.slug {
+            Some(new_slug) => {
+                lock_slug(&mut tx, new_slug.as_str()).await?;
+                let old: Option<String> =
+                    sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1 FOR UPDATE")
+                        .bind(id.as_uuid())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                let old = old.ok_or_else(|| not_found(id))?;
+                lock_slug(&mut tx, &old).await?;
+                check_not_reserved(&mut tx, new_slug, Some(id)).await?;
+                // Taking an old slug back ends its reservation.
+                sqlx::query("DELETE FROM retired_slugs WHERE slug = $1 AND app_id = $2")
+                    .bind(new_slug.as_str())
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                (old != new_slug.as_str()).then_some(old)
+            }
+            None => None,
+        };
         let result = sqlx::query_as::<_, AppRow>(
             "UPDATE apps SET slug = COALESCE($2, slug), name = COALESCE($3, name), \
              updated_at = now() WHERE id = $1 \
@@ -155,19 +217,30 @@ impl AppRepository for PgAppRepository {
         .bind(id.as_uuid())
         .bind(update.slug.as_ref().map(AppSlug::as_str))
         .bind(update.name.as_deref())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await;
-        match result {
-            Ok(Some(row)) => row.try_into(),
-            Ok(None) => Err(not_found(id)),
-            Err(err) => Err(translate(
-                err,
-                update.slug.as_ref().map(slug_taken).unwrap_or_default(),
-            )),
+        let row = match result {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(not_found(id)),
+            Err(err) => {
+                return Err(translate(
+                    err,
+                    update.slug.as_ref().map(slug_taken).unwrap_or_default(),
+                ));
+            }
+        };
+        if let Some(old) = old_slug {
+            sqlx::query("INSERT INTO retired_slugs (slug, app_id) VALUES ($1, $2)")
+                .bind(&old)
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
+        tx.commit().await.map_err(db_error)?;
+        row.try_into()
     }
 
-    #[tracing::instrument(skip(self))]
     async fn delete(&self, id: AppId, cascade: bool) -> RepoResult<Vec<ScriptId>> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         // Locking the app row first makes a concurrent script insert (whose foreign key

@@ -34,6 +34,8 @@ pub(crate) struct Tables {
     pub users: BTreeMap<UserId, UserRow>,
     pub members: BTreeMap<(AppId, UserId), AppRole>,
     pub tokens: BTreeMap<TokenId, TokenRow>,
+    /// Slugs apps gave up by renaming, and the app each still belongs to.
+    pub retired_slugs: BTreeMap<String, AppId>,
 }
 
 impl Tables {

@@ -138,10 +138,14 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("put", "/api/admin/users/{id}/password"),
             admin_only(Some(json!({ "password": "long-enough-2" }))),
         ),
-        // Tokens are the caller's own: listing works for anyone; an app the caller cannot
-        // see is hidden; a token cannot mint a scope it lacks; someone else's token is
-        // hidden.
-        (("get", "/api/admin/tokens"), expect(None, S::OK, S::OK)),
+        // Tokens are the caller's own: listing works for any session, and for an API token
+        // with `app:admin`; an app the caller cannot see is hidden; a token without
+        // `app:admin` makes none; someone else's token is hidden from a session, and out
+        // of reach of a token without `app:admin`.
+        (
+            ("get", "/api/admin/tokens"),
+            expect(None, S::OK, S::FORBIDDEN),
+        ),
         (
             ("post", "/api/admin/tokens"),
             expect(
@@ -152,7 +156,7 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
         ),
         (
             ("delete", "/api/admin/tokens/{id}"),
-            expect(None, S::NOT_FOUND, S::NOT_FOUND),
+            expect(None, S::NOT_FOUND, S::FORBIDDEN),
         ),
         (
             ("post", "/api/admin/auth/logout"),

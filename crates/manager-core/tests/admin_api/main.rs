@@ -445,6 +445,7 @@ impl TestApp {
                 secret_hash: generated.hash,
                 prefix: generated.prefix,
                 expires_at,
+                parent_id: None,
             })
             .await
             .unwrap();

@@ -209,7 +209,25 @@ async fn token_requests_that_do_not_fit_are_422(pool: PgPool) {
 async fn a_token_cannot_create_a_stronger_token(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let shop = app.add_app("shop").await;
+    // Making tokens at all takes `app:admin`.
     let reader = app.token(app.admin.id, &[Scope::ScriptRead], None).await;
+    let refused = app
+        .caller(&reader)
+        .json(
+            Method::POST,
+            TOKENS,
+            &json!({ "name": "t", "scopes": ["script:read"] }),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.message().contains("app:admin"),
+        "{}",
+        refused.message()
+    );
+    let reader = app
+        .token(app.admin.id, &[Scope::ScriptRead, Scope::AppAdmin], None)
+        .await;
     let wider = app
         .caller(&reader)
         .json(
@@ -321,4 +339,111 @@ async fn only_the_owner_or_an_instance_admin_revokes_a_token(pool: PgPool) {
             .status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// M3: a token made through an API token cannot outlive it, in time or in revocation.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_token_made_by_a_token_expires_with_it_and_dies_with_it(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let parent_expiry = Utc::now() + TimeDelta::days(1);
+    let (parent, parent_id) = app
+        .issue(
+            app.admin.id,
+            CredentialKind::ApiToken,
+            &Scope::ALL,
+            None,
+            Some(parent_expiry),
+        )
+        .await;
+    let forever = app
+        .caller(&parent)
+        .json(
+            Method::POST,
+            TOKENS,
+            &json!({ "name": "child", "scopes": ["script:read"] }),
+        )
+        .await;
+    assert_eq!(forever.status, StatusCode::CREATED, "{}", forever.body);
+    let expires: DateTime<Utc> = forever.body["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (expires - parent_expiry).num_seconds().abs() <= 1,
+        "no expiry asked, the parent's given: {expires}"
+    );
+    let longer = app
+        .caller(&parent)
+        .json(
+            Method::POST,
+            TOKENS,
+            &json!({ "name": "child", "scopes": ["script:read"], "expires_in_days": 30 }),
+        )
+        .await;
+    let expires: DateTime<Utc> = longer.body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires <= parent_expiry + TimeDelta::seconds(1),
+        "{expires}"
+    );
+
+    let child = forever.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.caller(&child).get("/api/admin/auth/me").await.status,
+        StatusCode::OK
+    );
+    // A session may revoke the parent; its children stop working with it.
+    let revoked = app.delete(&format!("{TOKENS}/{parent_id}")).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.caller(&child).get("/api/admin/auth/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A token made through a login session stands on its own.
+    let standalone = app
+        .json(
+            Method::POST,
+            TOKENS,
+            &json!({ "name": "ci", "scopes": ["script:read"] }),
+        )
+        .await;
+    assert_eq!(standalone.body["expires_at"], Value::Null);
+}
+
+/// M3, second half: managing tokens takes `app:admin`, except a token revoking itself.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn listing_and_revoking_other_tokens_takes_app_admin(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let (reader, reader_id) = app
+        .issue(
+            app.admin.id,
+            CredentialKind::ApiToken,
+            &[Scope::DataRead],
+            None,
+            None,
+        )
+        .await;
+    let (_, other_id) = app
+        .issue(
+            app.admin.id,
+            CredentialKind::ApiToken,
+            &[Scope::DataRead],
+            None,
+            None,
+        )
+        .await;
+    let list = app.caller(&reader).get(TOKENS).await;
+    assert_eq!(list.status, StatusCode::FORBIDDEN);
+    let other = app
+        .caller(&reader)
+        .delete(&format!("{TOKENS}/{other_id}"))
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert!(other.message().contains("app:admin"), "{}", other.message());
+    let itself = app
+        .caller(&reader)
+        .delete(&format!("{TOKENS}/{reader_id}"))
+        .await;
+    assert_eq!(itself.status, StatusCode::NO_CONTENT);
 }

@@ -232,6 +232,57 @@ pub async fn update_renames_and_refuses_a_taken_slug(repos: Repos) {
     assert_eq!(repos.apps.get(app.id).await.unwrap(), Some(both));
 }
 
+/// L5: the slug an app renamed away from stays its own, so a by-name URL cannot start
+/// running another app's code; the app may take it back, and deleting it frees it.
+pub async fn a_renamed_apps_old_slug_stays_reserved_for_it(repos: Repos) {
+    let rename = |id: AppId, to: &str| {
+        let apps = repos.apps.clone();
+        let to = slug(to);
+        async move {
+            apps.update(
+                id,
+                AppUpdate {
+                    slug: Some(to),
+                    name: None,
+                },
+            )
+            .await
+        }
+    };
+    let shop = repos
+        .apps
+        .create(slug("shop"), "Shop".to_owned(), None)
+        .await
+        .unwrap();
+    let other = repos
+        .apps
+        .create(slug("other"), "Other".to_owned(), None)
+        .await
+        .unwrap();
+    rename(shop.id, "shop-v2").await.unwrap();
+    let reserved = "a reservation of slug 'shop' for the app that used it before a rename";
+    match rename(other.id, "shop").await.unwrap_err() {
+        RepoError::Conflict { what } => assert_eq!(what, reserved),
+        err => panic!("expected Conflict, got {err:?}"),
+    }
+    match repos
+        .apps
+        .create(slug("shop"), "Squatter".to_owned(), None)
+        .await
+        .unwrap_err()
+    {
+        RepoError::Conflict { what } => assert_eq!(what, reserved),
+        err => panic!("expected Conflict, got {err:?}"),
+    }
+    // The app takes its old slug back; the one it left then is reserved in turn.
+    rename(shop.id, "shop").await.unwrap();
+    assert!(rename(other.id, "shop-v2").await.is_err());
+    // Deleting the app frees every slug it held.
+    repos.apps.delete(shop.id, false).await.unwrap();
+    rename(other.id, "shop-v2").await.unwrap();
+    rename(other.id, "shop").await.unwrap();
+}
+
 pub async fn updating_a_missing_app_or_changing_nothing_fails(repos: Repos) {
     let missing = AppId::new();
     let err = repos

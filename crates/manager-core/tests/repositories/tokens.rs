@@ -21,6 +21,7 @@ fn new_token(user_id: UserId, secret: &GeneratedToken) -> NewToken {
         secret_hash: secret.hash,
         prefix: secret.prefix.clone(),
         expires_at: None,
+        parent_id: None,
     }
 }
 
@@ -344,4 +345,40 @@ pub async fn the_stored_hash_is_the_sha256_of_the_secret(repos: Repos) {
     .await
     .unwrap();
     assert_eq!(rows_holding_the_secret, 0);
+}
+
+pub async fn revoking_a_token_revokes_every_token_made_through_it(repos: Repos) {
+    let ada = repos.add_user("ada").await;
+    let parent = issue(&repos, ada.id, None).await;
+    let child_secret = generate_token();
+    let child = repos
+        .tokens
+        .create(NewToken {
+            parent_id: Some(parent),
+            ..new_token(ada.id, &child_secret)
+        })
+        .await
+        .unwrap();
+    assert_eq!(child.parent_id, Some(parent));
+    let grandchild_secret = generate_token();
+    repos
+        .tokens
+        .create(NewToken {
+            parent_id: Some(child.id),
+            ..new_token(ada.id, &grandchild_secret)
+        })
+        .await
+        .unwrap();
+    let sibling = issue(&repos, ada.id, None).await;
+
+    repos.tokens.revoke(parent, now()).await.unwrap();
+    for secret in [&child_secret, &grandchild_secret] {
+        assert_eq!(
+            repos.tokens.find_usable(&secret.hash, now()).await.unwrap(),
+            None,
+            "a descendant dies with its parent"
+        );
+    }
+    let sibling = repos.tokens.get(sibling).await.unwrap().unwrap();
+    assert_eq!(sibling.revoked_at, None, "an unrelated token lives on");
 }

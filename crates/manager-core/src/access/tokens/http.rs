@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
-    AppId, Capability, CredentialKind, ErrorCode, ErrorEnvelope, Scope, TokenId, check_label,
+    AppId, Capability, Credential, CredentialKind, ErrorCode, ErrorEnvelope, Scope, TokenId,
+    check_label,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -147,7 +148,7 @@ fn token_not_found(id: TokenId) -> ApiError {
     responses(
         (status = 201, description = "The token, with its secret (shown only now)", body = CreatedTokenView),
         (status = 400, description = "Malformed JSON", body = ErrorEnvelope),
-        (status = 403, description = "An API token asked for more than it holds", body = ErrorEnvelope),
+        (status = 403, description = "An API token without `app:admin`, or one that asked for more than it holds", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
         (status = 422, description = "Unknown scope (`invalid_scope`), bad name or lifetime", body = ErrorEnvelope),
@@ -159,6 +160,7 @@ pub(crate) async fn create_token(
     auth: Auth,
     Json(body): Json<CreateTokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    auth.require_scope(Scope::AppAdmin)?;
     let name = check_token_name(&body.name)?;
     let scopes = parse_scopes(&body.scopes)?;
     let lifetime = match body.expires_in_days {
@@ -210,6 +212,7 @@ pub(crate) async fn create_token(
     tag = "tokens",
     responses(
         (status = 200, description = "Your API tokens (revoked ones included), newest first, all on one page", body = Page<TokenView>),
+        (status = 403, description = "An API token without `app:admin`", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -217,6 +220,7 @@ pub(crate) async fn list_tokens(
     State(state): State<AccessState>,
     auth: Auth,
 ) -> Result<axum::Json<Page<TokenView>>, ApiError> {
+    auth.require_scope(Scope::AppAdmin)?;
     let tokens = state
         .tokens
         .list_for_user(auth.user_id, CredentialKind::ApiToken)
@@ -235,8 +239,9 @@ pub(crate) async fn list_tokens(
     tag = "tokens",
     params(("id" = String, Path, format = Uuid, description = "Token id")),
     responses(
-        (status = 204, description = "The token is revoked"),
+        (status = 204, description = "The token is revoked, with every token made through it"),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
+        (status = 403, description = "An API token without `app:admin` revoking another token", body = ErrorEnvelope),
         (status = 404, description = "No such token of yours", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
@@ -251,6 +256,12 @@ pub(crate) async fn revoke_token(
         .get(id)
         .await?
         .ok_or_else(|| token_not_found(id))?;
+    // A token may always revoke itself (a leaked one is put out of use by whoever holds
+    // it); revoking any other takes `app:admin`.
+    let itself = matches!(auth.credential, Credential::Token { token_id, .. } if token_id == id);
+    if !itself {
+        auth.require_scope(Scope::AppAdmin)?;
+    }
     // Someone else's token is none of a non-admin's business, not even its existence.
     if token.user_id != auth.user_id && auth.require_instance_admin().is_err() {
         return Err(token_not_found(id));

@@ -68,6 +68,11 @@ impl TokenRepository for InMemoryTokenRepository {
                 what: format!("app {app}"),
             });
         }
+        if let Some(parent) = new.parent_id
+            && !tables.tokens.contains_key(&parent)
+        {
+            return Err(not_found(parent));
+        }
         if tables
             .tokens
             .values()
@@ -89,6 +94,7 @@ impl TokenRepository for InMemoryTokenRepository {
             expires_at: new.expires_at.map(stored),
             last_used_at: None,
             revoked_at: None,
+            parent_id: new.parent_id,
         };
         tables.tokens.insert(
             token.id,
@@ -139,9 +145,22 @@ impl TokenRepository for InMemoryTokenRepository {
 
     async fn revoke(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()> {
         let mut tables = self.store.lock();
-        let row = tables.tokens.get_mut(&id).ok_or_else(|| not_found(id))?;
-        // The first revocation's time is kept: revoking again changes nothing.
-        row.token.revoked_at.get_or_insert(stored(now));
+        if !tables.tokens.contains_key(&id) {
+            return Err(not_found(id));
+        }
+        // The token and every descendant, made through it; the first revocation's time is
+        // kept, so revoking again changes nothing.
+        let mut family = vec![id];
+        while let Some(parent) = family.pop() {
+            for row in tables.tokens.values_mut() {
+                if row.token.id == parent || row.token.parent_id == Some(parent) {
+                    if row.token.id != parent {
+                        family.push(row.token.id);
+                    }
+                    row.token.revoked_at.get_or_insert(stored(now));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -18,9 +18,9 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_shared::{AppId, CredentialKind, Principal, Scope, TokenId, UserId};
+use picloud_shared::{AppId, Credential, CredentialKind, Principal, Scope, TokenId, UserId};
 
-use crate::repository::RepoResult;
+use crate::repository::{RepoError, RepoResult};
 
 /// A stored token (never the secret: only its hash is kept, and only the repository sees it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The API token it was made through, if any: it expires no later than that one and
+    /// is revoked with it.
+    pub parent_id: Option<TokenId>,
 }
 
 /// A token to store.
@@ -69,6 +72,8 @@ pub struct NewToken {
     pub prefix: String,
     /// Optional expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The API token it is made through, if any.
+    pub parent_id: Option<TokenId>,
 }
 
 /// Stores tokens.
@@ -90,7 +95,8 @@ pub trait TokenRepository: Send + Sync {
     /// A user's tokens of one kind, newest first, revoked ones included.
     async fn list_for_user(&self, user_id: UserId, kind: CredentialKind) -> RepoResult<Vec<Token>>;
 
-    /// Revokes a token (idempotent); `NotFound` when there is no such token.
+    /// Revokes a token and every token made through it, their children included
+    /// (idempotent); `NotFound` when there is no such token.
     async fn revoke(&self, id: TokenId, now: DateTime<Utc>) -> RepoResult<()>;
 
     /// Revokes every token of a user (after a password change); returns how many.
@@ -153,6 +159,8 @@ pub struct TokenRequest {
     pub app_id: Option<AppId>,
     /// Optional expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The API token it is made through, if any.
+    pub parent_id: Option<TokenId>,
 }
 
 /// A token just made: its secret, shown this once and stored nowhere, and the token.
@@ -189,6 +197,7 @@ pub async fn issue(repo: &dyn TokenRepository, request: TokenRequest) -> RepoRes
             secret_hash: hash,
             prefix,
             expires_at: request.expires_at,
+            parent_id: request.parent_id,
         })
         .await?;
     Ok(IssuedToken { secret, token })
@@ -205,7 +214,10 @@ pub enum TokenIssueError {
     Store(#[from] crate::repository::RepoError),
 }
 
-/// Makes an API token for `maker`'s user, by the no-escalation rule.
+/// Makes an API token for `maker`'s user, by the no-escalation rule. A token made
+/// through another API token is its child: it expires no later than its parent (a
+/// requested later expiry, or none, is cut to the parent's) and is revoked with it. One
+/// made through a login session stands on its own, as it must outlive the session.
 pub async fn issue_api_token(
     repo: &dyn TokenRepository,
     maker: &Principal,
@@ -215,6 +227,22 @@ pub async fn issue_api_token(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedToken, TokenIssueError> {
     check_no_escalation(maker, &scopes, app_id)?;
+    let (parent_id, expires_at) = match maker.credential {
+        Credential::Token {
+            kind: CredentialKind::ApiToken,
+            token_id,
+        } => {
+            let parent = repo.get(token_id).await?.ok_or(RepoError::NotFound {
+                what: format!("token {token_id}"),
+            })?;
+            let expires_at = match (expires_at, parent.expires_at) {
+                (Some(asked), Some(parents)) => Some(asked.min(parents)),
+                (asked, parents) => asked.or(parents),
+            };
+            (Some(token_id), expires_at)
+        }
+        _ => (None, expires_at),
+    };
     Ok(issue(
         repo,
         TokenRequest {
@@ -224,6 +252,7 @@ pub async fn issue_api_token(
             scopes,
             app_id,
             expires_at,
+            parent_id,
         },
     )
     .await?)
