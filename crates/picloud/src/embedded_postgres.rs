@@ -2,12 +2,21 @@
 //! under its data directory, using the machine's own server binaries.
 //!
 //! The cluster listens only on a Unix socket inside its own directory (no TCP port, so it
-//! never collides with a system server) and trusts local connections, which the directory's
-//! 0700 permissions restrict to its owner. PostgreSQL refuses to run as root, so when PiCloud
-//! runs as root the cluster belongs to, and runs as, the `postgres` system user.
+//! never collides with a system server). Connections are authenticated by the peer's
+//! operating-system user (`peer`, with an ident map): only the user PiCloud runs as may
+//! connect, as the `picloud` superuser; nobody is trusted for being local. PostgreSQL
+//! refuses to run as root, so when PiCloud runs as root the cluster belongs to, and runs
+//! as, the `postgres` system user, which owns the cluster's files but is not let in
+//! through the socket.
+//!
+//! The cluster directory is opened without following symlinks before its owner and mode
+//! are set, and the access rules are written to a fresh file renamed into place, so a
+//! link planted in a directory the server user owns cannot turn root's writes elsewhere.
 
 use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -19,6 +28,9 @@ pub const SUPERUSER: &str = "picloud";
 
 /// Where Debian-style packages put the server binaries, one folder per major version.
 const DEBIAN_POSTGRES_LIB: &str = "/usr/lib/postgresql";
+
+/// The ident map that lets PiCloud's own operating-system user in as [`SUPERUSER`].
+const IDENT_MAP: &str = "picloud";
 
 /// A socket path longer than this does not fit in `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -69,6 +81,16 @@ pub enum EmbeddedPostgresError {
         /// What it printed.
         output: String,
     },
+    /// The user PiCloud runs as has no name to let in by.
+    #[error(
+        "the user id {uid} PiCloud runs as has no name in /etc/passwd, so the private \
+         database cannot let it in by name; run PiCloud as a named user or set \
+         PICLOUD_DATABASE_URL"
+    )]
+    NoUserName {
+        /// The effective user id.
+        uid: u32,
+    },
     /// The server user cannot reach the cluster directory.
     #[error(
         "the 'postgres' system user cannot reach {path} (a parent directory is not \
@@ -96,6 +118,8 @@ pub struct EmbeddedPostgres {
     cluster_dir: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<ServerUser>,
+    /// The operating-system user PiCloud runs as, the one the socket lets in.
+    client_user: String,
     started_here: bool,
 }
 
@@ -122,10 +146,13 @@ impl EmbeddedPostgres {
             });
         }
 
+        let uid = effective_uid();
+        let client_user = user_name(uid).ok_or(EmbeddedPostgresError::NoUserName { uid })?;
         let mut cluster = Self {
             cluster_dir,
             bin_dir,
             run_as,
+            client_user,
             started_here: false,
         };
         cluster.prepare_directories(data_dir)?;
@@ -133,7 +160,12 @@ impl EmbeddedPostgres {
             tracing::info!(dir = %cluster.cluster_dir.display(), "initialising a private postgresql cluster");
             cluster.init()?;
         }
+        // Written on every start, so a cluster made with older, laxer rules is tightened.
+        cluster.write_access_rules()?;
         if cluster.is_running() {
+            // A running server rereads its rules on reload.
+            let dir = cluster.cluster_dir.display().to_string();
+            cluster.run_checked("pg_ctl", ["reload", "-D", dir.as_str()])?;
             tracing::info!(dir = %cluster.cluster_dir.display(), "reusing the running private postgresql");
         } else {
             cluster.launch()?;
@@ -174,11 +206,14 @@ impl EmbeddedPostgres {
     fn prepare_directories(&self, data_dir: &Path) -> Result<()> {
         create_dir(data_dir)?;
         create_dir(&self.cluster_dir)?;
+        // Opened without following a symlink: owner and mode are then set on the directory
+        // itself, whatever its path comes to name meanwhile.
+        let cluster = open_dir_no_follow(&self.cluster_dir)?;
         if let Some(user) = self.run_as {
             // The server user must traverse the data directory (not list it) to reach its
             // cluster, which only it may read.
             set_mode(data_dir, 0o711)?;
-            std::os::unix::fs::chown(&self.cluster_dir, Some(user.uid), Some(user.gid)).map_err(
+            std::os::unix::fs::fchown(&cluster, Some(user.uid), Some(user.gid)).map_err(
                 |source| EmbeddedPostgresError::Io {
                     action: "could not hand the cluster directory to the postgres user:",
                     path: self.cluster_dir.display().to_string(),
@@ -197,7 +232,69 @@ impl EmbeddedPostgres {
                 });
             }
         }
-        set_mode(&self.cluster_dir, 0o700)
+        cluster
+            .set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| EmbeddedPostgresError::Io {
+                action: "could not set permissions on",
+                path: self.cluster_dir.display().to_string(),
+                source,
+            })
+    }
+
+    /// Lets in the user PiCloud runs as, by the peer's operating-system identity, and no
+    /// one else: `pg_hba.conf` allows only local socket connections through the ident
+    /// map, and `pg_ident.conf` maps exactly that user to the superuser.
+    fn write_access_rules(&self) -> Result<()> {
+        self.write_cluster_file(
+            "pg_hba.conf",
+            &format!(
+                "# Written by PiCloud at every start: only PiCloud's own user, over the socket.\n\
+                 local all all peer map={IDENT_MAP}\n"
+            ),
+        )?;
+        self.write_cluster_file(
+            "pg_ident.conf",
+            &format!(
+                "# Written by PiCloud at every start.\n{IDENT_MAP} {} {SUPERUSER}\n",
+                self.client_user
+            ),
+        )
+    }
+
+    /// Replaces `name` in the cluster directory: a fresh file (created exclusively, which
+    /// never follows a symlink) handed to the server user, then renamed over the old one
+    /// (which replaces a symlink rather than writing through it).
+    fn write_cluster_file(&self, name: &str, contents: &str) -> Result<()> {
+        let path = self.cluster_dir.join(name);
+        let fresh = self.cluster_dir.join(format!("{name}.picloud-new"));
+        let io = |action: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| EmbeddedPostgresError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        match std::fs::remove_file(&fresh) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("could not remove", &fresh)(err));
+            }
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&fresh)
+            .map_err(io("could not create", &fresh))?;
+        file.write_all(contents.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io("could not write", &fresh))?;
+        if let Some(user) = self.run_as {
+            std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid))
+                .map_err(io("could not hand to the postgres user", &fresh))?;
+        }
+        std::fs::rename(&fresh, &path).map_err(io("could not replace", &path))
     }
 
     fn init(&self) -> Result<()> {
@@ -209,7 +306,9 @@ impl EmbeddedPostgres {
                 dir.as_str(),
                 "-U",
                 SUPERUSER,
-                "--auth=trust",
+                // Replaced by the ident-mapped rules before the server first starts.
+                "--auth-local=peer",
+                "--auth-host=reject",
                 "--encoding=UTF8",
                 "--no-locale",
             ],
@@ -340,10 +439,39 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Whether this process runs as root. `/proc/self` belongs to the process's effective user,
-/// which answers the question without an unsafe `geteuid` call.
+/// Whether this process runs as root.
 pub(crate) fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    effective_uid() == 0
+}
+
+/// The process's effective user id: the owner of `/proc/self`, which answers without an
+/// unsafe `geteuid` call.
+fn effective_uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m))
+}
+
+/// The name of user `uid` in `/etc/passwd`.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
+/// Opens a directory for its metadata, refusing a symlink (`O_NOFOLLOW`).
+fn open_dir_no_follow(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|source| EmbeddedPostgresError::Io {
+            action: "could not open (a symlink is refused)",
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// The `postgres` user's ids from `/etc/passwd`.

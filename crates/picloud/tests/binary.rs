@@ -102,6 +102,7 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(answer, "hello from the pi");
+    assert_private_database_lets_in_only_picloud(data_dir.path());
     assert_eq!(first.terminate(), 0);
     assert!(
         !data_dir.path().join("postgres/postmaster.pid").exists(),
@@ -132,6 +133,50 @@ async fn zero_config_start_reuses_its_database_and_exits_cleanly_on_sigterm() {
         "the second start kept the data"
     );
     assert_eq!(second.terminate(), 0);
+}
+
+/// M11: the private cluster trusts no one for being local. Its rules let in PiCloud's own
+/// user by peer identity only, so the `postgres` system user (which owns the files when
+/// PiCloud runs as root) cannot connect as the superuser through the socket.
+fn assert_private_database_lets_in_only_picloud(data_dir: &Path) {
+    let cluster = data_dir.join("postgres");
+    let rules = std::fs::read_to_string(cluster.join("pg_hba.conf")).unwrap();
+    assert!(!rules.contains("trust"), "{rules}");
+    assert!(rules.contains("local all all peer map=picloud"), "{rules}");
+    if !picloud_is_root() {
+        return;
+    }
+    let psql = Command::new("runuser")
+        .args(["-u", "postgres", "--", "psql", "-h"])
+        .arg(&cluster)
+        .args(["-U", "picloud", "-d", "picloud", "-c", "select 1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&psql.stderr);
+    assert!(!psql.status.success(), "the postgres user got in: {said}");
+    assert!(said.contains("authentication failed"), "{said}");
+}
+
+fn picloud_is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+#[test]
+fn a_symlink_in_place_of_the_cluster_directory_is_refused() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), data_dir.path().join("postgres")).unwrap();
+    let err = EmbeddedPostgres::start(data_dir.path()).unwrap_err();
+    assert!(
+        matches!(err, EmbeddedPostgresError::Io { .. }) && err.to_string().contains("symlink"),
+        "{err}"
+    );
+    let mode = std::fs::metadata(elsewhere.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755, "the link's target was left alone");
 }
 
 #[test]
