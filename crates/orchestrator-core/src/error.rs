@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The request body could not be read.
     #[error("could not read the request body: {0}")]
     BodyUnreadable(String),
+    /// The body did not arrive within the server's body timeout.
+    #[error("the request body did not arrive in time")]
+    BodyTimedOut,
     /// The script store is unreachable.
     #[error("script lookup is unavailable, try again shortly")]
     LookupUnavailable,
@@ -61,6 +64,7 @@ impl ApiError {
             Self::ScriptNotFound(_) => ErrorCode::NotFound,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::BodyUnreadable(_) => ErrorCode::UnreadableBody,
+            Self::BodyTimedOut => ErrorCode::RequestTimeout,
             Self::LookupUnavailable => ErrorCode::Unavailable,
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::Forbidden { .. } => ErrorCode::Forbidden,

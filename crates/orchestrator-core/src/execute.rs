@@ -307,6 +307,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
+        Err(err) if picloud_shared::BodyTimedOut::caused(&*err) => Err(ApiError::BodyTimedOut),
         Err(err) => Err(ApiError::BodyUnreadable(err.to_string())),
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::http_server::HttpLimits;
 use picloud_executor_core::ExecutorConfig;
 use picloud_manager_core::ManagerConfig;
 use picloud_orchestrator_core::OrchestratorConfig;
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     pub triggers: TriggerConfig,
     /// The first start's instance admin password (`PICLOUD_ADMIN_PASSWORD`).
     pub admin_password: Redacted,
+    /// How the HTTP server bounds slow and idle clients (`PICLOUD_HTTP_*`).
+    pub http: HttpLimits,
 }
 
 /// A secret setting that never shows in a debug print of the config.
@@ -126,6 +129,7 @@ impl ServerConfig {
             manager: ManagerConfig::from_env(env)?,
             triggers,
             admin_password: Redacted(optional_var(env, "PICLOUD_ADMIN_PASSWORD")),
+            http: HttpLimits::from_env(env)?,
         })
     }
 }

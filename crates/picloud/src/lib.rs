@@ -7,9 +7,11 @@
 pub mod config;
 pub mod database;
 pub mod embedded_postgres;
+pub mod http_server;
 pub mod secret_file;
 pub mod server;
 pub mod telemetry;
 
 pub use config::{DatabaseSource, LogFormat, ServerConfig};
-pub use server::{App, RunningServer, bootstrap_admin, build_app, serve};
+pub use http_server::{HttpLimits, RunningServer, serve};
+pub use server::{App, bootstrap_admin, build_app};

@@ -63,7 +63,7 @@ async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<
     )
     .await?;
     let app = build_app(config, pool.clone());
-    let server = serve(config.listen, app.router.clone())
+    let server = serve(config.listen, app.router.clone(), config.http)
         .await
         .map_err(|e| {
             anyhow::anyhow!(

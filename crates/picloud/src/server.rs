@@ -1,6 +1,5 @@
 //! Composition: every router in one place, the health endpoints, and graceful shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,8 +37,6 @@ use picloud_orchestrator_core::{
 use picloud_shared::{ErrorCode, ErrorEnvelope, ServiceSet, TriggerConfig};
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::ServerConfig;
@@ -258,51 +255,6 @@ pub async fn bootstrap_admin(
         (Bootstrap::AlreadyInitialised, None) => {}
     }
     Ok(())
-}
-
-/// A server listening on a real socket.
-#[derive(Debug)]
-pub struct RunningServer {
-    /// The bound address (useful with port 0).
-    pub addr: SocketAddr,
-    task: JoinHandle<std::io::Result<()>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, then returns.
-    pub async fn shutdown(self) -> std::io::Result<()> {
-        // The server may have stopped on its own already; then there is nothing to signal.
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task failed: {e}")))?
-    }
-
-    /// Waits until the server stops after `signal` completes.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
-        signal.await;
-        self.shutdown().await
-    }
-}
-
-/// Binds `listen` and serves `router` until [`RunningServer::shutdown`].
-pub async fn serve(listen: SocketAddr, router: Router) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        // The peer address feeds the per-address login rate limit.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    Ok(RunningServer { addr, task, stop })
 }
 
 /// The process is up.

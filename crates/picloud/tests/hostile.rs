@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{ADMIN_PASSWORD, TestServer, error_code, login, spawn_app, start_binary};
+use support::{
+    ADMIN_PASSWORD, TestServer, error_code, login, spawn_app, spawn_app_with, start_binary,
+};
 
 // Installed as in the `picloud` binary, so in-process servers meter runs the same way.
 #[global_allocator]
@@ -270,4 +272,88 @@ async fn a_page_a_script_serves_is_sandboxed_away_from_the_admin_origin() {
     );
     assert!(!policies[1].contains("allow-same-origin"));
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
+
+/// M8: slowloris. Connections that never finish their headers are closed at the header
+/// timeout, and past the connection cap new clients wait rather than pile up.
+#[tokio::test]
+async fn half_sent_headers_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(&[
+        ("PICLOUD_HTTP_HEADER_TIMEOUT_SECS", "1"),
+        ("PICLOUD_HTTP_MAX_CONNECTIONS", "4"),
+    ])
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Give the server a moment to take the four connections, filling the cap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A fresh client: a pooled connection from before would skip the queue.
+    let waiting = reqwest::Client::new().get(app.url("/healthz")).send();
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = waiting.await.unwrap();
+        (response.status(), started.elapsed())
+    });
+
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        // A reset is a close too; only the time it takes matters.
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("the server closes a connection whose headers never end");
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "a half-sent request is never served"
+        );
+    }
+    let (status, waited) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "served once a connection came free");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "while the cap was full the client waited ({waited:?})"
+    );
+}
+
+/// M8: a body trickled in slower than the body timeout is refused with 408, on the data
+/// plane and on the admin API.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(&[("PICLOUD_HTTP_BODY_TIMEOUT_SECS", "1")]).await;
+    app.create_script("echo", "ctx.request.body").await;
+    let session = login(&app.anonymous, &app.base, "admin", ADMIN_PASSWORD).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    for head in [
+        "POST /api/run/default/echo HTTP/1.1\r\nHost: x\r\n".to_owned(),
+        format!(
+            "POST /api/admin/scripts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {session}\r\n\
+             Content-Type: application/json\r\n"
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!("{head}Content-Length: 100\r\nConnection: close\r\n\r\n{{\"na");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered at the body timeout")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
 }

@@ -78,6 +78,8 @@ error_codes! {
     TriggerGone = ("trigger_gone", 409),
     /// 409: the dead letter was already resolved for good.
     AlreadyResolved = ("already_resolved", 409),
+    /// 408: the request body did not arrive within the server's body timeout.
+    RequestTimeout = ("request_timeout", 408),
     /// 413: the request body is over the endpoint's limit.
     PayloadTooLarge = ("payload_too_large", 413),
     /// 413: a stored value is over its service's limit.
@@ -192,6 +194,27 @@ impl ErrorEnvelope {
     /// The HTTP status this envelope is answered with.
     pub fn status(&self) -> u16 {
         self.error.code.status()
+    }
+}
+
+/// A request body that did not arrive within the server's body timeout. The HTTP server
+/// fails the body's read with it, and every surface answers it with `request_timeout`
+/// (408), found by walking the read error's sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+impl BodyTimedOut {
+    /// Whether `err`, or any error it wraps, is a body timeout.
+    pub fn caused(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cause = Some(err);
+        while let Some(err) = cause {
+            if err.is::<Self>() {
+                return true;
+            }
+            cause = err.source();
+        }
+        false
     }
 }
 

@@ -27,7 +27,7 @@ pub use access::{
     Principal, Scope, TOKEN_MARKER, UnknownScope, bearer_token, carries_picloud_token,
     role_satisfies,
 };
-pub use envelope::{ErrorBody, ErrorCode, ErrorEnvelope, retry_after_seconds};
+pub use envelope::{BodyTimedOut, ErrorBody, ErrorCode, ErrorEnvelope, retry_after_seconds};
 pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transaction, UnitOfWork};
 pub use execution::{
     Caller, ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,

@@ -263,6 +263,14 @@ impl From<JsonRejection> for ApiError {
                 ErrorCode::UnsupportedMediaType,
                 "request body must be JSON with content-type application/json",
             ),
+            JsonRejection::BytesRejection(_)
+                if picloud_shared::BodyTimedOut::caused(&rejection) =>
+            {
+                Self::new(
+                    ErrorCode::RequestTimeout,
+                    "the request body did not arrive in time",
+                )
+            }
             JsonRejection::BytesRejection(ref bytes)
                 if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {

@@ -254,8 +254,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The admin API answering 413 `payload_too_large` to bodies over `max_body_bytes`.
 ///
-/// The binary should serve it with `into_make_service_with_connect_info::<SocketAddr>()`,
-/// so that failed logins are counted per client address.
+/// The server should put the peer's `ConnectInfo<SocketAddr>` in each request's
+/// extensions (the `picloud` binary's server does), so that failed logins are counted per
+/// client address.
 pub fn router_with_body_limit(state: AdminState, max_body_bytes: usize) -> Router {
     let (api, _) = protected_routes()
         // Every protected route, and only those, needs a valid bearer token.

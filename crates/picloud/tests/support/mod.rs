@@ -59,7 +59,7 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
         .await
         .expect("fresh test database");
     let app = build_app(&config, pool.clone());
-    let server = serve(config.listen, app.router.clone())
+    let server = serve(config.listen, app.router.clone(), config.http)
         .await
         .expect("bind port 0");
     bootstrap_admin(
