@@ -54,8 +54,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The database.
     pub database: DatabaseSource,
-    /// Pool size (`PICLOUD_DATABASE_MAX_CONNECTIONS`).
+    /// Pool size of the admin API, logins, the dispatcher and the recorder
+    /// (`PICLOUD_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
+    /// Pool size of scripts' service calls (`PICLOUD_DATABASE_SCRIPT_CONNECTIONS`), apart
+    /// from the other so that public endpoints cannot take its connections.
+    pub database_script_connections: u32,
     /// `PICLOUD_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `PICLOUD_LOG`, a tracing filter such as `info` or `picloud=debug,info`.
@@ -120,7 +124,8 @@ impl ServerConfig {
             listen,
             data_dir,
             database,
-            database_max_connections: parse_var(env, "PICLOUD_DATABASE_MAX_CONNECTIONS", 10)?,
+            database_max_connections: pool_size(env, "PICLOUD_DATABASE_MAX_CONNECTIONS", 10)?,
+            database_script_connections: pool_size(env, "PICLOUD_DATABASE_SCRIPT_CONNECTIONS", 6)?,
             log_format: parse_var(env, "PICLOUD_LOG_FORMAT", LogFormat::Json)?,
             log_filter: optional_var(env, "PICLOUD_LOG")
                 .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
@@ -132,6 +137,19 @@ impl ServerConfig {
             http: HttpLimits::from_env(env)?,
         })
     }
+}
+
+/// A pool size: at least one connection, or nothing could ever be asked.
+fn pool_size(env: &impl EnvLookup, name: &str, default: u32) -> Result<u32, ConfigError> {
+    let size: u32 = parse_var(env, name, default)?;
+    if size == 0 {
+        return Err(ConfigError {
+            variable: name.to_owned(),
+            value: size.to_string(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(size)
 }
 
 /// `/var/lib/picloud` for root (a system service, and a place the `postgres` user can

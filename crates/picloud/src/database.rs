@@ -17,7 +17,26 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| anyhow::anyhow!("PICLOUD_DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
     create_database_if_missing(&options).await?;
-    let pool = PgPoolOptions::new()
+    let pool = pool_options(max_connections)
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not connect to the database: {e}"))?;
+    picloud_manager_core::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not apply database migrations: {e}"))?;
+    Ok(pool)
+}
+
+/// A second pool on the same database as `pool`, of `max_connections`, opened lazily:
+/// what scripts' service calls use, so a flood of public requests can take all of its
+/// connections and none of the admin API's, the login's or the dispatcher's.
+pub fn sibling_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    pool_options(max_connections).connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
@@ -29,14 +48,6 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
                 Ok(true)
             })
         })
-        .connect_with(options)
-        .await
-        .map_err(|e| anyhow::anyhow!("could not connect to the database: {e}"))?;
-    picloud_manager_core::MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("could not apply database migrations: {e}"))?;
-    Ok(pool)
 }
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {

@@ -85,16 +85,22 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     // memory, other nodes by a coalesced NOTIFY.
     let signal = OutboxSignal::spawn(pool.clone());
     let emitter = OutboxEmitter::new(config.triggers.max_trigger_depth, signal.clone());
-    // One set of services for scripts and for the admin API alike.
+    // The same services for scripts and for the admin API, each over its own pool: public
+    // requests flooding scripts' KV calls can take every connection of theirs, never one
+    // the admin API, logins or the dispatcher need.
+    let script_pool = crate::database::sibling_pool(&pool, config.database_script_connections);
     let services = ServiceSet {
         kv: Arc::new(PgKvService::new(pool.clone(), Arc::new(emitter.clone()))),
+    };
+    let script_services = ServiceSet {
+        kv: Arc::new(PgKvService::new(script_pool, Arc::new(emitter.clone()))),
     };
     // Scripts reach the services through the executor, which drives their async calls on
     // this runtime from each run's own thread.
     let executor = Arc::new(LocalExecutorClient::with_services(
         config.executor.clone(),
         ScriptServices {
-            services: services.clone(),
+            services: script_services,
             runtime: tokio::runtime::Handle::current(),
         },
     ));

@@ -357,3 +357,64 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408() {
         assert!(answer.contains("request_timeout"), "{answer}");
     }
 }
+
+/// M7: scripts' service calls have a pool of their own. With every one of its
+/// connections stuck behind a row lock, the admin API and logins still answer at once.
+#[tokio::test]
+async fn public_runs_holding_every_script_connection_leave_the_admin_api_working() {
+    let app = spawn_app_with(&[
+        ("PICLOUD_DATABASE_SCRIPT_CONNECTIONS", "2"),
+        ("PICLOUD_MAX_CONCURRENT_EXECUTIONS", "8"),
+    ])
+    .await;
+    app.create_script("hog", r#"kv::collection("hot").set("k", 1); "ok""#)
+        .await;
+    let put = app
+        .client
+        .put(app.url(&format!(
+            "/api/admin/apps/{}/kv/hot/k",
+            picloud_manager_core::DEFAULT_APP_ID
+        )))
+        .json(&json!(0))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    // Every script write to hot/k now waits for this lock, holding its connection.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM kv_entries WHERE collection = 'hot' AND key = 'k' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let hogs: Vec<_> = (0..6)
+        .map(|_| {
+            let request = reqwest::Client::new()
+                .get(app.url("/api/run/default/hog"))
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let within = Duration::from_secs(3);
+    let apps = tokio::time::timeout(within, app.client.get(app.url("/api/admin/apps")).send())
+        .await
+        .expect("the admin API answers while scripts hold their pool")
+        .unwrap();
+    assert_eq!(apps.status(), StatusCode::OK);
+    tokio::time::timeout(
+        within,
+        login(&app.anonymous, &app.base, "admin", ADMIN_PASSWORD),
+    )
+    .await
+    .expect("logins answer while scripts hold their pool");
+
+    lock.rollback().await.unwrap();
+    for hog in hogs {
+        let status = hog.await.unwrap().unwrap().status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+}
