@@ -193,6 +193,12 @@ pub enum RetryPolicyError {
         /// The value asked for.
         value: u64,
     },
+    /// A retried policy whose first retry would come sooner than the shortest allowed.
+    #[error(
+        "retry.base_delay_ms is {0} ms, below the shortest retry delay of {min} ms",
+        min = RetryPolicy::MIN_RETRY_DELAY_MS
+    )]
+    DelayTooShort(u64),
     /// `max_delay_ms` below `base_delay_ms`.
     #[error("retry.max_delay_ms ({max}) must not be below retry.base_delay_ms ({base})")]
     MaxBelowBase {
@@ -223,6 +229,10 @@ impl RetryPolicy {
     pub const MAX_ATTEMPTS: u32 = 100;
     /// The longest delay a policy may ask for: one day.
     pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+    /// The shortest first retry a retried policy may ask for: a hundred attempts at 0 ms
+    /// would let one failing event keep a dispatcher busy (review M6). A policy of one
+    /// attempt never waits, so its delays may be anything.
+    pub const MIN_RETRY_DELAY_MS: u64 = 100;
 
     /// Checks the policy's bounds.
     pub fn validate(&self) -> Result<(), RetryPolicyError> {
@@ -242,6 +252,9 @@ impl RetryPolicy {
                 base: self.base_delay_ms,
                 max: self.max_delay_ms,
             });
+        }
+        if self.max_attempts > 1 && self.base_delay_ms < Self::MIN_RETRY_DELAY_MS {
+            return Err(RetryPolicyError::DelayTooShort(self.base_delay_ms));
         }
         Ok(())
     }
@@ -368,6 +381,7 @@ impl TriggerConfig {
                 } => (BASE, value.to_string()),
                 RetryPolicyError::DelayTooLong { value, .. } => (MAX, value.to_string()),
                 RetryPolicyError::MaxBelowBase { max, .. } => (MAX, max.to_string()),
+                RetryPolicyError::DelayTooShort(base) => (BASE, base.to_string()),
             };
             ConfigError {
                 variable: variable.to_owned(),
@@ -477,12 +491,12 @@ mod tests {
     fn a_triggers_own_retry_settings_override_the_defaults_and_are_checked() {
         let defaults = RetryPolicy::default();
         assert_eq!(defaults.overridden(None, None, None), Ok(defaults));
-        let own = defaults.overridden(Some(2), Some(10), None).unwrap();
+        let own = defaults.overridden(Some(2), Some(100), None).unwrap();
         assert_eq!(
             own,
             RetryPolicy {
                 max_attempts: 2,
-                base_delay_ms: 10,
+                base_delay_ms: 100,
                 max_delay_ms: defaults.max_delay_ms,
             }
         );
@@ -668,6 +682,24 @@ mod tests {
                 ..
             })
         ));
+        let hammering = RetryPolicy {
+            max_attempts: 100,
+            base_delay_ms: 0,
+            max_delay_ms: 0,
+        };
+        assert_eq!(
+            hammering.validate(),
+            Err(RetryPolicyError::DelayTooShort(0))
+        );
+        let never_retried = RetryPolicy {
+            max_attempts: 1,
+            ..hammering
+        };
+        assert_eq!(
+            never_retried.validate(),
+            Ok(()),
+            "no retry, no delay to bound"
+        );
     }
 
     #[test]
@@ -693,7 +725,7 @@ mod tests {
     fn config_values_are_read_from_the_environment() {
         let config = TriggerConfig::from_env(&env(&[
             ("PICLOUD_TRIGGER_RETRY_MAX_ATTEMPTS", "3"),
-            ("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", "50"),
+            ("PICLOUD_TRIGGER_RETRY_BASE_DELAY_MS", "150"),
             ("PICLOUD_TRIGGER_RETRY_MAX_DELAY_MS", "400"),
             ("PICLOUD_OUTBOX_LEASE_SECS", "120"),
             ("PICLOUD_MAX_TRIGGER_DEPTH", "2"),
@@ -705,7 +737,7 @@ mod tests {
             config.retry,
             RetryPolicy {
                 max_attempts: 3,
-                base_delay_ms: 50,
+                base_delay_ms: 150,
                 max_delay_ms: 400
             }
         );

@@ -183,16 +183,19 @@ async fn me_shows_roles_and_the_app_restriction(pool: PgPool) {
     assert_eq!(login.body["user"]["instance_admin"], false);
 }
 
+/// A window short enough to wait out in a test, long enough to hold a dozen logins.
+const WINDOW: Duration = Duration::from_secs(2);
+
 fn addr(ip: &str) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), 40_000)
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn failed_logins_for_one_username_are_limited_and_the_limit_recovers(pool: PgPool) {
-    let app = TestApp::with_login_limits(pool, 3, Duration::from_secs(1)).await;
+    let app = TestApp::with_login_limits(pool, 1, WINDOW).await;
     // From a different address each time, so only the username's counter fills up: it
     // allows USERNAME_FACTOR times the per-address allowance.
-    for i in 0..3 * USERNAME_FACTOR {
+    for i in 0..USERNAME_FACTOR {
         let reply = app
             .login_from(
                 addr(&format!("198.51.100.{i}")),
@@ -214,14 +217,14 @@ async fn failed_logins_for_one_username_are_limited_and_the_limit_recovers(pool:
         blocked.body
     );
     assert_eq!(blocked.code(), "too_many_attempts");
-    assert_eq!(blocked.headers[header::RETRY_AFTER], "1");
+    assert!(blocked.headers.contains_key(header::RETRY_AFTER));
     // Another username is not affected.
     let other = app
         .login_from(addr("198.51.100.251"), &[], "someone", "wrong-password")
         .await;
     assert_eq!(other.status, StatusCode::UNAUTHORIZED);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(WINDOW + Duration::from_millis(100)).await;
     let recovered = app
         .login_from(addr("198.51.100.252"), &[], "admin", ADMIN_PASSWORD)
         .await;
@@ -230,23 +233,23 @@ async fn failed_logins_for_one_username_are_limited_and_the_limit_recovers(pool:
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn failed_logins_from_one_address_are_limited_whatever_the_username(pool: PgPool) {
-    let app = TestApp::with_login_limits(pool, 3, Duration::from_secs(1)).await;
+    let app = TestApp::with_login_limits(pool, 1, WINDOW).await;
     let guesser = addr("203.0.113.9");
-    for i in 0..3 * ADDRESS_FACTOR {
+    for i in 0..ADDRESS_FACTOR {
         let name = format!("user{i}");
         let reply = app.login_from(guesser, &[], &name, "guess-guess").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}");
     }
     let blocked = app.login_from(guesser, &[], "admin", ADMIN_PASSWORD).await;
     assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(blocked.headers[header::RETRY_AFTER], "1");
+    assert!(blocked.headers.contains_key(header::RETRY_AFTER));
     // Someone else, elsewhere, logs in fine.
     let elsewhere = app
         .login_from(addr("203.0.113.10"), &[], "admin", ADMIN_PASSWORD)
         .await;
     assert_eq!(elsewhere.status, StatusCode::OK);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(WINDOW + Duration::from_millis(100)).await;
     let recovered = app.login_from(guesser, &[], "admin", ADMIN_PASSWORD).await;
     assert_eq!(recovered.status, StatusCode::OK, "{}", recovered.body);
 }

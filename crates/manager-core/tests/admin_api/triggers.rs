@@ -76,7 +76,7 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
         &json!({
             "app_id": app.app_id("shop").await, "script_id": shop_script["id"],
             "details": { "kind": "kv", "collection": "orders:*", "ops": ["delete"] },
-            "enabled": false, "retry": { "max_attempts": 2, "base_delay_ms": 10 },
+            "enabled": false, "retry": { "max_attempts": 2, "base_delay_ms": 100 },
         }),
     )
     .await;
@@ -85,7 +85,7 @@ async fn the_target_script_is_named_by_id_or_name_and_must_be_in_the_app(pool: P
     assert_eq!(by_id["enabled"], false);
     assert_eq!(
         by_id["retry"],
-        json!({ "max_attempts": 2, "base_delay_ms": 10, "max_delay_ms": 300000 })
+        json!({ "max_attempts": 2, "base_delay_ms": 100, "max_delay_ms": 300000 })
     );
 
     // Another app's script, by id or by name, is answered like a missing one.
@@ -406,13 +406,13 @@ async fn triggers_are_changed_with_patch_and_deleted(pool: PgPool) {
         .json(
             Method::PATCH,
             &uri,
-            &json!({ "retry": { "base_delay_ms": 20 } }),
+            &json!({ "retry": { "base_delay_ms": 200 } }),
         )
         .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     assert_eq!(
         changed.body["retry"],
-        json!({ "max_attempts": 9, "base_delay_ms": 20, "max_delay_ms": 300000 })
+        json!({ "max_attempts": 9, "base_delay_ms": 200, "max_delay_ms": 300000 })
     );
     assert_eq!(app.get(&uri).await.body, changed.body);
 

@@ -17,8 +17,8 @@ pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
     let user = repos.add_user("ada").await.id;
     let retry = RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 10,
-        max_delay_ms: 40,
+        base_delay_ms: 100,
+        max_delay_ms: 400,
     };
     let mut new = kv_trigger(app, &script, user, "orders:*", &[KvOp::Delete, KvOp::Set]);
     new.retry = retry;
@@ -223,8 +223,8 @@ pub async fn update_replaces_retry_and_details_of_the_same_kind_only(repos: Repo
         .unwrap();
     let retry = RetryPolicy {
         max_attempts: 7,
-        base_delay_ms: 5,
-        max_delay_ms: 50,
+        base_delay_ms: 100,
+        max_delay_ms: 500,
     };
     let details = TriggerDetails::Kv(KvDetails {
         collection: CollectionGlob::parse("orders:*").unwrap(),
