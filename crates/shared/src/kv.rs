@@ -25,6 +25,12 @@ pub const DEFAULT_KV_LIST_LIMIT: u32 = 100;
 /// Largest page [`KvService::list`] returns.
 pub const MAX_KV_LIST_LIMIT: u32 = 1000;
 
+/// Most value bytes (as JSON text) one page of [`KvService::list`] holds, its last entry
+/// aside: a page of 1,000 values of 64 KiB would otherwise be 64 MiB at once, for a
+/// script or the admin API (review L10). A page cut short by it has a `next_cursor` like
+/// any other.
+pub const MAX_KV_PAGE_BYTES: usize = 1024 * 1024;
+
 /// Why a collection name or key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvNameError {
@@ -341,12 +347,23 @@ pub struct KvPage {
 }
 
 impl KvPage {
-    /// The page of `entries` fetched with one more than `limit` (the extra one says
-    /// whether another page follows), with the cursor of the next page.
-    pub fn from_overfetch(mut entries: Vec<KvEntry>, limit: u32) -> Self {
+    /// The page of `entries` (each with its value's size in bytes) fetched with one more
+    /// than `limit` (the extra one says whether another page follows), cut where its
+    /// values pass [`MAX_KV_PAGE_BYTES`] (always keeping one entry), with the cursor of
+    /// the next page.
+    pub fn from_overfetch(sized: Vec<(KvEntry, usize)>, limit: u32) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let more = entries.len() > limit;
-        entries.truncate(limit);
+        let fetched = sized.len();
+        let mut bytes = 0_usize;
+        let mut entries = Vec::with_capacity(fetched.min(limit));
+        for (entry, size) in sized {
+            bytes = bytes.saturating_add(size);
+            if entries.len() == limit || (!entries.is_empty() && bytes > MAX_KV_PAGE_BYTES) {
+                break;
+            }
+            entries.push(entry);
+        }
+        let more = fetched > entries.len();
         let next_cursor = if more {
             entries.last().map(|e| e.key.as_str().to_owned())
         } else {

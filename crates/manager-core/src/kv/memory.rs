@@ -139,17 +139,21 @@ impl KvService for InMemoryKvService {
         let bounds = options.bounds()?;
         let limit = usize::try_from(bounds.limit).unwrap_or(usize::MAX);
         let state = lock(&self.state);
-        let entries: Vec<KvEntry> = state
+        let entries: Vec<(KvEntry, usize)> = state
             .collections
             .get(&(ctx.app_id, collection.clone()))
             .into_iter()
             .flatten()
             .filter(|(key, _)| bounds.contains(key.as_str()))
             .take(limit + 1)
-            .map(|(key, (value, updated_at))| KvEntry {
-                key: key.clone(),
-                value: value.clone(),
-                updated_at: *updated_at,
+            .map(|(key, (value, updated_at))| {
+                let entry = KvEntry {
+                    key: key.clone(),
+                    value: value.clone(),
+                    updated_at: *updated_at,
+                };
+                // The size the page's byte budget counts: the value as JSON text.
+                (entry, value.to_string().len())
             })
             .collect();
         Ok(KvPage::from_overfetch(entries, bounds.limit))

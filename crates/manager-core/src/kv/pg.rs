@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use picloud_shared::kv::{authorize_kv_read, authorize_kv_write, check_kv_value, kv_event};
+use picloud_shared::kv::{
+    MAX_KV_PAGE_BYTES, authorize_kv_read, authorize_kv_write, check_kv_value, kv_event,
+};
 use picloud_shared::{
     CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvOp, KvPage, KvService,
     ServiceContext, ServiceError, ServiceEventEmitter,
@@ -155,13 +157,22 @@ impl KvService for PgKvService {
     ) -> Result<KvPage, ServiceError> {
         authorize_kv_read(ctx)?;
         let bounds = options.bounds()?;
-        // One row more than the page tells whether another page follows.
-        let rows: Vec<(String, Json<Value>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT key, value, updated_at FROM kv_entries \
-             WHERE app_id = $1 AND collection = $2 AND key >= $3 \
-               AND ($4::text IS NULL OR key < $4) \
-               AND ($5::text IS NULL OR key > $5) \
-             ORDER BY key LIMIT $6",
+        // One row more than the page tells whether another page follows; rows past the
+        // page's byte budget are not even sent (the running total is the database's), so
+        // a page of large values never arrives whole to be cut here.
+        let rows: Vec<(String, Json<Value>, DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT key, value, updated_at, size FROM ( \
+                 SELECT key, value, updated_at, octet_length(value::text)::int8 AS size, \
+                        sum(octet_length(value::text)) \
+                            OVER (ORDER BY key ROWS UNBOUNDED PRECEDING) AS through \
+                 FROM kv_entries \
+                 WHERE app_id = $1 AND collection = $2 AND key >= $3 \
+                   AND ($4::text IS NULL OR key < $4) \
+                   AND ($5::text IS NULL OR key > $5) \
+                 ORDER BY key LIMIT $6 \
+             ) page \
+             WHERE through - size <= $7 \
+             ORDER BY key",
         )
         .bind(ctx.app_id.as_uuid())
         .bind(collection.as_str())
@@ -169,17 +180,19 @@ impl KvService for PgKvService {
         .bind(bounds.until.as_deref())
         .bind(bounds.after.as_deref())
         .bind(i64::from(bounds.limit) + 1)
+        .bind(i64::try_from(MAX_KV_PAGE_BYTES).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db("listing kv entries"))?;
         let entries = rows
             .into_iter()
-            .map(|(key, Json(value), updated_at)| {
-                Ok(KvEntry {
+            .map(|(key, Json(value), updated_at, size)| {
+                let entry = KvEntry {
                     key: stored_key(&key, collection)?,
                     value,
                     updated_at,
-                })
+                };
+                Ok((entry, usize::try_from(size).unwrap_or(usize::MAX)))
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
         Ok(KvPage::from_overfetch(entries, bounds.limit))

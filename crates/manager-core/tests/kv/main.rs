@@ -128,6 +128,7 @@ picloud_testkit::backend_suite!(
     suite::a_set_value_reads_back_and_a_set_replaces_it,
     suite::delete_says_whether_the_key_existed_and_only_a_real_delete_emits,
     suite::lists_are_in_byte_order_filtered_by_prefix_and_paged,
+    suite::a_page_of_large_values_is_cut_at_its_byte_budget,
     suite::a_page_that_ends_the_collection_has_no_cursor,
     suite::collections_are_counted_per_app,
     suite::values_up_to_64_kib_are_accepted_and_one_byte_more_is_refused,

@@ -213,6 +213,43 @@ pub async fn a_page_that_ends_the_collection_has_no_cursor(kv: Kv) {
     assert_eq!(last.next_cursor, None, "no empty page is promised");
 }
 
+/// L10: a page of large values stops at about a MiB of values and says where to go on.
+pub async fn a_page_of_large_values_is_cut_at_its_byte_budget(kv: Kv) {
+    let app = kv.add_app("shop").await;
+    let ctx = script_ctx(app);
+    let c = coll("blobs");
+    // 40 values of 60 KiB: 2.4 MB in all, a page of 1,000 by count.
+    let big = "x".repeat(60 * 1024);
+    let all: Vec<String> = (0..40).map(|n| format!("k{n:02}")).collect();
+    for k in &all {
+        kv.service.set(&ctx, &c, &key(k), json!(big)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor = None::<String>;
+    loop {
+        let page = kv
+            .service
+            .list(&ctx, &c, page(None, 1000, cursor.as_deref()))
+            .await
+            .unwrap();
+        let bytes: usize = page.entries.iter().map(|e| e.value.to_string().len()).sum();
+        assert!(
+            bytes <= picloud_shared::kv::MAX_KV_PAGE_BYTES,
+            "a page of {bytes} bytes"
+        );
+        sizes.push(page.entries.len());
+        seen.extend(keys(&page).into_iter().map(str::to_owned));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every entry exactly once, in order");
+    // 17 values of 61,442 bytes (the string and its quotes) fit in a MiB.
+    assert_eq!(sizes, [17, 17, 6]);
+}
+
 pub async fn collections_are_counted_per_app(kv: Kv) {
     let app = kv.add_app("shop").await;
     let other = kv.add_app("other").await;
