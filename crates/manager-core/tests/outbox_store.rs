@@ -626,6 +626,74 @@ async fn deleting_a_trigger_its_script_or_its_user_dead_letters_the_queued_event
     );
 }
 
+/// M6: one app's flood does not starve another's triggers: a claim shares itself out
+/// between the apps with due rows, however old the flood's rows are.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_claim_is_shared_between_apps_with_due_rows(pool: PgPool) {
+    let f = Fixture::new(pool).await;
+    for n in 0..50 {
+        f.row(json!({ "flood": n })).await;
+    }
+    let quiet = Uuid::now_v7();
+    sqlx::query("INSERT INTO apps (id, slug, name) VALUES ($1, 'quiet', 'Quiet')")
+        .bind(quiet)
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let quiet_script = Uuid::now_v7();
+    sqlx::query("INSERT INTO scripts (id, app_id, name, source) VALUES ($1, $2, 'q', '()')")
+        .bind(quiet_script)
+        .bind(quiet)
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let quiet_trigger = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal,
+                               max_attempts, backoff_base_ms, backoff_max_ms)
+         VALUES ($1, $2, 'kv', $3, $4, 3, 100, 1000)",
+    )
+    .bind(quiet_trigger)
+    .bind(quiet)
+    .bind(quiet_script)
+    .bind(f.user)
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    for n in 0..2 {
+        sqlx::query(
+            "INSERT INTO outbox (id, app_id, trigger_id, script_id, event, depth)
+             VALUES ($1, $2, $3, $4, $5, 1)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(quiet)
+        .bind(quiet_trigger)
+        .bind(quiet_script)
+        .bind(json!({ "quiet": n }))
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    }
+
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    let from_quiet = claimed
+        .iter()
+        .filter(|item| item.app_id.as_uuid() == quiet)
+        .count();
+    assert_eq!(from_quiet, 2, "the quiet app's rows are in the first claim");
+    assert_eq!(
+        claimed.len(),
+        7,
+        "the flood gets its half: 5 of its 50, and the 2"
+    );
+    let next = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(
+        next.len(),
+        10,
+        "with only the flood due, it gets the whole claim"
+    );
+}
+
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn complete_removes_the_row(pool: PgPool) {
     let f = Fixture::new(pool).await;

@@ -183,19 +183,47 @@ impl TryFrom<ClaimedRow> for OutboxItem {
 /// One statement: lock up to `$2` due, unheld rows (skipping rows other claimers hold
 /// locked right now), lease them to `$1` for `$3` milliseconds counting an attempt, and
 /// return them with what running them needs.
+///
+/// Fair between apps: the apps with claimable rows are found with a skip scan over
+/// `outbox (app_id, due_at)` (one index probe per app, whatever the backlog), and each
+/// gets an equal share of the claim, its oldest rows first; so an app that floods the
+/// outbox takes its share and no more while another app's triggers still run.
 const CLAIM: &str = "
-WITH claimed AS (
+WITH RECURSIVE apps(app_id) AS (
+    (SELECT app_id FROM outbox ORDER BY app_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.app_id FROM outbox o WHERE o.app_id > apps.app_id
+            ORDER BY o.app_id LIMIT 1)
+    FROM apps WHERE apps.app_id IS NOT NULL
+),
+due_apps AS (
+    SELECT a.app_id FROM apps a
+    WHERE a.app_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM outbox o
+        WHERE o.app_id = a.app_id AND o.due_at <= now()
+          AND (o.claimed_until IS NULL OR o.claimed_until < now()))
+),
+share AS (
+    SELECT greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int8 AS per_app
+    FROM due_apps
+),
+picked AS (
+    SELECT p.id FROM due_apps a CROSS JOIN LATERAL (
+        SELECT id FROM outbox
+        WHERE app_id = a.app_id AND due_at <= now()
+          AND (claimed_until IS NULL OR claimed_until < now())
+        ORDER BY due_at
+        LIMIT (SELECT per_app FROM share)
+        FOR UPDATE SKIP LOCKED
+    ) p
+    LIMIT $2
+),
+claimed AS (
     UPDATE outbox o
     SET claimed_until = now() + $3::float8 * interval '1 millisecond',
         claimed_by = $1,
         attempts = o.attempts + 1
-    WHERE o.id IN (
-        SELECT id FROM outbox
-        WHERE due_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
-        ORDER BY due_at
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    )
+    WHERE o.id IN (SELECT id FROM picked)
     RETURNING o.id, o.app_id, o.trigger_id, o.script_id, o.event, o.depth, o.attempts,
               o.dead_letter_id, o.claimed_by, o.due_at
 )
