@@ -46,8 +46,14 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 pub struct CreateAppRequest {
     /// URL-safe and unique: 1-63 lowercase ASCII letters, digits and `-`, not starting or
     /// ending with `-`. Used by the by-name execute route.
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub slug: String,
     /// Display name, 1-100 characters, without control or bidirectional control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
@@ -57,9 +63,15 @@ pub struct CreateAppRequest {
 pub struct UpdateAppRequest {
     /// A new slug (this changes the by-name URLs of the app's scripts).
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub slug: Option<String>,
     /// A new display name, with the same rules as at creation.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
 }
 
@@ -96,6 +108,7 @@ impl AppView {
 /// Query of `DELETE /api/admin/apps/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteAppQuery {
     /// Delete the app's scripts with it; without it an app that has scripts is refused.
     pub cascade: Option<bool>,

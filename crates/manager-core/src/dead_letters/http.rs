@@ -40,10 +40,12 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 /// Query of `GET /api/admin/apps/{id}/dead-letters`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListDeadLettersQuery {
     /// Only unresolved dead letters; all when absent or false.
     pub unresolved: Option<bool>,
     /// Page size, 1 to 200; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; the first page when absent.
     pub cursor: Option<String>,

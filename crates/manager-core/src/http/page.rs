@@ -29,8 +29,10 @@ pub struct Page<T> {
 /// The paging part of a list's query: `limit` and `cursor`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1 to 200; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; the first page when absent.
     pub cursor: Option<String>,

@@ -46,10 +46,12 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 /// Query of `GET /api/admin/apps/{id}/kv/{collection}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListKvQuery {
     /// Only keys starting with this text.
     pub prefix: Option<String>,
     /// Page size, 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Continue after this key (the previous page's `next_cursor`).
     pub cursor: Option<String>,
@@ -157,7 +159,7 @@ pub(crate) async fn list_collections(
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
-        ("collection" = String, Path, description = "Collection name"),
+        ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ListKvQuery,
     ),
     responses(
@@ -206,7 +208,7 @@ pub(crate) async fn list_entries(
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
-        ("collection" = String, Path, description = "Collection name"),
+        ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ("key" = String, Path, description = "Key (percent-encoded)"),
     ),
     responses(
@@ -248,7 +250,7 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
-        ("collection" = String, Path, description = "Collection name"),
+        ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ("key" = String, Path, description = "Key (percent-encoded)"),
     ),
     request_body(content = Value, description = "The value to store: any JSON", content_type = "application/json"),
@@ -287,7 +289,7 @@ pub(crate) async fn put_entry(
     tag = "kv",
     params(
         ("id" = String, Path, format = Uuid, description = "App id"),
-        ("collection" = String, Path, description = "Collection name"),
+        ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ("key" = String, Path, description = "Key (percent-encoded)"),
     ),
     responses(

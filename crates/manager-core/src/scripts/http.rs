@@ -46,8 +46,14 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 pub struct CreateScriptRequest {
     /// Unique within the app: 1-64 ASCII letters, digits, `-` and `_`, starting with a
     /// letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+    )]
     pub name: String,
     /// Rhai source, at most 256 KiB; it must compile.
+    #[schema(max_length = 262144)]
     pub source: String,
     /// The app it belongs to.
     #[schema(value_type = String, format = Uuid)]
@@ -68,9 +74,15 @@ pub struct CreateScriptRequest {
 pub struct UpdateScriptRequest {
     /// A new name, unique within the script's app.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+    )]
     pub name: Option<String>,
     /// New source; it must compile.
     #[serde(default)]
+    #[schema(max_length = 262144)]
     pub source: Option<String>,
     /// New limits, replacing the old ones as a whole.
     #[serde(default)]
@@ -83,11 +95,13 @@ pub struct UpdateScriptRequest {
 /// Query of `GET /api/admin/scripts`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListScriptsQuery {
     /// Only this app's scripts; every visible app's when absent.
     #[param(value_type = Option<String>, format = Uuid)]
     pub app_id: Option<AppId>,
     /// Page size, 1 to 200; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; the first page when absent.
     pub cursor: Option<String>,

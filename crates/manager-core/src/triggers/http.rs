@@ -53,13 +53,17 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 pub struct RetryRequest {
     /// Attempts in all, the first included: 1 to 100.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Delay after the first failed attempt, in milliseconds; doubled after each next one.
+    /// At least 100 when the trigger retries.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub base_delay_ms: Option<u64>,
     /// The longest delay between two attempts, in milliseconds (at most one day, not below
     /// `base_delay_ms`).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 86400000)]
     pub max_delay_ms: Option<u64>,
 }
 
@@ -150,15 +154,17 @@ impl From<Trigger> for TriggerView {
 /// Query of `GET /api/admin/triggers`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListTriggersQuery {
     /// Only this app's triggers; those of every app where the caller may manage triggers
     /// when absent.
     #[param(value_type = Option<String>, format = Uuid)]
     pub app_id: Option<AppId>,
     /// Only this kind (`kv`, `dead_letter`).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<TriggerKind>)]
     pub kind: Option<TriggerKind>,
     /// Page size, 1 to 200; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; the first page when absent.
     pub cursor: Option<String>,

@@ -44,9 +44,11 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 pub struct CreateTokenRequest {
     /// A label to recognise the token by, 1-128 characters, without control or bidirectional
     /// control characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// At least one of `script:read`, `script:write`, `script:execute`, `data:read`,
     /// `data:write`, `triggers:manage`, `app:admin`.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     pub scopes: Vec<String>,
     /// Limit the token to this app; every app the user can reach when absent.
     #[serde(default)]
@@ -54,6 +56,7 @@ pub struct CreateTokenRequest {
     pub app_id: Option<AppId>,
     /// Days until the token stops working, 1 to 3650; never when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

@@ -34,8 +34,14 @@ pub(crate) fn routes() -> OpenApiRouter<AdminState> {
 pub struct CreateUserRequest {
     /// 1-64 lowercase ASCII letters, digits, `.`, `_` and `-`, starting with a letter or
     /// digit.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"
+    )]
     pub username: String,
     /// At least 8 characters and at most 1024 bytes.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     /// Whether the user administers the instance; `false` when absent.
     #[serde(default)]
@@ -56,6 +62,7 @@ impl fmt::Debug for CreateUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetPasswordRequest {
     /// The new password: at least 8 characters and at most 1024 bytes.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
