@@ -21,16 +21,22 @@ use crate::{
 /// Authenticates bearer tokens (login sessions and API tokens) against the token, user
 /// and membership repositories.
 ///
-/// Nothing is cached between requests except the time of each token's last recorded use:
-/// a revoked token, a removed member or a deleted user is refused on the very next request.
-/// The token's `last_used_at` is written at most once per [`Self::TOUCH_INTERVAL`], in the
-/// background, so the hot path does not wait for a write.
+/// Nothing that grants access is cached between requests: a revoked token, a removed
+/// member or a deleted user is refused on the very next request. What is kept is the time
+/// of each token's last recorded use (its `last_used_at` is written at most once per
+/// [`Self::TOUCH_INTERVAL`], in the background, so the hot path does not wait for a
+/// write) and, for a minute, the hashes of tokens that were refused: a refused secret
+/// never becomes valid (a new token has a new secret), so asking the database again would
+/// be work for nothing (review L6). At most [`Self::MAX_CONCURRENT_LOOKUPS`] tokens are
+/// looked up at once, so a flood of made-up tokens costs a bounded share of the pool.
 pub struct TokenAuthenticator {
     tokens: Arc<dyn TokenRepository>,
     users: Arc<dyn UserRepository>,
     memberships: Arc<dyn MembershipRepository>,
     touch_interval: Duration,
     last_touch: Mutex<HashMap<TokenId, Instant>>,
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl fmt::Debug for TokenAuthenticator {
@@ -44,9 +50,18 @@ impl fmt::Debug for TokenAuthenticator {
 /// Tokens remembered as recently touched before stale entries are swept.
 const TOUCH_MAP_SWEEP_AT: usize = 10_000;
 
+/// Refused token hashes remembered at most (32 bytes and an instant each).
+const REFUSED_CAPACITY: usize = 4096;
+
+/// How long a refused token's hash is remembered.
+const REFUSED_FOR: Duration = Duration::from_secs(60);
+
 impl TokenAuthenticator {
     /// How often a token's `last_used_at` is written at most.
     pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// Most token lookups in the database at once.
+    pub const MAX_CONCURRENT_LOOKUPS: usize = 4;
 
     /// An authenticator over the three repositories.
     pub fn new(
@@ -60,7 +75,30 @@ impl TokenAuthenticator {
             memberships,
             touch_interval: Self::TOUCH_INTERVAL,
             last_touch: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            lookups: tokio::sync::Semaphore::new(Self::MAX_CONCURRENT_LOOKUPS),
         }
+    }
+
+    /// Whether `hash` was refused within the last [`REFUSED_FOR`].
+    fn recently_refused(&self, hash: &[u8; 32]) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < REFUSED_FOR)
+    }
+
+    /// Remembers `hash` as refused, keeping the memory bounded: expired entries go first,
+    /// and when every entry is fresh the oldest memory is given up wholesale.
+    fn remember_refused(&self, hash: [u8; 32]) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused.len() >= REFUSED_CAPACITY {
+            refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+            if refused.len() >= REFUSED_CAPACITY {
+                refused.clear();
+            }
+        }
+        refused.insert(hash, Instant::now());
     }
 
     /// The same, writing `last_used_at` at most once per `interval` (tests use a short one).
@@ -122,12 +160,23 @@ impl Authenticator for TokenAuthenticator {
             return Err(AuthError::Invalid);
         }
         let hash = hash_token(bearer_token);
-        let token = self
+        if self.recently_refused(&hash) {
+            return Err(AuthError::Invalid);
+        }
+        let _lookup = self
+            .lookups
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Unavailable("the authenticator is shut down".to_owned()))?;
+        let Some(token) = self
             .tokens
             .find_usable(&hash, Utc::now())
             .await
             .map_err(|e| unavailable(&e))?
-            .ok_or(AuthError::Invalid)?;
+        else {
+            self.remember_refused(hash);
+            return Err(AuthError::Invalid);
+        };
         // A user deleted between the two reads takes their tokens with them.
         let user = self
             .users
@@ -183,6 +232,7 @@ mod tests {
     struct Probe {
         inner: Arc<dyn TokenRepository>,
         touches: AtomicUsize,
+        lookups: AtomicUsize,
         failing: bool,
         touched: tokio::sync::Notify,
     }
@@ -197,6 +247,7 @@ mod tests {
             secret_hash: &[u8; 32],
             now: DateTime<Utc>,
         ) -> RepoResult<Option<Token>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
             if self.failing {
                 return Err(RepoError::Internal("disk on fire".into()));
             }
@@ -257,6 +308,7 @@ mod tests {
         let probe = Arc::new(Probe {
             inner: repos.tokens.clone(),
             touches: AtomicUsize::new(0),
+            lookups: AtomicUsize::new(0),
             failing,
             touched: tokio::sync::Notify::new(),
         });
@@ -461,5 +513,25 @@ mod tests {
         }
         f.wait_for_touches(3).await;
         assert_eq!(f.probe.touches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_not_looked_up_again() {
+        let f = fixture(false).await;
+        let bogus = generate_token().secret;
+        for _ in 0..5 {
+            assert_eq!(f.auth.authenticate(&bogus).await, Err(AuthError::Invalid));
+        }
+        assert_eq!(
+            f.probe.lookups.load(Ordering::SeqCst),
+            1,
+            "one database lookup for five tries of one made-up token"
+        );
+        // A real token is still looked up, and works.
+        let (secret, _) = f
+            .issue(CredentialKind::ApiToken, &[Scope::ScriptRead], None, None)
+            .await;
+        assert!(f.auth.authenticate(&secret.secret).await.is_ok());
+        assert_eq!(f.probe.lookups.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,13 +1,18 @@
 //! The execution-record writer: executions hand records to a bounded channel and return;
 //! one background task writes them in batches. No timers and no polling: the task sleeps
 //! in `recv` until a record arrives, then takes whatever else is already queued.
+//!
+//! The queue is bounded twice: in records, and in bytes (a record costs its error, its
+//! log lines and a fixed overhead). A record holds its share of the byte budget until its
+//! batch is written, so a stalled database backs runs up at `record` rather than letting
+//! queued records grow the process by gigabytes (review L9).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use picloud_shared::{ExecutionRecord, ExecutionRecorder};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error_chain;
@@ -18,6 +23,9 @@ use crate::executions::ExecutionLogRepository;
 pub struct RecorderOptions {
     /// Records the channel holds before `record` waits for space.
     pub capacity: usize,
+    /// Bytes the queued records may take before `record` waits for space (a record larger
+    /// than the whole budget takes all of it).
+    pub capacity_bytes: usize,
     /// Most records written by one insert.
     pub max_batch: usize,
     /// Further attempts after a failed write before the batch is dropped.
@@ -30,6 +38,7 @@ impl Default for RecorderOptions {
     fn default() -> Self {
         Self {
             capacity: 4096,
+            capacity_bytes: 16 * 1024 * 1024,
             max_batch: 256,
             retries: 3,
             initial_backoff: Duration::from_millis(200),
@@ -41,7 +50,25 @@ impl Default for RecorderOptions {
 /// every clone feeds the same writer.
 #[derive(Debug, Clone)]
 pub struct BatchingExecutionRecorder {
-    tx: mpsc::Sender<ExecutionRecord>,
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
+    capacity_bytes: u32,
+}
+
+/// A queued record with its share of the byte budget, given back once it is written.
+type Queued = (ExecutionRecord, OwnedSemaphorePermit);
+
+/// What a record costs the queue: its error and log text, and a fixed overhead for the
+/// rest of it.
+fn queued_bytes(record: &ExecutionRecord) -> usize {
+    const OVERHEAD: usize = 256;
+    const PER_LINE: usize = 32;
+    let logs: usize = record
+        .logs
+        .iter()
+        .map(|line| line.message.len() + PER_LINE)
+        .sum();
+    OVERHEAD + logs + record.error.as_ref().map_or(0, String::len)
 }
 
 /// Controls the background writer started by [`BatchingExecutionRecorder::spawn`].
@@ -63,6 +90,8 @@ impl BatchingExecutionRecorder {
         repo: Arc<dyn ExecutionLogRepository>,
         options: RecorderOptions,
     ) -> (Self, RecorderHandle) {
+        let capacity_bytes = u32::try_from(options.capacity_bytes.clamp(1, Semaphore::MAX_PERMITS))
+            .unwrap_or(u32::MAX);
         let options = RecorderOptions {
             capacity: options.capacity.max(1),
             max_batch: options.max_batch.max(1),
@@ -71,14 +100,28 @@ impl BatchingExecutionRecorder {
         let (tx, rx) = mpsc::channel(options.capacity);
         let (shutdown, shutdown_rx) = oneshot::channel();
         let task = tokio::spawn(run(rx, shutdown_rx, repo, options));
-        (Self { tx }, RecorderHandle { shutdown, task })
+        let bytes = Arc::new(Semaphore::new(capacity_bytes as usize));
+        (
+            Self {
+                tx,
+                bytes,
+                capacity_bytes,
+            },
+            RecorderHandle { shutdown, task },
+        )
     }
 }
 
 #[async_trait]
 impl ExecutionRecorder for BatchingExecutionRecorder {
     async fn record(&self, record: ExecutionRecord) {
-        if let Err(mpsc::error::SendError(record)) = self.tx.send(record).await {
+        let cost = u32::try_from(queued_bytes(&record))
+            .unwrap_or(u32::MAX)
+            .min(self.capacity_bytes);
+        let Ok(share) = Arc::clone(&self.bytes).acquire_many_owned(cost).await else {
+            return;
+        };
+        if let Err(mpsc::error::SendError((record, _))) = self.tx.send((record, share)).await {
             tracing::warn!(
                 execution_id = %record.id,
                 script_id = %record.script_id,
@@ -102,12 +145,13 @@ impl RecorderHandle {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<ExecutionRecord>,
+    mut rx: mpsc::Receiver<Queued>,
     mut shutdown: oneshot::Receiver<()>,
     repo: Arc<dyn ExecutionLogRepository>,
     options: RecorderOptions,
 ) {
     let mut batch = Vec::with_capacity(options.max_batch);
+    let mut shares = Vec::with_capacity(options.max_batch);
     let mut listening = true;
     loop {
         let first = tokio::select! {
@@ -123,18 +167,24 @@ async fn run(
                 continue;
             }
         };
-        let Some(first) = first else {
+        let Some((record, share)) = first else {
             break;
         };
-        batch.push(first);
+        batch.push(record);
+        shares.push(share);
         while batch.len() < options.max_batch {
             match rx.try_recv() {
-                Ok(record) => batch.push(record),
+                Ok((record, share)) => {
+                    batch.push(record);
+                    shares.push(share);
+                }
                 Err(_) => break,
             }
         }
         write(repo.as_ref(), &batch, &options).await;
         batch.clear();
+        // Written (or given up on): their bytes are free for the next records.
+        shares.clear();
     }
     tracing::debug!("execution recorder stopped");
 }
@@ -335,5 +385,69 @@ mod tests {
         })
         .await;
         assert!(written.is_ok(), "the record was never written");
+    }
+
+    /// Writes only once the test opens its gate: a database that has stalled.
+    struct Stalled {
+        gate: tokio::sync::Semaphore,
+        inner: InMemoryExecutionLogRepository,
+    }
+
+    #[async_trait]
+    impl ExecutionLogRepository for Stalled {
+        async fn insert_batch(&self, records: &[ExecutionRecord]) -> RepoResult<u64> {
+            let _open = self.gate.acquire().await;
+            self.inner.insert_batch(records).await
+        }
+
+        async fn list_for_script(
+            &self,
+            script: ScriptId,
+            limit: u32,
+            before: Option<ExecutionCursor>,
+        ) -> RepoResult<Vec<ExecutionRecord>> {
+            self.inner.list_for_script(script, limit, before).await
+        }
+
+        async fn get(&self, id: ExecutionId) -> RepoResult<Option<ExecutionRecord>> {
+            self.inner.get(id).await
+        }
+
+        async fn prune_older_than(&self, cutoff: DateTime<Utc>) -> RepoResult<u64> {
+            self.inner.prune_older_than(cutoff).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_database_holds_queued_records_to_the_byte_budget() {
+        let repo = Arc::new(Stalled {
+            gate: tokio::sync::Semaphore::new(0),
+            inner: InMemoryExecutionLogRepository::default(),
+        });
+        let (recorder, handle) = BatchingExecutionRecorder::spawn_with(
+            repo.clone(),
+            RecorderOptions {
+                capacity_bytes: 4096,
+                ..fast(0)
+            },
+        );
+        let large = || ExecutionRecord {
+            error: Some("e".repeat(3000)),
+            ..record()
+        };
+        let first = large();
+        recorder.record(first.clone()).await;
+        // The first holds 3,256 of the 4,096 bytes until it is written, which the stalled
+        // database does not do: the second waits, its run with it.
+        let second = large();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(200), recorder.record(second.clone())).await;
+        assert!(waited.is_err(), "a record past the budget waits for space");
+        repo.gate.add_permits(1000);
+        recorder.record(second.clone()).await;
+        handle.shutdown().await;
+        for written in [first, second] {
+            assert!(repo.inner.get(written.id).await.unwrap().is_some());
+        }
     }
 }
