@@ -72,6 +72,11 @@ async fn script(pool: &PgPool, name: &str) -> Uuid {
 /// A trigger of `kind` on `script`, registered by `user`: at most 3 attempts, 100 ms base
 /// delay, 1 s maximum.
 async fn trigger(pool: &PgPool, kind: &str, script: Uuid, user: Uuid) -> Uuid {
+    trigger_in(pool, DEFAULT_APP_ID.as_uuid(), kind, script, user).await
+}
+
+/// [`trigger`] in `app`. A kind this binary does not know gets no details row.
+async fn trigger_in(pool: &PgPool, app: Uuid, kind: &str, script: Uuid, user: Uuid) -> Uuid {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal,
@@ -79,35 +84,25 @@ async fn trigger(pool: &PgPool, kind: &str, script: Uuid, user: Uuid) -> Uuid {
          VALUES ($1, $2, $3, $4, $5, 3, 100, 1000)",
     )
     .bind(id)
-    .bind(DEFAULT_APP_ID.as_uuid())
+    .bind(app)
     .bind(kind)
     .bind(script)
     .bind(user)
     .execute(pool)
     .await
     .unwrap();
-    match kind {
+    let details = match kind {
         "kv" => {
-            sqlx::query(
-                "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops)
-                 VALUES ($1, '*', ARRAY['set', 'delete'])",
-            )
-            .bind(id)
-            .execute(pool)
-            .await
-            .unwrap();
+            "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops)
+             VALUES ($1, '*', ARRAY['set', 'delete'])"
         }
-        _ => {
-            sqlx::query(
-                "INSERT INTO dead_letter_trigger_details (trigger_id, source_kinds)
-                 VALUES ($1, ARRAY['kv'])",
-            )
-            .bind(id)
-            .execute(pool)
-            .await
-            .unwrap();
+        "dead_letter" => {
+            "INSERT INTO dead_letter_trigger_details (trigger_id, source_kinds)
+             VALUES ($1, ARRAY['kv'])"
         }
-    }
+        _ => return id,
+    };
+    sqlx::query(details).bind(id).execute(pool).await.unwrap();
     id
 }
 
@@ -512,19 +507,7 @@ async fn an_unreadable_claimed_row_becomes_a_dead_letter_once(pool: PgPool) {
         .execute(&f.pool)
         .await
         .unwrap();
-    let future = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal,
-                               max_attempts, backoff_base_ms, backoff_max_ms)
-         VALUES ($1, $2, 'from_the_future', $3, $4, 3, 100, 1000)",
-    )
-    .bind(future)
-    .bind(f.app)
-    .bind(f.script)
-    .bind(f.user)
-    .execute(&f.pool)
-    .await
-    .unwrap();
+    let future = trigger(&f.pool, "from_the_future", f.script, f.user).await;
     let unreadable = f.row_for(future, f.script, json!({ "n": 1 }), None).await;
     let readable = f.row(json!({ "n": 2 })).await;
 
@@ -647,19 +630,7 @@ async fn a_claim_is_shared_between_apps_with_due_rows(pool: PgPool) {
         .execute(&f.pool)
         .await
         .unwrap();
-    let quiet_trigger = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO triggers (id, app_id, kind, script_id, registered_by_principal,
-                               max_attempts, backoff_base_ms, backoff_max_ms)
-         VALUES ($1, $2, 'kv', $3, $4, 3, 100, 1000)",
-    )
-    .bind(quiet_trigger)
-    .bind(quiet)
-    .bind(quiet_script)
-    .bind(f.user)
-    .execute(&f.pool)
-    .await
-    .unwrap();
+    let quiet_trigger = trigger_in(&f.pool, quiet, "kv", quiet_script, f.user).await;
     for n in 0..2 {
         sqlx::query(
             "INSERT INTO outbox (id, app_id, trigger_id, script_id, event, depth)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use picloud_manager_core::DEFAULT_APP_ID;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{error_code, spawn_app, spawn_app_with};
+use support::{error_code, spawn_app, spawn_app_with, wait_for_execution};
 
 #[tokio::test]
 async fn script_lifecycle_create_list_get_execute_update_delete() {
@@ -166,26 +166,6 @@ async fn the_script_sees_the_request_and_answers_structured() {
     assert_eq!(record["request_id"], "trace-me");
     assert_eq!(record["logs"][0]["message"], "handling POST");
     assert_eq!(record["logs"][0]["level"], "info");
-}
-
-async fn wait_for_execution(app: &support::TestServer, execution_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = app
-            .client
-            .get(app.url(&format!("/api/admin/executions/{execution_id}")))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == StatusCode::OK {
-            return response.json().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "execution {execution_id} never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -18,36 +18,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
-    ADMIN_PASSWORD, TestServer, error_code, login, spawn_app, spawn_app_with, start_binary,
+    ADMIN_PASSWORD, error_code, login, spawn_app, spawn_app_with, start_binary, wait_for_execution,
 };
 
 // Installed as in the `picloud` binary, so in-process servers meter runs the same way.
 #[global_allocator]
 static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
     picloud_executor_core::RunMemoryAllocator;
-
-/// The execution record of a run, once the recorder has written it.
-async fn recorded(app: &TestServer, execution_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = app
-            .client
-            .get(app.url(&format!("/api/admin/executions/{execution_id}")))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == StatusCode::OK {
-            return response.json().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "execution {execution_id} never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// H1: a script that logs every header it sees, called with an instance admin's session,
 /// learns who called and never the session itself, whether it requires a token or not.
@@ -105,7 +84,7 @@ async fn a_callers_credential_never_reaches_a_script_its_logs_or_its_records() {
     );
 
     for run in [private_run, public_run] {
-        let record = recorded(&app, &run).await.to_string();
+        let record = wait_for_execution(&app, &run).await.to_string();
         assert!(record.contains("headers="), "{record}");
         assert!(!record.contains(&session), "{record}");
         assert!(!record.contains("pc_"), "{record}");

@@ -273,6 +273,8 @@ mod tests {
         failures: AtomicU32,
         inner: InMemoryExecutionLogRepository,
         batches: Mutex<Vec<usize>>,
+        /// Every write waits for a permit: with none, the database has stalled.
+        gate: tokio::sync::Semaphore,
     }
 
     impl Flaky {
@@ -281,6 +283,15 @@ mod tests {
                 failures: AtomicU32::new(failures),
                 inner: InMemoryExecutionLogRepository::new(),
                 batches: Mutex::new(Vec::new()),
+                gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+            }
+        }
+
+        /// A repository whose writes wait until the test adds permits to its gate.
+        fn stalled() -> Self {
+            Self {
+                gate: tokio::sync::Semaphore::new(0),
+                ..Self::new(0)
             }
         }
     }
@@ -288,6 +299,7 @@ mod tests {
     #[async_trait]
     impl ExecutionLogRepository for Flaky {
         async fn insert_batch(&self, records: &[ExecutionRecord]) -> RepoResult<u64> {
+            let _open = self.gate.acquire().await;
             self.batches.lock().unwrap().push(records.len());
             let left = self.failures.load(Ordering::SeqCst);
             if left > 0 {
@@ -387,43 +399,9 @@ mod tests {
         assert!(written.is_ok(), "the record was never written");
     }
 
-    /// Writes only once the test opens its gate: a database that has stalled.
-    struct Stalled {
-        gate: tokio::sync::Semaphore,
-        inner: InMemoryExecutionLogRepository,
-    }
-
-    #[async_trait]
-    impl ExecutionLogRepository for Stalled {
-        async fn insert_batch(&self, records: &[ExecutionRecord]) -> RepoResult<u64> {
-            let _open = self.gate.acquire().await;
-            self.inner.insert_batch(records).await
-        }
-
-        async fn list_for_script(
-            &self,
-            script: ScriptId,
-            limit: u32,
-            before: Option<ExecutionCursor>,
-        ) -> RepoResult<Vec<ExecutionRecord>> {
-            self.inner.list_for_script(script, limit, before).await
-        }
-
-        async fn get(&self, id: ExecutionId) -> RepoResult<Option<ExecutionRecord>> {
-            self.inner.get(id).await
-        }
-
-        async fn prune_older_than(&self, cutoff: DateTime<Utc>) -> RepoResult<u64> {
-            self.inner.prune_older_than(cutoff).await
-        }
-    }
-
     #[tokio::test]
     async fn a_stalled_database_holds_queued_records_to_the_byte_budget() {
-        let repo = Arc::new(Stalled {
-            gate: tokio::sync::Semaphore::new(0),
-            inner: InMemoryExecutionLogRepository::default(),
-        });
+        let repo = Arc::new(Flaky::stalled());
         let (recorder, handle) = BatchingExecutionRecorder::spawn_with(
             repo.clone(),
             RecorderOptions {

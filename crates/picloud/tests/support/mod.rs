@@ -129,6 +129,28 @@ impl TestServer {
     }
 }
 
+/// The execution record of a run, once the recorder has written it (polled: the test
+/// watches the database, not the code under test).
+pub async fn wait_for_execution(app: &TestServer, execution_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/admin/executions/{execution_id}")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            return response.json().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "execution {execution_id} never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Logs in and returns the session token.
 pub async fn login(client: &Client, base: &str, username: &str, password: &str) -> String {
     let response = client
