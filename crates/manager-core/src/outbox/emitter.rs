@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use picloud_shared::{ServiceError, ServiceEvent, ServiceEventEmitter};
 use uuid::Uuid;
 
-use super::{OutboxSignal, PgTx, refused_at_depth};
+use super::{DeliveryBudget, MAX_DELIVERIES_PER_RUN, OutboxSignal, PgTx, refused_at_depth};
 use crate::db::db_error;
 use crate::dead_letters::insert_dead_letter;
 use crate::triggers::{Target, kinds};
@@ -23,13 +23,25 @@ use crate::triggers::{Target, kinds};
 pub struct OutboxEmitter {
     max_depth: u32,
     signal: OutboxSignal,
+    budget: DeliveryBudget,
 }
 
 impl OutboxEmitter {
     /// An emitter refusing events deeper than `max_depth` (`PICLOUD_MAX_TRIGGER_DEPTH`)
     /// and announcing committed rows through `signal`.
     pub fn new(max_depth: u32, signal: OutboxSignal) -> Self {
-        Self { max_depth, signal }
+        Self {
+            max_depth,
+            signal,
+            budget: DeliveryBudget::new(MAX_DELIVERIES_PER_RUN),
+        }
+    }
+
+    /// The same, letting one run queue at most `deliveries` trigger deliveries in all
+    /// (tests use a small budget; [`MAX_DELIVERIES_PER_RUN`] otherwise).
+    pub fn with_deliveries_per_run(mut self, deliveries: u64) -> Self {
+        self.budget = DeliveryBudget::new(deliveries);
+        self
     }
 
     /// The signal committed rows are announced through.
@@ -55,6 +67,7 @@ impl ServiceEventEmitter<PgTx> for OutboxEmitter {
                 .map_err(|err| err.into_service_error(doing))?;
             return Ok(0);
         }
+        self.budget.charge(event, targets.len())?;
         let written = insert_rows(tx, event, &targets)
             .await
             .map_err(|err| db_error(err).into_service_error(doing))?;

@@ -13,6 +13,7 @@ use picloud_shared::{
 use serde_json::Value;
 
 use super::refused_at_depth;
+use super::{DeliveryBudget, MAX_DELIVERIES_PER_RUN};
 use crate::dead_letters::InMemoryDeadLetterRepository;
 use crate::memory::lock;
 use crate::triggers::InMemoryTriggerRepository;
@@ -79,6 +80,7 @@ pub struct InMemoryOutbox {
     max_depth: u32,
     rows: Arc<Mutex<Vec<OutboxRow>>>,
     announcements: AtomicU64,
+    budget: DeliveryBudget,
 }
 
 impl InMemoryOutbox {
@@ -95,7 +97,14 @@ impl InMemoryOutbox {
             max_depth,
             rows: Arc::default(),
             announcements: AtomicU64::new(0),
+            budget: DeliveryBudget::new(MAX_DELIVERIES_PER_RUN),
         }
+    }
+
+    /// The same, letting one run queue at most `deliveries` trigger deliveries in all.
+    pub fn with_deliveries_per_run(mut self, deliveries: u64) -> Self {
+        self.budget = DeliveryBudget::new(deliveries);
+        self
     }
 
     /// Every committed row, oldest first.
@@ -129,6 +138,7 @@ impl ServiceEventEmitter<InMemoryTx> for InMemoryOutbox {
             });
             return Ok(0);
         }
+        self.budget.charge(event, targets.len())?;
         let payload = event.payload();
         let new_rows: Vec<OutboxRow> = targets
             .iter()

@@ -19,6 +19,7 @@ mod store;
 mod waker;
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use emitter::OutboxEmitter;
@@ -29,6 +30,7 @@ pub use picloud_shared::ServiceEventEmitter;
 use picloud_shared::{ServiceError, ServiceEvent, Transaction, TriggerKind, UnitOfWork};
 use sqlx::{PgConnection, PgPool, Postgres};
 pub use store::{OUTBOX_CHANNEL, PgOutboxStore};
+
 pub use waker::{OutboxSignal, PgOutboxWaker};
 
 use crate::db::db_error;
@@ -85,6 +87,63 @@ pub async fn begin<'e>(
 /// `max_depth`: a trigger loop (or a very long chain) is stopped visibly, as one unresolved
 /// dead letter the dashboard badge counts, while the data change itself commits. Every
 /// emitter asks this once some trigger matched the event.
+/// Trigger deliveries one run may queue in all, whatever it writes (review M6): a run
+/// writing many keys that each match many triggers would otherwise multiply into an
+/// outbox flood, which the depth limit alone does not stop.
+pub const MAX_DELIVERIES_PER_RUN: u64 = 10_000;
+
+/// Runs whose spending is remembered at once; past it the memory starts afresh (each run
+/// is short, so a run whose count is forgotten could at most spend its budget again).
+const RUNS_REMEMBERED: usize = 4096;
+
+/// How many deliveries each recent run has queued, so an event a run causes is refused
+/// once it would pass [`MAX_DELIVERIES_PER_RUN`]. Shared by every clone of an emitter.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryBudget {
+    per_run: u64,
+    spent: Arc<std::sync::Mutex<std::collections::HashMap<picloud_shared::ExecutionId, u64>>>,
+}
+
+impl DeliveryBudget {
+    pub(crate) fn new(per_run: u64) -> Self {
+        Self {
+            per_run,
+            spent: Arc::default(),
+        }
+    }
+
+    /// Charges `deliveries` to the run that caused `event`, or refuses them, naming the
+    /// limit, when the run would pass it. Events no run caused (an admin's change, a dead
+    /// letter) are not charged.
+    pub(crate) fn charge(
+        &self,
+        event: &ServiceEvent,
+        deliveries: usize,
+    ) -> Result<(), ServiceError> {
+        let Some(run) = event.causation_id else {
+            return Ok(());
+        };
+        let deliveries = u64::try_from(deliveries).unwrap_or(u64::MAX);
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spent.len() >= RUNS_REMEMBERED && !spent.contains_key(&run) {
+            spent.clear();
+        }
+        let so_far = spent.entry(run).or_insert(0);
+        if so_far.saturating_add(deliveries) > self.per_run {
+            return Err(ServiceError::InvalidArgument(format!(
+                "this change would queue {deliveries} trigger deliveries after the {so_far} \
+                 this run queued already; one run may queue at most {}",
+                self.per_run
+            )));
+        }
+        *so_far += deliveries;
+        Ok(())
+    }
+}
+
 fn refused_at_depth(event: &ServiceEvent, max_depth: u32, matched: usize) -> Option<NewDeadLetter> {
     if event.depth <= max_depth {
         return None;

@@ -81,6 +81,33 @@ impl Emitter {
         }
     }
 
+    /// The same emitter, letting one run queue at most `deliveries` in all.
+    fn with_deliveries_per_run(self, deliveries: u64) -> Self {
+        match self {
+            Self::Postgres(pool, emitter) => {
+                Self::Postgres(pool, emitter.with_deliveries_per_run(deliveries))
+            }
+            Self::Memory(outbox) => Self::Memory(outbox.with_deliveries_per_run(deliveries)),
+        }
+    }
+
+    /// Emits `event` in a unit of work that commits when the emitter takes it.
+    async fn try_emit(&self, event: &ServiceEvent) -> Result<(), picloud_shared::ServiceError> {
+        match self {
+            Self::Postgres(pool, emitter) => {
+                let mut unit = UnitOfWork::new(PgTx::begin(pool).await.unwrap(), emitter);
+                unit.emit(event).await?;
+                unit.commit().await.unwrap();
+            }
+            Self::Memory(outbox) => {
+                let mut unit = UnitOfWork::new(InMemoryTx::new(), outbox);
+                unit.emit(event).await?;
+                unit.commit().await.unwrap();
+            }
+        }
+        Ok(())
+    }
+
     /// Emits `event` in a unit of work that commits; returns the rows written.
     async fn emit(&self, event: &ServiceEvent) -> u64 {
         let before = self.rows().await.len();
@@ -302,6 +329,46 @@ async fn rows_exist_only_if_the_transaction_commits(pool: PgPool) {
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
     let notification = woken.expect("no notification after the commit").unwrap();
     assert_eq!(notification.channel(), "picloud_outbox");
+}
+
+/// M6: one run can queue only so many trigger deliveries in all; past it the change that
+/// would pass the budget is refused (and rolled back), other runs and admin changes go on.
+pub async fn a_run_past_its_delivery_budget_is_refused(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let script = repos.add_script(shop, "s").await;
+    let user = repos.add_user("ada").await.id;
+    for _ in 0..2 {
+        repos
+            .triggers
+            .create(kv_trigger(shop, &script, user, "*", &[KvOp::Set]))
+            .await
+            .unwrap();
+    }
+    let emitter = Emitter::over(&repos, 8).with_deliveries_per_run(3);
+    let run = kv_event(shop, "users", KvOp::Set, 1);
+    emitter.try_emit(&run).await.unwrap();
+    let err = emitter.try_emit(&run).await.unwrap_err();
+    assert!(
+        err.to_string().contains("one run may queue at most 3"),
+        "{err}"
+    );
+    assert_eq!(
+        emitter.rows().await.len(),
+        2,
+        "the refused change wrote nothing"
+    );
+    // Another run has its own budget; an admin's change (no run) is not charged.
+    emitter
+        .try_emit(&kv_event(shop, "users", KvOp::Set, 1))
+        .await
+        .unwrap();
+    let admin = ServiceEvent {
+        causation_id: None,
+        ..run.clone()
+    };
+    emitter.try_emit(&admin).await.unwrap();
+    emitter.try_emit(&admin).await.unwrap();
+    assert_eq!(emitter.rows().await.len(), 8);
 }
 
 pub async fn an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter(repos: Repos) {

@@ -89,6 +89,7 @@ picloud_testkit::backend_suite!(
     executions::a_triggered_run_reads_back_with_its_trigger,
     emitter::a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only,
     emitter::an_event_no_trigger_matches_writes_nothing,
+    emitter::a_run_past_its_delivery_budget_is_refused,
     emitter::an_event_past_the_depth_limit_becomes_one_unresolved_dead_letter,
     emitter::a_deep_event_nothing_watches_is_not_a_dead_letter,
     emitter::a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers,
