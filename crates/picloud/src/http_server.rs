@@ -167,7 +167,12 @@ async fn accept_loop(
                 let (mut parts, body) = request.into_parts();
                 // The peer address feeds the per-address login rate limit.
                 parts.extensions.insert(ConnectInfo(peer));
-                let body = Body::new(DeadlineBody::new(body, body_timeout));
+                // A request without a body (most GETs) needs no deadline, nor its timer.
+                let body = if body.is_end_stream() {
+                    Body::new(body)
+                } else {
+                    Body::new(DeadlineBody::new(body, body_timeout))
+                };
                 let response = router
                     .oneshot(hyper::Request::from_parts(parts, body))
                     .await;
