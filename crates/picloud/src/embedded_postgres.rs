@@ -440,7 +440,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Whether this process runs as root.
-pub(crate) fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     effective_uid() == 0
 }
 
@@ -452,13 +452,27 @@ fn effective_uid() -> u32 {
 
 /// The name of user `uid` in `/etc/passwd`.
 fn user_name(uid: u32) -> Option<String> {
+    passwd_entries()?
+        .into_iter()
+        .find_map(|(name, entry_uid, _)| (entry_uid == uid).then_some(name))
+}
+
+/// `(name, uid, gid)` of every well-formed line of `/etc/passwd`.
+fn passwd_entries() -> Option<Vec<(String, u32, u32)>> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let _password = fields.next()?;
-        (fields.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-    })
+    Some(
+        passwd
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let _password = fields.next()?;
+                let uid = fields.next()?.parse().ok()?;
+                let gid = fields.next()?.parse().ok()?;
+                Some((name.to_owned(), uid, gid))
+            })
+            .collect(),
+    )
 }
 
 /// Opens a directory for its metadata, refusing a symlink (`O_NOFOLLOW`).
@@ -476,17 +490,9 @@ fn open_dir_no_follow(path: &Path) -> Result<File> {
 
 /// The `postgres` user's ids from `/etc/passwd`.
 fn postgres_system_user() -> Option<ServerUser> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != SERVER_USER {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some(ServerUser { uid, gid })
-    })
+    passwd_entries()?
+        .into_iter()
+        .find_map(|(name, uid, gid)| (name == SERVER_USER).then_some(ServerUser { uid, gid }))
 }
 
 fn create_dir(path: &Path) -> Result<()> {

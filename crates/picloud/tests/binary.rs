@@ -143,7 +143,7 @@ fn assert_private_database_lets_in_only_picloud(data_dir: &Path) {
     let rules = std::fs::read_to_string(cluster.join("pg_hba.conf")).unwrap();
     assert!(!rules.contains("trust"), "{rules}");
     assert!(rules.contains("local all all peer map=picloud"), "{rules}");
-    if !picloud_is_root() {
+    if !picloud::embedded_postgres::running_as_root() {
         return;
     }
     let psql = Command::new("runuser")
@@ -155,10 +155,6 @@ fn assert_private_database_lets_in_only_picloud(data_dir: &Path) {
     let said = String::from_utf8_lossy(&psql.stderr);
     assert!(!psql.status.success(), "the postgres user got in: {said}");
     assert!(said.contains("authentication failed"), "{said}");
-}
-
-fn picloud_is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 #[test]

@@ -215,9 +215,15 @@ impl PasswordChecks {
             .await
             .map_err(|_| PasswordChecksBusy)?
             .map_err(|_| PasswordChecksBusy)?;
-        tokio::task::spawn_blocking(check)
-            .await
-            .map_err(|_| PasswordChecksBusy)
+        match tokio::task::spawn_blocking(check).await {
+            Ok(checked) => Ok(checked),
+            // A check that panicked is a fault, not a busy server: it stays a panic (the
+            // server's panic layer answers 500).
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_cancelled) => Err(PasswordChecksBusy),
+            },
+        }
     }
 }
 

@@ -111,18 +111,7 @@ impl Emitter {
     /// Emits `event` in a unit of work that commits; returns the rows written.
     async fn emit(&self, event: &ServiceEvent) -> u64 {
         let before = self.rows().await.len();
-        match self {
-            Self::Postgres(pool, emitter) => {
-                let mut unit = UnitOfWork::new(PgTx::begin(pool).await.unwrap(), emitter);
-                unit.emit(event).await.unwrap();
-                unit.commit().await.unwrap();
-            }
-            Self::Memory(outbox) => {
-                let mut unit = UnitOfWork::new(InMemoryTx::new(), outbox);
-                unit.emit(event).await.unwrap();
-                unit.commit().await.unwrap();
-            }
-        }
+        self.try_emit(event).await.unwrap();
         u64::try_from(self.rows().await.len() - before).unwrap()
     }
 
