@@ -1,11 +1,13 @@
 //! `picloud-bench`: measures PiCloud's execute path against bare axum baselines in one run
 //! on one machine: requests per second and latency percentiles under load, the ratios
 //! PiCloud / baseline, idle CPU and memory, start-up time, the first call of a freshly
-//! uploaded script, and the event core (KV write to trigger start, events per second).
-//! Prints a table and writes JSON. See `docs/performance.md`.
+//! uploaded script, the event core (KV write to trigger start, events per second), and
+//! files (upload and download through the admin API against raw disk I/O). Prints a table
+//! and writes JSON. See `docs/performance.md`.
 
 mod baseline;
 mod events;
+mod files;
 mod http;
 mod load;
 mod picloud;
@@ -44,11 +46,16 @@ usage: picloud-bench [options]
   --upload-rounds N     freshly uploaded scripts timed (default: 20)
   --events N M          KV events timed one at a time, and per throughput phase (default: 500 4000)
   --events-only         only the event core: trigger start latency, events/s, raw queue
+  --files-mib N         size of the file uploaded and downloaded (default: 256)
+  --files-only          only files: upload and download against raw write and read, peak RSS
   --smoke               a few seconds in all: checks that the harness works, measures nothing
 
        picloud-bench load ADDR PATH [--connections N] [--duration SECS]
   loads a running server (e.g. picloud under `perf record`) and prints what it measured
 ";
+
+/// One MiB.
+const MIB: u64 = 1024 * 1024;
 
 /// What the run does and for how long.
 #[derive(Debug, Clone)]
@@ -82,6 +89,10 @@ pub struct Options {
     pub event_connections: usize,
     /// Only the event core section.
     pub events_only: bool,
+    /// Size of the file the files step moves, in MiB.
+    pub files_mib: u64,
+    /// Only the files section.
+    pub files_only: bool,
     /// A quick run that only checks the harness works.
     pub smoke: bool,
 }
@@ -103,6 +114,8 @@ impl Default for Options {
             throughput_events: 4_000,
             event_connections: 16,
             events_only: false,
+            files_mib: 256,
+            files_only: false,
             smoke: false,
         }
     }
@@ -145,6 +158,13 @@ impl Options {
                     options.throughput_events = count(value()?)?;
                 }
                 "--events-only" => options.events_only = true,
+                "--files-mib" => {
+                    options.files_mib = u64::try_from(count(value()?)?)?;
+                    if options.files_mib.checked_mul(MIB).is_none() {
+                        bail!("--files-mib {} is too large", options.files_mib);
+                    }
+                }
+                "--files-only" => options.files_only = true,
                 "--smoke" => {
                     options.smoke = true;
                     options.duration = Duration::from_millis(300);
@@ -155,12 +175,22 @@ impl Options {
                     options.steady_calls = 5;
                     options.latency_events = 5;
                     options.throughput_events = 20;
+                    options.files_mib = 4;
                 }
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
         }
+        if options.events_only && options.files_only {
+            bail!("--events-only and --files-only exclude each other\n\n{USAGE}");
+        }
         Ok(options)
+    }
+
+    /// The size of the files step's file, in bytes.
+    pub fn files_bytes(&self) -> u64 {
+        // `parse` refuses a size whose bytes would not fit.
+        self.files_mib.saturating_mul(MIB)
     }
 
     fn to_json(&self) -> Value {
@@ -177,6 +207,8 @@ impl Options {
             "throughput_events": self.throughput_events,
             "event_connections": self.event_connections,
             "events_only": self.events_only,
+            "files_mib": self.files_mib,
+            "files_only": self.files_only,
             "smoke": self.smoke,
         })
     }
@@ -329,9 +361,29 @@ async fn run_events_only(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// `--files-only`: one picloud, the files step, nothing else.
+async fn run_files_only(options: &Options) -> Result<()> {
+    let mut machine = report::machine();
+    let files = suite::run_files_only(options).await?;
+    machine["load_average_at_end"] = Value::from(report::load_average());
+    let mut document = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": machine,
+        "settings": options.to_json(),
+        "files": files,
+    });
+    document["goals"] = report::files_goals(&document["files"]);
+    write_json(options, &document)?;
+    println!("{}", report::files_markdown(&document));
+    Ok(())
+}
+
 async fn run(options: &Options) -> Result<()> {
     if options.events_only {
         return run_events_only(options).await;
+    }
+    if options.files_only {
+        return run_files_only(options).await;
     }
     let machine = report::machine();
     let mut servers = Vec::new();
@@ -375,6 +427,7 @@ async fn run(options: &Options) -> Result<()> {
         "startup": picloud.startup,
         "first_request": picloud.first_request,
         "events": picloud.events,
+        "files": picloud.files,
     });
     let goals = report::all_goals(&document);
     let mut document = document;
@@ -383,5 +436,6 @@ async fn run(options: &Options) -> Result<()> {
     write_json(options, &document)?;
     println!("{}", report::markdown(&document, &servers));
     println!("{}", report::events_table(&document));
+    println!("{}", report::files_table(&document));
     Ok(())
 }

@@ -63,6 +63,7 @@ impl Launcher {
         let exec_at = Instant::now();
         let child = Command::new(&self.binary)
             .env_remove("PICLOUD_DATABASE_URL")
+            .env_remove("PICLOUD_FILES_ROOT")
             .env("PICLOUD_DATA_DIR", &self.data_dir)
             .env("PICLOUD_LISTEN", addr.to_string())
             .env("PICLOUD_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -77,6 +78,12 @@ impl Launcher {
             addr,
             exec_at,
         })
+    }
+
+    /// Where its files' bytes live: the default under the data directory (the harness
+    /// clears `PICLOUD_FILES_ROOT`), so the files step's raw baseline shares its disk.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data_dir.join("files")
     }
 
     /// Where the processes started by this launcher log.

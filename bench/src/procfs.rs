@@ -1,4 +1,5 @@
-//! What `/proc` says about a process: CPU time used, resident memory, children.
+//! What `/proc` says about a process: CPU time used, resident memory and its peak,
+//! children.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,6 +76,19 @@ fn kib_field(path: &str, key: &str) -> Result<u64> {
 /// Resident set size (`VmRSS`), in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Peak resident set size (`VmHWM`) since the process started or since
+/// [`reset_peak_rss`], in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    kib_field(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// Resets the process's peak resident set size (`VmHWM`) to its current RSS
+/// (`clear_refs` 5, proc(5)), so a later [`peak_rss_bytes`] is the peak from now on.
+pub fn reset_peak_rss(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").with_context(|| format!("writing 5 to {path}"))
 }
 
 /// Proportional set size (`Pss` of `smaps_rollup`), in bytes: shared pages divided among
@@ -163,6 +177,8 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() > 0.0);
         assert!(rss_bytes(pid).unwrap() > 1024 * 1024);
         assert!(pss_bytes(pid).unwrap() > 0);
+        reset_peak_rss(pid).unwrap();
+        assert!(peak_rss_bytes(pid).unwrap() > 1024 * 1024);
         assert_eq!(parent_of(pid), Some(std::os::unix::process::parent_id()));
     }
 }

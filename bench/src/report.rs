@@ -1,5 +1,6 @@
-//! The report: ratios against the baselines, the goals of issue 4 checked against the
-//! figures, the machine the run was on, and the markdown table printed at the end.
+//! The report: ratios against the baselines, the goals of issue 4, of the event core and
+//! of files checked against the figures, the machine the run was on, and the markdown
+//! tables printed at the end.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -130,13 +131,18 @@ pub fn goals(document: &Value) -> Value {
     })
 }
 
-/// The goals of issue 4 and of the event core together.
+/// The goals of issue 4, of the event core and of files together.
 pub fn all_goals(document: &Value) -> Value {
     let mut all = goals(document);
-    if let (Some(all), Value::Object(events)) =
-        (all.as_object_mut(), event_goals(&document["events"]))
-    {
-        all.extend(events);
+    if let Some(all) = all.as_object_mut() {
+        for more in [
+            event_goals(&document["events"]),
+            files_goals(&document["files"]),
+        ] {
+            if let Value::Object(more) = more {
+                all.extend(more);
+            }
+        }
     }
     all
 }
@@ -278,8 +284,15 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
         let _ = writeln!(out, "| {label} | {} |", num(value));
     }
 
+    out.push_str(&goals_table(&document["goals"]));
+    out
+}
+
+/// Each goal with its target, its figure and whether the figure meets it.
+fn goals_table(goals: &Value) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "\n| goal | target | value | met |\n|---|---|---:|---|");
-    if let Some(goals) = document["goals"].as_object() {
+    if let Some(goals) = goals.as_object() {
         for (name, goal) in goals {
             let met = match goal["met"].as_bool() {
                 Some(true) => "yes",
@@ -313,23 +326,7 @@ pub fn event_goals(events: &Value) -> Value {
 /// The event core's figures and its goals (for `--events-only`).
 pub fn events_markdown(document: &Value) -> String {
     let mut out = events_table(document);
-    let _ = writeln!(out, "\n| goal | target | value | met |\n|---|---|---:|---|");
-    if let Some(goals) = event_goals(&document["events"]).as_object() {
-        for (name, goal) in goals {
-            let met = match goal["met"].as_bool() {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "n/a",
-            };
-            let _ = writeln!(
-                out,
-                "| {name}: {} | {} | {} | {met} |",
-                goal["what"].as_str().unwrap_or(""),
-                goal["target"].as_str().unwrap_or(""),
-                num(&goal["value"]),
-            );
-        }
-    }
+    out.push_str(&goals_table(&event_goals(&document["events"])));
     out
 }
 
@@ -361,5 +358,107 @@ pub fn events_table(document: &Value) -> String {
     for (label, value) in rows {
         let _ = writeln!(out, "| {label} | {} |", num(value));
     }
+    out
+}
+
+/// The targets of files, each with the figure it is judged on (value and `met` are
+/// `null` when the step was skipped).
+pub fn files_goals(files: &Value) -> Value {
+    let (upload, download) = (&files["upload"], &files["download"]);
+    let at_least = |value: &Value, limit: f64| value.as_f64().map(|v| v >= limit);
+    let at_most = |value: &Value, limit: f64| value.as_f64().map(|v| v <= limit);
+    json!({
+        "files_upload": goal(&upload["vs_raw_write"], ">= 0.5",
+            at_least(&upload["vs_raw_write"], 0.5),
+            "file upload through the admin API, MB/s / raw write + fsync MB/s"),
+        "files_download": goal(&download["vs_raw_read"], ">= 0.7",
+            at_least(&download["vs_raw_read"], 0.7),
+            "file download through the admin API, MB/s / raw read MB/s"),
+        "files_upload_rss": goal(&upload["peak_rss_growth_mib"], "<= 16 MiB",
+            at_most(&upload["peak_rss_growth_mib"], 16.0),
+            "picloud's peak RSS growth during the upload"),
+        "files_download_rss": goal(&download["peak_rss_growth_mib"], "<= 16 MiB",
+            at_most(&download["peak_rss_growth_mib"], 16.0),
+            "picloud's peak RSS growth during the download"),
+    })
+}
+
+/// The files figures: each side's MB/s, the ratio to raw, picloud's peak RSS growth.
+pub fn files_table(document: &Value) -> String {
+    let files = &document["files"];
+    let mut out = String::new();
+    if let Some(reason) = files["skipped"].as_str() {
+        let _ = writeln!(out, "| files | value |\n|---|---|\n| skipped | {reason} |");
+        return out;
+    }
+    let filesystem = &files["filesystem"];
+    let cached = |side: &str| {
+        files[side]["cached_bytes_before"].as_u64().map_or_else(
+            || "unknown (no fincore)".to_owned(),
+            |b| format!("{b} bytes"),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "files: {} MiB on {} ({}), {} KiB writes and reads, MB = 10^6 bytes; page cache \
+         dropped before each read, still cached then: raw {}, picloud's blob {}\n",
+        files["mib"],
+        filesystem["type"]
+            .as_str()
+            .unwrap_or("an unknown filesystem"),
+        filesystem["source"].as_str().unwrap_or("?"),
+        files["chunk_bytes"].as_u64().unwrap_or(0) / 1024,
+        cached("raw_read"),
+        cached("download"),
+    );
+    let _ = writeln!(
+        out,
+        "| files | MB/s | / raw | peak RSS growth, picloud (MiB) |\n|---|---:|---:|---:|"
+    );
+    let (upload, download) = (&files["upload"], &files["download"]);
+    let rows = [
+        (
+            "raw write + fsync",
+            &files["raw_write"],
+            &Value::Null,
+            &Value::Null,
+        ),
+        (
+            "upload, admin API PUT",
+            upload,
+            &upload["vs_raw_write"],
+            &upload["peak_rss_growth_mib"],
+        ),
+        ("raw read", &files["raw_read"], &Value::Null, &Value::Null),
+        (
+            "download, admin API GET",
+            download,
+            &download["vs_raw_read"],
+            &download["peak_rss_growth_mib"],
+        ),
+    ];
+    let cell = |value: &Value| {
+        if value.is_null() {
+            String::new()
+        } else {
+            num(value)
+        }
+    };
+    for (label, side, vs_raw, rss) in rows {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} |",
+            num(&side["mb_per_s"]),
+            cell(vs_raw),
+            cell(rss),
+        );
+    }
+    out
+}
+
+/// The files figures and their goals (for `--files-only`).
+pub fn files_markdown(document: &Value) -> String {
+    let mut out = files_table(document);
+    out.push_str(&goals_table(&files_goals(&document["files"])));
     out
 }

@@ -1,5 +1,5 @@
-//! The PiCloud side of the run: start-up, idle cost, memory, load on each script, and the
-//! first call of a freshly uploaded script.
+//! The PiCloud side of the run: start-up, idle cost, memory, load on each script, the
+//! first call of a freshly uploaded script, the event core and files.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::http::{Call, Connection};
 use crate::load::{self, Latency, round2};
 use crate::picloud::{self, Launcher, Picloud};
-use crate::{Options, ServerResult, events, measure_server, procfs};
+use crate::{Options, ServerResult, events, files, measure_server, procfs};
 
 /// Pause between readiness and the idle window after start-up.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
@@ -36,6 +36,8 @@ pub struct PicloudReport {
     pub first_request: Value,
     /// The event core.
     pub events: Value,
+    /// Files through the admin API against raw disk I/O.
+    pub files: Value,
 }
 
 /// A 1 KiB JSON document for the echo script.
@@ -110,6 +112,36 @@ pub async fn run_events_only(options: &Options) -> Result<Value> {
             event_spec(options),
         )
         .await;
+        server.stop()?;
+        measured
+    })
+    .await
+}
+
+/// The files step's measurement on `server`.
+fn files_spec(
+    options: &Options,
+    launcher: &Launcher,
+    server: &Picloud,
+    token: String,
+) -> files::FilesSpec {
+    files::FilesSpec {
+        addr: server.addr,
+        token,
+        pid: server.pid(),
+        data_dir: launcher.data_dir.clone(),
+        files_dir: launcher.files_dir(),
+        bytes: options.files_bytes(),
+    }
+}
+
+/// Only files, on one freshly initialised picloud.
+pub async fn run_files_only(options: &Options) -> Result<Value> {
+    in_scratch(options, async |launcher: &Launcher| {
+        eprintln!("picloud-bench: first start of picloud (initialises its PostgreSQL)");
+        let (mut server, _) = launcher.start_ready().await?;
+        let token = picloud::login(server.addr).await?;
+        let measured = files::run(&files_spec(options, launcher, &server, token)).await;
         server.stop()?;
         measured
     })
@@ -285,6 +317,8 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
 
     // Last, after the idle windows: the event core leaves a trigger behind.
     let events = events::run(addr, &token, &cluster_dir, event_spec(options)).await?;
+    // Last of all: it writes and reads the most bytes, and leaves a file behind.
+    let files = files::run(&files_spec(options, launcher, &server, token)).await?;
     server.stop()?;
 
     Ok(PicloudReport {
@@ -305,6 +339,7 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
         }),
         first_request,
         events,
+        files,
     })
 }
 

@@ -130,6 +130,13 @@ pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
     .flatten()
 }
 
+/// The bytes the current run may still allocate before its memory limit stops it;
+/// `usize::MAX` outside a run.
+pub(crate) fn memory_left() -> usize {
+    with_current(|state| state.max_memory_bytes.saturating_sub(memory::run_bytes()))
+        .unwrap_or(usize::MAX)
+}
+
 /// Appends a line to the current run's log.
 pub(crate) fn log(level: LogLevel, message: String) {
     with_current(|state| state.logs.push(level, message));
@@ -181,6 +188,16 @@ mod tests {
         assert!(over.is_some());
         assert_eq!(state.unwrap().stop, Some(StopReason::Operations));
         assert!(on_progress(u64::MAX).is_none(), "no run, no limit");
+    }
+
+    #[test]
+    fn memory_left_is_the_runs_limit_outside_of_metering() {
+        assert_eq!(memory_left(), usize::MAX, "no run, no limit");
+        let state = RunState::new(1, Duration::from_secs(60)).with_memory_limit(1 << 20);
+        let (left, _) = scoped(state, memory_left);
+        // Nothing is counted unless metered by the binary's allocator (tests/files.rs
+        // covers a metered run).
+        assert_eq!(left, 1 << 20);
     }
 
     #[test]

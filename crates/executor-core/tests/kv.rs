@@ -8,22 +8,24 @@
 )]
 
 mod common;
+mod support;
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
-use picloud_executor_core::{ExecutorConfig, LocalExecutorClient, ScriptServices};
+use picloud_executor_core::{ExecutorConfig, LocalExecutorClient};
 use picloud_manager_core::kv::InMemoryKvService;
 use picloud_manager_core::outbox::RecordingEmitter;
 use picloud_shared::{
-    AppId, AppRole, CollectionInfo, CollectionName, Credential, CredentialKind, ExecutionError,
-    ExecutorClient, KvKey, KvListOptions, KvPage, KvService, Principal, Scope, ScriptLimits,
-    ServiceContext, ServiceError, ServiceSet, TokenId, UserId, Username,
+    AppId, AppRole, CollectionInfo, CollectionName, ExecutionError, ExecutorClient, KvKey,
+    KvListOptions, KvPage, KvService, Scope, ScriptLimits, ServiceContext, ServiceError,
+    ServiceSet,
 };
+use picloud_testkit::services::principal;
 use serde_json::{Value, json};
+use support::{as_app, assert_uncaught, client_with_services, run_as_viewer, thrown};
 
 /// The manager's in-memory KV service, and the events its changes emit.
 fn kv() -> (Arc<InMemoryKvService>, Arc<RecordingEmitter>) {
@@ -106,23 +108,11 @@ impl KvService for Observed {
 }
 
 fn client_with(kv: Arc<dyn KvService>) -> LocalExecutorClient {
-    LocalExecutorClient::with_services(
-        ExecutorConfig::default(),
-        ScriptServices {
-            services: ServiceSet { kv },
-            runtime: tokio::runtime::Handle::current(),
-        },
-    )
-}
-
-/// A call with `app`'s own authority, to look at what its scripts stored.
-fn as_app(app: AppId) -> ServiceContext {
-    ServiceContext {
-        app_id: app,
-        execution_id: None,
-        depth: 0,
-        run_as: None,
-    }
+    let services = ServiceSet {
+        kv,
+        ..ServiceSet::unavailable()
+    };
+    client_with_services(ExecutorConfig::default(), services)
 }
 
 /// `app`'s collections with their key counts.
@@ -140,22 +130,6 @@ async fn value(kv: &InMemoryKvService, app: AppId, collection: &str, key: &str) 
     let collection = CollectionName::parse(collection).unwrap();
     let key = KvKey::parse(key).unwrap();
     kv.get(&as_app(app), &collection, &key).await.unwrap()
-}
-
-fn principal(roles: &[(AppId, AppRole)]) -> Principal {
-    Principal {
-        user_id: UserId::new(),
-        username: Username::parse("ada").unwrap(),
-        instance_admin: false,
-        roles: roles.iter().copied().collect::<HashMap<_, _>>(),
-        credential: Credential::Token {
-            kind: CredentialKind::Session,
-            token_id: TokenId::new(),
-        },
-        scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
-        app_restriction: None,
-        token_name: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,31 +192,24 @@ async fn list_pages_through_a_collection_by_prefix() {
 async fn failures_throw_catchable_messages_naming_the_problem() {
     let (kv, _) = kv();
     let client = client_with(kv.clone());
-    let source = r#"
+    let setup = r#"
         let c = kv::collection("c");
         let big = "x";
         big.pad(65535, 'x');
-        let attempts = [
-            || kv::collection("bad name"),
-            || kv::collection(42),
-            || c.get(""),
-            || c.get(7),
-            || c.set("big", big),
-            || c.set("f", || 1),
-            || c.list(#{ limt: 5 }),
-            || c.list(#{ limit: 0 }),
-        ];
-        let messages = [];
-        for attempt in attempts {
-            try { attempt.call(); messages.push("no error"); } catch (e) { messages.push(e); }
-        }
-        messages
     "#;
-    let script = script(source);
-    let app = script.app_id;
-    let body = json(&ok(client.execute(request(script, Some(get()))).await));
+    let attempts = [
+        r#"kv::collection("bad name")"#,
+        "kv::collection(42)",
+        r#"c.get("")"#,
+        "c.get(7)",
+        r#"c.set("big", big)"#,
+        r#"c.set("f", || 1)"#,
+        "c.list(#{ limt: 5 })",
+        "c.list(#{ limit: 0 })",
+    ];
+    let (app, messages) = thrown(&client, setup, &attempts).await;
     assert_eq!(
-        body,
+        messages,
         json!([
             "collection name may contain only ASCII letters, digits, '_', '-', '.' and ':'",
             "collection name must be a string, not i64",
@@ -256,19 +223,13 @@ async fn failures_throw_catchable_messages_naming_the_problem() {
     );
     assert!(stored(&kv, app).await.is_empty(), "nothing was stored");
 
-    // Uncaught, the throw fails the run with the same message.
-    let (message, line, _) = script_error(
-        run(
-            &client,
-            "let c = kv::collection(\"c\");\nlet big = \"x\";\nbig.pad(70000, 'x');\nc.set(\"k\", big)",
-        )
-        .await,
-    );
-    assert!(
-        message.contains("value for key 'k' is 70002 bytes, over the limit of 65536 bytes"),
-        "{message}"
-    );
-    assert_eq!(line, Some(4));
+    assert_uncaught(
+        &client,
+        "let c = kv::collection(\"c\");\nlet big = \"x\";\nbig.pad(70000, 'x');\nc.set(\"k\", big)",
+        "value for key 'k' is 70002 bytes, over the limit of 65536 bytes",
+        4,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,7 +249,7 @@ async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
     assert_eq!(text(&ok(client.execute(alpha_request).await)), "alpha's");
     let mut beta_request = request(beta.clone(), Some(get()));
     beta_request.depth = 3;
-    beta_request.run_as = Some(principal(&[(beta.app_id, AppRole::Developer)]));
+    beta_request.run_as = Some(principal(&[(beta.app_id, AppRole::Developer)], &Scope::ALL));
     let beta_run = beta_request.execution_id;
     let reply = ok(client.execute(beta_request).await);
     assert_eq!(
@@ -340,21 +301,17 @@ async fn every_call_acts_for_the_runs_app_execution_depth_and_identity() {
 async fn a_triggered_run_whose_principal_lacks_the_role_is_refused() {
     let (kv, _) = kv();
     let client = client_with(kv.clone());
-    let script = script(
-        r#"let c = kv::collection("c");
+    let source = r#"let c = kv::collection("c");
            let read = c.get("k");
            let outcome = "written";
            try { c.set("k", 1); } catch (e) { outcome = `${read}|${e}`; }
-           outcome"#,
-    );
-    let mut request = request(script.clone(), None);
-    request.run_as = Some(principal(&[(script.app_id, AppRole::Viewer)]));
-    let reply = ok(client.execute(request).await);
+           outcome"#;
+    let (app, answer) = run_as_viewer(&client, source).await;
     assert_eq!(
-        text(&reply),
+        answer,
         "|permission denied: ada lacks data:write in this app"
     );
-    assert!(stored(&kv, script.app_id).await.is_empty());
+    assert!(stored(&kv, app).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

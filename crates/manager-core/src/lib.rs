@@ -15,6 +15,7 @@ pub mod config;
 mod db;
 pub mod dead_letters;
 pub mod executions;
+pub mod files;
 #[cfg(feature = "admin-api")]
 pub mod http;
 pub mod kv;

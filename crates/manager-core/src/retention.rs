@@ -26,6 +26,11 @@ pub struct PrunerHandle {
 }
 
 impl PrunerHandle {
+    /// The handle of a background task of this crate that runs until shut down.
+    pub(crate) fn new(task: JoinHandle<()>) -> Self {
+        Self { task }
+    }
+
     /// Stops the pruner. A prune in progress is abandoned; its delete is a single
     /// statement, so it either committed or did nothing.
     pub async fn shutdown(self) {

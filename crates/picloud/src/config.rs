@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::http_server::HttpLimits;
 use picloud_executor_core::ExecutorConfig;
 use picloud_manager_core::ManagerConfig;
 use picloud_orchestrator_core::OrchestratorConfig;
-use picloud_shared::TriggerConfig;
 use picloud_shared::config::{ConfigError, EnvLookup, optional_var, parse_var};
+use picloud_shared::{FileLimits, TriggerConfig};
 
 /// Where the database comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,69 @@ pub struct ServerConfig {
     pub admin_password: Redacted,
     /// How the HTTP server bounds slow and idle clients (`PICLOUD_HTTP_*`).
     pub http: HttpLimits,
+    /// Where files' bytes live, their limits and the sweep (`PICLOUD_FILES_*`).
+    pub files: FilesConfig,
+}
+
+/// The files service's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesConfig {
+    /// Where the bytes live (`PICLOUD_FILES_ROOT`, default `<data dir>/files`).
+    pub root: PathBuf,
+    /// The per-file limit and the per-app quota (`PICLOUD_FILES_MAX_FILE_BYTES`,
+    /// `PICLOUD_FILES_APP_QUOTA_BYTES`).
+    pub limits: FileLimits,
+    /// Time between two sweeps (`PICLOUD_FILES_SWEEP_INTERVAL_SECS`); one also runs at
+    /// start-up.
+    pub sweep_interval: Duration,
+    /// What the sweep leaves alone: bytes written less than this long ago
+    /// (`PICLOUD_FILES_SWEEP_GRACE_SECS`).
+    pub sweep_grace: Duration,
+}
+
+impl FilesConfig {
+    /// Six hours between sweeps.
+    pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 6 * 60 * 60;
+    /// An hour's grace.
+    pub const DEFAULT_SWEEP_GRACE_SECS: u64 = 60 * 60;
+
+    fn from_env(env: &impl EnvLookup, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let root = optional_var(env, "PICLOUD_FILES_ROOT")
+            .map_or_else(|| data_dir.join("files"), PathBuf::from);
+        let limits = FileLimits {
+            max_file_bytes: parse_var(
+                env,
+                "PICLOUD_FILES_MAX_FILE_BYTES",
+                FileLimits::DEFAULT_MAX_FILE_BYTES,
+            )?,
+            app_quota_bytes: parse_var(
+                env,
+                "PICLOUD_FILES_APP_QUOTA_BYTES",
+                FileLimits::DEFAULT_APP_QUOTA_BYTES,
+            )?,
+        };
+        const INTERVAL: &str = "PICLOUD_FILES_SWEEP_INTERVAL_SECS";
+        let interval: u64 = parse_var(env, INTERVAL, Self::DEFAULT_SWEEP_INTERVAL_SECS)?;
+        // A sweep walks every blob: more often than a minute would be polling.
+        if interval < 60 {
+            return Err(ConfigError {
+                variable: INTERVAL.to_owned(),
+                value: interval.to_string(),
+                reason: "must be at least 60".to_owned(),
+            });
+        }
+        let grace: u64 = parse_var(
+            env,
+            "PICLOUD_FILES_SWEEP_GRACE_SECS",
+            Self::DEFAULT_SWEEP_GRACE_SECS,
+        )?;
+        Ok(Self {
+            root,
+            limits,
+            sweep_interval: Duration::from_secs(interval),
+            sweep_grace: Duration::from_secs(grace),
+        })
+    }
 }
 
 /// A secret setting that never shows in a debug print of the config.
@@ -120,6 +184,7 @@ impl ServerConfig {
         // A lease that ends while its run may still be going would let a second dispatcher
         // start the same delivery: refuse such a configuration at start-up.
         triggers.check_lease(executor.ceiling.limits().timeout, executor.gate.max_wait)?;
+        let files = FilesConfig::from_env(env, &data_dir)?;
         Ok(Self {
             listen,
             data_dir,
@@ -135,6 +200,7 @@ impl ServerConfig {
             triggers,
             admin_password: Redacted(optional_var(env, "PICLOUD_ADMIN_PASSWORD")),
             http: HttpLimits::from_env(env)?,
+            files,
         })
     }
 }
@@ -187,6 +253,8 @@ mod tests {
         assert_eq!(config.database, DatabaseSource::Embedded);
         assert_eq!(config.data_dir, PathBuf::from("/srv/pc"));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.files.root, PathBuf::from("/srv/pc/files"));
+        assert_eq!(config.files.limits, FileLimits::default());
     }
 
     #[test]
@@ -216,6 +284,8 @@ mod tests {
             ("PICLOUD_MAX_BODY_BYTES", "lots"),
             ("PICLOUD_OUTBOX_LEASE_SECS", "soon"),
             ("PICLOUD_MAX_TRIGGER_DEPTH", "0"),
+            ("PICLOUD_FILES_MAX_FILE_BYTES", "big"),
+            ("PICLOUD_FILES_SWEEP_INTERVAL_SECS", "5"),
         ] {
             let err = ServerConfig::from_env(&env(&[(key, value)])).unwrap_err();
             assert_eq!(err.variable, key);

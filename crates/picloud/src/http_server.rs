@@ -5,8 +5,10 @@
 //! - **Header timeout**: a request's headers must arrive within it, counted from when the
 //!   connection starts waiting for them, so the same bound closes a kept-alive connection
 //!   that sits idle.
-//! - **Body timeout**: a request's body must arrive within it, counted from its headers;
-//!   past it the body fails to read with [`BodyTimedOut`], which handlers answer 408.
+//! - **Body timeout**: a request's body must arrive within it, counted from its headers,
+//!   and extended by one second for every `min_body_rate` bytes that arrived: a large
+//!   upload at a usable rate is never cut off, a trickled body is. Past it the body fails
+//!   to read with [`BodyTimedOut`], which handlers answer 408.
 //! - **Connection cap**: past it the server stops accepting; new connections wait in the
 //!   kernel's backlog until one closes.
 
@@ -43,6 +45,9 @@ pub struct HttpLimits {
     /// How long a client may take to send a request's body
     /// (`PICLOUD_HTTP_BODY_TIMEOUT_SECS`, default 60).
     pub body_timeout: Duration,
+    /// Bytes per second a body must average, past the body timeout, to keep arriving
+    /// (`PICLOUD_HTTP_MIN_BODY_RATE`, default 65536).
+    pub min_body_rate: u64,
     /// Most connections open at once (`PICLOUD_HTTP_MAX_CONNECTIONS`, default 512).
     pub max_connections: usize,
 }
@@ -52,6 +57,7 @@ impl Default for HttpLimits {
         Self {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            min_body_rate: 64 * 1024,
             max_connections: 512,
         }
     }
@@ -70,6 +76,10 @@ impl HttpLimits {
         Ok(Self {
             header_timeout: secs("PICLOUD_HTTP_HEADER_TIMEOUT_SECS", d.header_timeout)?,
             body_timeout: secs("PICLOUD_HTTP_BODY_TIMEOUT_SECS", d.body_timeout)?,
+            min_body_rate: at_least_one(
+                "PICLOUD_HTTP_MIN_BODY_RATE",
+                parse_var(env, "PICLOUD_HTTP_MIN_BODY_RATE", d.min_body_rate)?,
+            )?,
             max_connections: at_least_one("PICLOUD_HTTP_MAX_CONNECTIONS", max_connections)?,
         })
     }
@@ -160,7 +170,7 @@ async fn accept_loop(
             _ = &mut stopped => break,
         };
         let router = router.clone();
-        let body_timeout = limits.body_timeout;
+        let (body_timeout, min_body_rate) = (limits.body_timeout, limits.min_body_rate);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let router = router.clone();
             async move {
@@ -171,7 +181,7 @@ async fn accept_loop(
                 let body = if body.is_end_stream() {
                     Body::new(body)
                 } else {
-                    Body::new(DeadlineBody::new(body, body_timeout))
+                    Body::new(DeadlineBody::new(body, body_timeout, min_body_rate))
                 };
                 let response = router
                     .oneshot(hyper::Request::from_parts(parts, body))
@@ -194,18 +204,35 @@ async fn accept_loop(
     Ok(())
 }
 
-/// A request body that must arrive by a deadline set when its headers did.
+/// A request body that must arrive by a deadline set when its headers did, pushed out
+/// as its bytes arrive.
 struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<Sleep>>,
+    /// The deadline with no byte received.
+    first: tokio::time::Instant,
+    received: u64,
+    min_rate: u64,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, within: Duration) -> Self {
+    fn new(inner: Incoming, within: Duration, min_rate: u64) -> Self {
+        let first = tokio::time::Instant::now() + within;
         Self {
             inner,
-            deadline: Box::pin(tokio::time::sleep(within)),
+            deadline: Box::pin(tokio::time::sleep_until(first)),
+            first,
+            received: 0,
+            min_rate: min_rate.max(1),
         }
+    }
+
+    /// Every `min_rate` bytes received buy the body one more second.
+    fn credit(&mut self, bytes: usize) {
+        self.received = self.received.saturating_add(bytes as u64);
+        let earned = Duration::from_millis(self.received.saturating_mul(1000) / self.min_rate);
+        let deadline = self.first + earned;
+        self.deadline.as_mut().reset(deadline);
     }
 }
 
@@ -218,6 +245,12 @@ impl HttpBody for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(Ok(frame)) = &frame
+                && let Some(data) = frame.data_ref()
+            {
+                let len = data.len();
+                self.credit(len);
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {

@@ -12,6 +12,6 @@ pub mod secret_file;
 pub mod server;
 pub mod telemetry;
 
-pub use config::{DatabaseSource, LogFormat, ServerConfig};
+pub use config::{DatabaseSource, FilesConfig, LogFormat, ServerConfig};
 pub use http_server::{HttpLimits, RunningServer, serve};
 pub use server::{App, bootstrap_admin, build_app};

@@ -62,7 +62,7 @@ async fn serve_until_signal(config: &ServerConfig, url: &str) -> anyhow::Result<
         config.admin_password.expose().map(str::to_owned),
     )
     .await?;
-    let app = build_app(config, pool.clone());
+    let app = build_app(config, pool.clone())?;
     let server = serve(config.listen, app.router.clone(), config.http)
         .await
         .map_err(|e| {

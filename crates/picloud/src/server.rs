@@ -25,6 +25,7 @@ use picloud_manager_core::{
     apps::PgAppRepository,
     dead_letters::{PgAbandonedExecutionRepository, PgDeadLetterRepository},
     executions::PgExecutionLogRepository,
+    files::{FileSweeper, FsBlobStore, PgFilesService, spawn_file_sweeper},
     kv::PgKvService,
     outbox::{OutboxEmitter, PgOutboxStore},
     scripts::{PgScriptRepository, ScriptObservers},
@@ -51,6 +52,7 @@ pub struct App {
     recorder: RecorderHandle,
     pruner: PrunerHandle,
     event_pruner: PrunerHandle,
+    file_sweeper: PrunerHandle,
     dispatcher: DispatcherHandle,
 }
 
@@ -63,11 +65,13 @@ impl App {
         self.recorder.shutdown().await;
         self.pruner.shutdown().await;
         self.event_pruner.shutdown().await;
+        self.file_sweeper.shutdown().await;
     }
 }
 
-/// Wires the Postgres repositories, the in-process executor and both routers.
-pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
+/// Wires the Postgres repositories, the blob store, the in-process executor and both
+/// routers. Fails only when the files root cannot be created.
+pub fn build_app(config: &ServerConfig, pool: PgPool) -> anyhow::Result<App> {
     let scripts = Arc::new(PgScriptRepository::new(pool.clone()));
     let apps = Arc::new(PgAppRepository::new(pool.clone()));
     let executions = Arc::new(PgExecutionLogRepository::new(pool.clone()));
@@ -89,12 +93,37 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
     // requests flooding scripts' KV calls can take every connection of theirs, never one
     // the admin API, logins or the dispatcher need.
     let script_pool = crate::database::sibling_pool(&pool, config.database_script_connections);
+    let blobs = Arc::new(FsBlobStore::open(&config.files.root).with_context(|| {
+        format!(
+            "could not create the files root {} (PICLOUD_FILES_ROOT)",
+            config.files.root.display()
+        )
+    })?);
+    let files = |pool: &PgPool| {
+        PgFilesService::new(
+            pool.clone(),
+            Arc::new(emitter.clone()),
+            blobs.clone(),
+            config.files.limits,
+        )
+    };
     let services = ServiceSet {
         kv: Arc::new(PgKvService::new(pool.clone(), Arc::new(emitter.clone()))),
+        files: Arc::new(files(&pool)),
     };
     let script_services = ServiceSet {
-        kv: Arc::new(PgKvService::new(script_pool, Arc::new(emitter.clone()))),
+        kv: Arc::new(PgKvService::new(
+            script_pool.clone(),
+            Arc::new(emitter.clone()),
+        )),
+        files: Arc::new(files(&script_pool)),
     };
+    let sweeper = Arc::new(FileSweeper::new(
+        pool.clone(),
+        blobs.clone(),
+        config.files.sweep_grace,
+    ));
+    let file_sweeper = spawn_file_sweeper(sweeper.clone(), config.files.sweep_interval);
     // Scripts reach the services through the executor, which drives their async calls on
     // this runtime from each run's own thread.
     let executor = Arc::new(LocalExecutorClient::with_services(
@@ -125,6 +154,7 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
             tokens,
             memberships,
             services,
+            file_sweeper: sweeper,
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
             dead_letters,
             trigger_defaults: config.triggers.retry,
@@ -173,13 +203,14 @@ pub fn build_app(config: &ServerConfig, pool: PgPool) -> App {
         .fallback(no_route)
         .layer(from_fn(propagate_request_id))
         .layer(CatchPanicLayer::custom(panic_response));
-    App {
+    Ok(App {
         router,
         recorder: recorder_handle,
         pruner,
         event_pruner,
+        file_sweeper,
         dispatcher,
-    }
+    })
 }
 
 /// Triggered runs may take at most half of the execution gate's slots, so a burst of

@@ -337,6 +337,53 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408() {
     }
 }
 
+/// M8, for large bodies: every `PICLOUD_HTTP_MIN_BODY_RATE` bytes that arrive buy the body
+/// another second, so an upload that keeps a usable rate outlasts the body timeout; one
+/// that stalls is still cut off once its earned time is spent.
+#[tokio::test]
+async fn a_body_keeping_the_minimum_rate_outlasts_the_body_timeout_and_a_stall_does_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(&[
+        ("PICLOUD_HTTP_BODY_TIMEOUT_SECS", "1"),
+        ("PICLOUD_HTTP_MIN_BODY_RATE", "4096"),
+    ])
+    .await;
+    let session = login(&app.anonymous, &app.base, "admin", ADMIN_PASSWORD).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let upload = |name: &str, chunks: usize, pause: Duration| {
+        let (address, session) = (address.clone(), session.clone());
+        let head = format!(
+            "PUT /api/admin/apps/{}/files/slow/{name} HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {session}\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n",
+            picloud_manager_core::DEFAULT_APP_ID
+        );
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'z'; 4096];
+            for _ in 0..chunks {
+                let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    // 8 KiB/s for 2.5 s: twice the minimum rate, well past the 1 s timeout.
+    let steady = upload("steady", 10, Duration::from_millis(250)).await;
+    assert!(steady.starts_with("HTTP/1.1 201 "), "{steady}");
+    // 4 KiB, then nothing for 3 s: its 1 + 1 s are spent before the second chunk.
+    let stalled = upload("stalled", 2, Duration::from_secs(3)).await;
+    assert!(stalled.starts_with("HTTP/1.1 408 "), "{stalled}");
+}
+
 /// M7: scripts' service calls have a pool of their own. With every one of its
 /// connections stuck behind a row lock, the admin API and logins still answer at once.
 #[tokio::test]

@@ -80,6 +80,10 @@ error_codes! {
     AlreadyResolved = ("already_resolved", 409),
     /// 408: the request body did not arrive within the server's body timeout.
     RequestTimeout = ("request_timeout", 408),
+    /// 412: a precondition (`If-None-Match: *`, `If-Match: *`) did not hold.
+    PreconditionFailed = ("precondition_failed", 412),
+    /// 416: the `Range` asked for lies outside the file.
+    RangeNotSatisfiable = ("range_not_satisfiable", 416),
     /// 413: the request body is over the endpoint's limit.
     PayloadTooLarge = ("payload_too_large", 413),
     /// 413: a stored value is over its service's limit.
@@ -119,6 +123,8 @@ error_codes! {
     TooManyAttempts = ("too_many_attempts", 429),
     /// 500: a fault inside PiCloud, logged once; the body says no more.
     Internal = ("internal", 500),
+    /// 500: a stored file's bytes do not match their checksum, or are gone; none were sent.
+    FileCorrupted = ("file_corrupted", 500),
     /// 502: the executor could not be reached.
     ExecutorUnavailable = ("executor_unavailable", 502),
     /// 503: the database (or another dependency) is unavailable; try again later.
@@ -131,6 +137,10 @@ error_codes! {
     Timeout = ("timeout", 504),
     /// 507: the script went past a sandbox limit (operations, sizes, depth, memory).
     ResourceLimit = ("resource_limit", 507),
+    /// 507: the write would take the app past its file quota.
+    QuotaExceeded = ("quota_exceeded", 507),
+    /// 507: the disk has no room for the write; nothing was kept.
+    StorageFull = ("storage_full", 507),
 }
 
 impl fmt::Display for ErrorCode {

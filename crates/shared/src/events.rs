@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{AppId, DeadLetterId, ExecutionId, ScriptId, ServiceError, TriggerId, TriggerKind};
+use crate::{
+    AppId, DeadLetterId, ExecutionId, FileOp, ScriptId, ServiceError, TriggerId, TriggerKind,
+};
 
 /// A change to a KV entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +46,17 @@ pub enum EventSubject {
         /// The new value (`None` for a delete).
         value: Option<Value>,
     },
+    /// A file.
+    Files {
+        /// Its collection.
+        collection: String,
+        /// Its name.
+        name: String,
+        /// Create, update or delete.
+        op: FileOp,
+        /// Its metadata as stored by the change (`None` for a delete); never its bytes.
+        file: Option<Value>,
+    },
     /// A delivery failed for good and became a dead letter.
     DeadLetter {
         /// The dead letter.
@@ -69,6 +82,7 @@ impl EventSubject {
     pub fn kind(&self) -> TriggerKind {
         match self {
             Self::Kv { .. } => TriggerKind::Kv,
+            Self::Files { .. } => TriggerKind::Files,
             Self::DeadLetter { .. } => TriggerKind::DeadLetter,
         }
     }
@@ -77,7 +91,7 @@ impl EventSubject {
     pub fn dead_letter_id(&self) -> Option<DeadLetterId> {
         match self {
             Self::DeadLetter { dead_letter_id, .. } => Some(*dead_letter_id),
-            Self::Kv { .. } => None,
+            Self::Kv { .. } | Self::Files { .. } => None,
         }
     }
 }
@@ -111,6 +125,18 @@ impl ServiceEvent {
                 "key": key,
                 "op": op.as_str(),
                 "value": value,
+            }),
+            EventSubject::Files {
+                collection,
+                name,
+                op,
+                file,
+            } => json!({
+                "kind": "files",
+                "collection": collection,
+                "name": name,
+                "op": op.as_str(),
+                "file": file,
             }),
             EventSubject::DeadLetter {
                 dead_letter_id,

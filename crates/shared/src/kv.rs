@@ -125,7 +125,7 @@ impl KvKey {
     }
 }
 
-fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), KvNameError> {
+pub(crate) fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), KvNameError> {
     if raw.is_empty() {
         return Err(KvNameError::Empty { kind });
     }
@@ -139,7 +139,7 @@ fn check_length(kind: &'static str, raw: &str, max: usize) -> Result<(), KvNameE
     Ok(())
 }
 
-fn check_no_control(kind: &'static str, raw: &str) -> Result<(), KvNameError> {
+pub(crate) fn check_no_control(kind: &'static str, raw: &str) -> Result<(), KvNameError> {
     if raw.chars().any(char::is_control) {
         return Err(KvNameError::BadCharacters {
             kind,

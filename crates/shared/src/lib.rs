@@ -11,6 +11,7 @@ pub mod config;
 pub mod envelope;
 pub mod events;
 pub mod execution;
+pub mod files;
 pub mod ids;
 pub mod kv;
 pub mod log_text;
@@ -32,6 +33,10 @@ pub use events::{EventSubject, KvOp, ServiceEvent, ServiceEventEmitter, Transact
 pub use execution::{
     Caller, ExecutionError, ExecutionRecord, ExecutionReport, ExecutionRequest, ExecutionStatus,
     HttpRequestData, InvocationType, LogEntry, LogLevel, ScriptResponse, TriggeredBy,
+};
+pub use files::{
+    ByteRange, ByteStream, ContentType, FileDownload, FileInfo, FileLimits, FileListOptions,
+    FileMetadata, FileName, FileOp, FilePage, FileWrite, FilesService, FilesUsage, WriteMode,
 };
 pub use ids::{AppId, DeadLetterId, ExecutionId, RequestId, ScriptId, TokenId, TriggerId, UserId};
 pub use kv::{

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::files::{
+    ByteStream, FileDownload, FileInfo, FileListOptions, FileName, FilePage, FileWrite,
+    FilesService, FilesUsage,
+};
 use crate::kv::{CollectionInfo, CollectionName, KvKey, KvListOptions, KvPage, KvService};
 use crate::{AccessDenied, AppId, Capability, ExecutionId, Principal};
 
@@ -21,6 +25,8 @@ use crate::{AccessDenied, AppId, Capability, ExecutionId, Principal};
 pub struct ServiceSet {
     /// Key-value collections (`kv::collection(…)`).
     pub kv: Arc<dyn KvService>,
+    /// Files (`files::collection(…)`).
+    pub files: Arc<dyn FilesService>,
 }
 
 impl ServiceSet {
@@ -30,6 +36,7 @@ impl ServiceSet {
     pub fn unavailable() -> Self {
         Self {
             kv: Arc::new(Unavailable { service: "kv" }),
+            files: Arc::new(Unavailable { service: "files" }),
         }
     }
 }
@@ -97,6 +104,55 @@ impl KvService for Unavailable {
     }
 }
 
+#[async_trait]
+impl FilesService for Unavailable {
+    async fn head(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &FileName,
+    ) -> Result<Option<FileInfo>, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn open(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &FileName,
+    ) -> Result<Option<FileDownload>, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn write(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &FileName,
+        _: FileWrite,
+        _: ByteStream,
+    ) -> Result<FileInfo, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn delete(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &FileName,
+    ) -> Result<bool, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn list(&self, _: &ServiceContext, _: FileListOptions) -> Result<FilePage, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn usage(&self, _: &ServiceContext) -> Result<FilesUsage, ServiceError> {
+        Err(self.refuse())
+    }
+}
+
 /// The context of a service call: whose data, on whose behalf, caused by what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceContext {
@@ -142,6 +198,21 @@ pub enum ServiceError {
     /// An argument is unusable (a bad collection name, a non-JSON value, …).
     #[error("{0}")]
     InvalidArgument(String),
+    /// What the call needs is not there (an update of a missing file).
+    #[error("{0}")]
+    NotFound(String),
+    /// The call conflicts with what is stored (creating a file that exists).
+    #[error("{0}")]
+    Conflict(String),
+    /// The write would take the app past its storage quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The disk (or the store behind it) has no room for the write; nothing was kept.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
+    /// Stored bytes do not match their checksum, or are gone; none were returned.
+    #[error("{0}")]
+    Corrupted(String),
     /// A value is over a size limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -200,5 +271,7 @@ mod tests {
             Err(refused.clone())
         );
         assert_eq!(set.kv.collections(&ctx).await, Err(refused));
+        let files = ServiceError::Unavailable("files is not available in this process".to_owned());
+        assert_eq!(set.files.usage(&ctx).await, Err(files));
     }
 }

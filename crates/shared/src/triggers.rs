@@ -19,18 +19,21 @@ use crate::outbox::{backoff, jittered};
 pub enum TriggerKind {
     /// A KV entry was set or deleted in a matching collection.
     Kv,
+    /// A file was created, updated or deleted in a matching collection.
+    Files,
     /// A delivery of another trigger failed for good (a dead letter).
     DeadLetter,
 }
 
 impl TriggerKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 2] = [Self::Kv, Self::DeadLetter];
+    pub const ALL: [Self; 3] = [Self::Kv, Self::Files, Self::DeadLetter];
 
     /// The kind's stored name.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Kv => "kv",
+            Self::Files => "files",
             Self::DeadLetter => "dead_letter",
         }
     }
@@ -44,7 +47,7 @@ impl TriggerKind {
     /// dead-letter handler's own failures are never fanned out again, so a failing handler
     /// cannot start a loop.
     pub fn dead_letters_fan_out(&self) -> bool {
-        matches!(self, Self::Kv)
+        matches!(self, Self::Kv | Self::Files)
     }
 }
 
@@ -56,7 +59,7 @@ impl fmt::Display for TriggerKind {
 
 /// A trigger kind name that is not one of the known kinds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown trigger kind '{0}' (expected kv or dead_letter)")]
+#[error("unknown trigger kind '{0}' (expected kv, files or dead_letter)")]
 pub struct UnknownTriggerKind(pub String);
 
 impl FromStr for TriggerKind {

@@ -6,6 +6,7 @@
 //!   store on tokio's clock for tests of the dispatcher.
 //! - [`backend_suite!`]: a trait's suite, written once, as one test per function on the
 //!   in-memory backend and one on PostgreSQL.
+//! - [`services`]: the contexts and principals the service suites (KV, files) call with.
 //! - [`PHC`]: a password hash for tests that store users.
 //!
 //! It depends on `picloud-shared` only: any crate may use it as a dev-dependency, and
@@ -18,6 +19,7 @@
 )]
 
 pub mod outbox;
+pub mod services;
 mod suite;
 
 /// A syntactically valid argon2id PHC string, for tests that store a user: stores keep

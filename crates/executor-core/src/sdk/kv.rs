@@ -14,37 +14,31 @@
 //! Values cross as JSON. Every failure throws a message naming the problem; absence is `()`.
 
 use picloud_shared::{CollectionName, KvKey, KvListOptions};
-use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Module, Shared};
+use rhai::{Dynamic, Engine, FuncRegistration, Map};
 use serde_json::{Value, json};
 
-use super::{Call, current, throw};
-use crate::json::{dynamic_to_json, json_to_dynamic};
+use super::args::{self, text};
+use super::{CollectionHandle, RhaiResult, current, register_collection, throw};
+use crate::json::dynamic_to_json;
 
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// A handle on one collection of the running script's app. It holds only the validated
-/// name: the app always comes from the run, never from the script.
+/// A handle on one KV collection of the running script's app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KvCollection {
     name: CollectionName,
 }
 
+impl CollectionHandle for KvCollection {
+    const MODULE: &'static str = "kv";
+    const TYPE_NAME: &'static str = "KvCollection";
+
+    fn name(&self) -> &CollectionName {
+        &self.name
+    }
+}
+
 /// Registers `kv::collection` and the handle's methods on `engine`.
 pub(crate) fn register(engine: &mut Engine) {
-    let mut module = Module::new();
-    FuncRegistration::new("collection")
-        .with_volatility(true)
-        .set_into_module(&mut module, collection);
-    engine.register_static_module("kv", Shared::new(module));
-
-    engine.register_type_with_name::<KvCollection>("KvCollection");
-    engine.register_get("name", |c: &mut KvCollection| c.name.to_string());
-    engine.register_fn("to_string", |c: &mut KvCollection| {
-        format!("kv collection '{}'", c.name)
-    });
-    engine.register_fn("to_debug", |c: &mut KvCollection| {
-        format!("kv collection '{}'", c.name)
-    });
+    register_collection(engine, collection);
     // Volatile: each is a side effect or a read of changing data, never to be folded.
     FuncRegistration::new("get")
         .with_volatility(true)
@@ -64,22 +58,8 @@ pub(crate) fn register(engine: &mut Engine) {
 }
 
 fn collection(name: Dynamic) -> RhaiResult<KvCollection> {
-    let name = text(name, "collection name")?;
-    CollectionName::parse(&name)
-        .map(|name| KvCollection { name })
-        .map_err(|e| throw(e.to_string()))
-}
-
-/// A string argument, or a thrown error naming what it should have been.
-fn text(value: Dynamic, what: &str) -> RhaiResult<String> {
-    if value.is_string() {
-        Ok(value.into_string().unwrap_or_default())
-    } else {
-        Err(throw(format!(
-            "{what} must be a string, not {}",
-            value.type_name()
-        )))
-    }
+    let name = args::collection_name(&text(name, "collection name")?)?;
+    Ok(KvCollection { name })
 }
 
 fn kv_key(key: Dynamic) -> RhaiResult<KvKey> {
@@ -87,17 +67,12 @@ fn kv_key(key: Dynamic) -> RhaiResult<KvKey> {
     KvKey::parse(&key).map_err(|e| throw(e.to_string()))
 }
 
-fn to_script(call: &Call, value: &Value, what: &str) -> RhaiResult<Dynamic> {
-    json_to_dynamic(value, call.sizes())
-        .map_err(|e| throw(format!("{what} is too large for this script: {e}")))
-}
-
 fn get(c: &mut KvCollection, key: Dynamic) -> RhaiResult<Dynamic> {
     let key = kv_key(key)?;
     let call = current()?;
     let kv = &call.services().kv;
     match call.block_on(kv.get(call.ctx(), &c.name, &key))? {
-        Some(value) => to_script(&call, &value, &format!("value for key '{key}'")),
+        Some(value) => call.to_script(&value, &format!("value for key '{key}'")),
         None => Ok(Dynamic::UNIT),
     }
 }
@@ -130,41 +105,18 @@ fn list(c: &mut KvCollection, options: Map) -> RhaiResult<Dynamic> {
         .map(|entry| json!({ "key": entry.key.as_str(), "value": entry.value }))
         .collect();
     let page = json!({ "entries": entries, "next_cursor": page.next_cursor });
-    to_script(&call, &page, "this page of entries")
+    call.to_script(&page, "this page of entries")
 }
 
 /// `#{prefix, limit, cursor}`, each optional; anything else is a mistake worth naming.
 fn list_options(options: Map) -> RhaiResult<KvListOptions> {
-    let mut parsed = KvListOptions::default();
-    for (name, value) in options {
-        let optional_text = |value: Dynamic| {
-            if value.is_unit() {
-                Ok(None)
-            } else {
-                text(value, &format!("list option '{name}'")).map(Some)
-            }
-        };
-        match name.as_str() {
-            "prefix" => parsed.prefix = optional_text(value)?,
-            "cursor" => parsed.cursor = optional_text(value)?,
-            "limit" if value.is_unit() => {}
-            "limit" => {
-                let limit = value.as_int().map_err(|type_name| {
-                    throw(format!(
-                        "list option 'limit' must be an integer, not {type_name}"
-                    ))
-                })?;
-                // Out-of-range values are the service's to refuse, with its own message.
-                parsed.limit = u32::try_from(limit.max(0)).unwrap_or(u32::MAX);
-            }
-            other => {
-                return Err(throw(format!(
-                    "unknown list option '{other}' (expected prefix, limit or cursor)"
-                )));
-            }
-        }
-    }
-    Ok(parsed)
+    let asked = args::list_options(options)?;
+    let default = KvListOptions::default();
+    Ok(KvListOptions {
+        prefix: asked.prefix,
+        limit: asked.limit.unwrap_or(default.limit),
+        cursor: asked.cursor,
+    })
 }
 
 #[cfg(test)]
@@ -172,55 +124,30 @@ mod tests {
     use rhai::INT;
 
     use super::*;
-
-    fn options(pairs: &[(&str, Dynamic)]) -> Map {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), v.clone()))
-            .collect()
-    }
-
-    fn message(err: &EvalAltResult) -> String {
-        match err {
-            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-            other => panic!("expected a thrown message, got {other:?}"),
-        }
-    }
+    use crate::sdk::testing::{map as options, message};
 
     #[test]
-    fn list_options_are_read_and_mistakes_named() {
-        let parsed = list_options(options(&[
-            ("prefix", "a".into()),
-            ("limit", Dynamic::from(5 as INT)),
-            ("cursor", Dynamic::UNIT),
-        ]))
-        .unwrap();
+    fn list_options_fill_in_the_kv_defaults() {
+        assert_eq!(list_options(Map::new()).unwrap(), KvListOptions::default());
+        let asked = list_options(options(&[
+            ("cursor", "u:bob".into()),
+            ("limit", Dynamic::UNIT),
+        ]));
         assert_eq!(
-            parsed,
+            asked.unwrap(),
             KvListOptions {
-                prefix: Some("a".to_owned()),
-                limit: 5,
-                cursor: None,
+                cursor: Some("u:bob".to_owned()),
+                ..KvListOptions::default()
             }
         );
-        assert_eq!(list_options(Map::new()).unwrap(), KvListOptions::default());
+        let limited = list_options(options(&[("limit", Dynamic::from(7 as INT))]));
+        assert_eq!(limited.unwrap().limit, 7);
+        // Mistakes are named by the shared parser (`args`), and tested there.
         let err = list_options(options(&[("limt", Dynamic::from(5 as INT))])).unwrap_err();
         assert_eq!(
             message(&err),
             "unknown list option 'limt' (expected prefix, limit or cursor)"
         );
-        let err = list_options(options(&[("limit", "ten".into())])).unwrap_err();
-        assert_eq!(
-            message(&err),
-            "list option 'limit' must be an integer, not string"
-        );
-        let err = list_options(options(&[("prefix", Dynamic::from(1 as INT))])).unwrap_err();
-        assert_eq!(
-            message(&err),
-            "list option 'prefix' must be a string, not i64"
-        );
-        let negative = list_options(options(&[("limit", Dynamic::from(-1 as INT))])).unwrap();
-        assert_eq!(negative.limit, 0, "left for the service to refuse");
     }
 
     #[test]
@@ -232,6 +159,9 @@ mod tests {
         );
         let err = collection(Dynamic::from(3 as INT)).unwrap_err();
         assert_eq!(message(&err), "collection name must be a string, not i64");
+        // Unlike `files::collection`, which says it is required.
+        let err = collection(Dynamic::UNIT).unwrap_err();
+        assert_eq!(message(&err), "collection name must be a string, not ()");
         let err = kv_key("".into()).unwrap_err();
         assert_eq!(message(&err), "key must not be empty");
     }

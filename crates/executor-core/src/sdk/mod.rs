@@ -11,6 +11,8 @@
 //! by the time the run has left, and a run whose deadline passed during the call ends as
 //! timed out.
 
+mod args;
+pub(crate) mod files;
 pub(crate) mod kv;
 
 use std::future::Future;
@@ -19,12 +21,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use picloud_shared::{ServiceContext, ServiceError, ServiceSet};
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use picloud_shared::{CollectionName, ServiceContext, ServiceError, ServiceSet};
+use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Module, Position, Shared};
+use serde_json::Value;
 use tokio::runtime::Handle;
 
-use crate::json::SizeLimits;
+use crate::json::{SizeLimits, json_to_dynamic};
 use crate::run_state;
+
+/// What a service module's functions answer a script: a value, or a thrown error.
+pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// The services scripts can call, and the runtime their async implementations run on.
 #[derive(Debug, Clone)]
@@ -72,6 +78,40 @@ impl RunServices {
 /// Registers every service module on `engine`.
 pub(crate) fn register(engine: &mut Engine) {
     kv::register(engine);
+    files::register(engine);
+}
+
+/// A handle on one collection of the running script's app, as a module's
+/// `collection(name)` returns it. It holds only the validated name: the app always comes
+/// from the run, never from the script.
+pub(crate) trait CollectionHandle: Clone + Send + Sync + 'static {
+    /// The module scripts call, e.g. `kv`.
+    const MODULE: &'static str;
+    /// The handle's type as scripts see it, e.g. `KvCollection`.
+    const TYPE_NAME: &'static str;
+
+    /// The collection.
+    fn name(&self) -> &CollectionName;
+}
+
+/// Registers the module `H::MODULE` with its `collection(name)` (`open`), and the handle's
+/// type with its `name` and how it is shown (`kv collection 'users'`); the handle's methods
+/// are the module's own to register.
+fn register_collection<H: CollectionHandle>(
+    engine: &mut Engine,
+    open: fn(Dynamic) -> RhaiResult<H>,
+) {
+    let mut module = Module::new();
+    FuncRegistration::new("collection")
+        .with_volatility(true)
+        .set_into_module(&mut module, open);
+    engine.register_static_module(H::MODULE, Shared::new(module));
+
+    engine.register_type_with_name::<H>(H::TYPE_NAME);
+    engine.register_get("name", |c: &mut H| c.name().to_string());
+    let shown = |c: &mut H| format!("{} collection '{}'", H::MODULE, c.name());
+    engine.register_fn("to_string", shown);
+    engine.register_fn("to_debug", shown);
 }
 
 /// A thrown error carrying `message`, as a script's own `throw` would: `catch (e)` gets
@@ -108,6 +148,13 @@ impl Call {
     /// The executor's services.
     pub(crate) fn services(&self) -> &ServiceSet {
         &self.run.services
+    }
+
+    /// `value` (a service's answer, described as `what` in messages) as a script value,
+    /// which must fit the sandbox's size limits like any other.
+    pub(crate) fn to_script(&self, value: &Value, what: &str) -> RhaiResult<Dynamic> {
+        json_to_dynamic(value, self.sizes())
+            .map_err(|e| throw(format!("{what} is too large for this script: {e}")))
     }
 
     /// Drives `future` (a service call) to completion from the run's thread. A service
@@ -148,5 +195,27 @@ fn ready_now<T>(future: impl Future<Output = T>) -> Option<T> {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
+    }
+}
+
+/// What the modules' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use rhai::{Dynamic, EvalAltResult, Map};
+
+    /// The message a [`throw`](super::throw) carries.
+    pub(crate) fn message(err: &EvalAltResult) -> String {
+        match err {
+            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+            other => panic!("expected a thrown message, got {other:?}"),
+        }
+    }
+
+    /// A script's map of `pairs`.
+    pub(crate) fn map(pairs: &[(&str, Dynamic)]) -> Map {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect()
     }
 }

@@ -201,6 +201,12 @@ impl From<ServiceError> for ApiError {
                 Self::new(ErrorCode::InvalidArgument, message)
             }
             ServiceError::TooLarge { .. } => Self::new(ErrorCode::ValueTooLarge, err.to_string()),
+            ServiceError::NotFound(message) => Self::not_found(message),
+            ServiceError::Conflict(message) => Self::conflict(message),
+            ServiceError::QuotaExceeded(message) => Self::new(ErrorCode::QuotaExceeded, message),
+            ServiceError::StorageFull(_) => Self::new(ErrorCode::StorageFull, err.to_string()),
+            // Logged with the path where it was found; the message names only the file.
+            ServiceError::Corrupted(message) => Self::new(ErrorCode::FileCorrupted, message),
             ServiceError::Forbidden(_) => Self::forbidden(err.to_string()),
             ServiceError::Unavailable(_) => Self::new(
                 ErrorCode::Unavailable,

@@ -34,6 +34,7 @@ use crate::apps::{self, AppRepository, AppService, AppsState};
 use crate::config::ManagerConfig;
 use crate::dead_letters::{self, DeadLetterRepository, DeadLettersState};
 use crate::executions::{self, ExecutionLogRepository, ExecutionsState};
+use crate::files::{self, FileSweeper, FilesState};
 use crate::kv::{self, KvState};
 use crate::scripts::{self, ScriptObservers, ScriptRepository, ScriptService, ScriptsState};
 use crate::triggers::{self, TriggerRepository, TriggerService, TriggersState};
@@ -53,6 +54,8 @@ pub struct AdminState {
     pub executions: ExecutionsState,
     /// Apps' KV entries.
     pub kv: KvState,
+    /// Apps' files and the file sweep.
+    pub files: FilesState,
     /// Triggers.
     pub triggers: TriggersState,
     /// Dead letters.
@@ -73,8 +76,10 @@ pub struct AdminDeps {
     pub tokens: Arc<dyn TokenRepository>,
     /// Who belongs to which app.
     pub memberships: Arc<dyn MembershipRepository>,
-    /// The script-facing services the admin API also serves (the KV browser).
+    /// The script-facing services the admin API also serves (the KV browser, files).
     pub services: ServiceSet,
+    /// The file sweep, whose report the admin API shows and which it can run on request.
+    pub file_sweeper: Arc<FileSweeper>,
     /// Triggers.
     pub triggers: Arc<dyn TriggerRepository>,
     /// Dead letters.
@@ -111,6 +116,7 @@ impl AdminState {
             tokens,
             memberships,
             services,
+            file_sweeper,
             triggers,
             dead_letters,
             trigger_defaults,
@@ -145,6 +151,11 @@ impl AdminState {
             kv: KvState {
                 kv: services.kv,
                 apps: apps.clone(),
+            },
+            files: FilesState {
+                files: services.files,
+                apps: apps.clone(),
+                sweeper: file_sweeper,
             },
             triggers: TriggersState {
                 triggers: TriggerService::new(triggers, scripts, trigger_defaults),
@@ -187,6 +198,7 @@ debug_by_name!(
     ScriptsState,
     ExecutionsState,
     KvState,
+    FilesState,
     TriggersState,
     DeadLettersState,
 );
@@ -197,6 +209,7 @@ feature_states!(
     scripts: ScriptsState,
     executions: ExecutionsState,
     kv: KvState,
+    files: FilesState,
     triggers: TriggersState,
     dead_letters: DeadLettersState,
 );
@@ -230,6 +243,7 @@ fn protected_routes() -> OpenApiRouter<AdminState> {
         .merge(apps::http::routes())
         .merge(members::http::routes())
         .merge(kv::http::routes())
+        .merge(files::http::routes())
         .merge(triggers::http::routes())
         .merge(dead_letters::http::routes())
         .merge(users::http::routes())

@@ -18,8 +18,8 @@ use super::AdminState;
 #[openapi(
     info(
         title = "PiCloud admin API",
-        description = "Manage apps, scripts, KV data, triggers, dead letters, users and \
-            tokens, and read execution records. \
+        description = "Manage apps, scripts, KV data, files, triggers, dead letters, users \
+            and tokens, and read execution records. \
             Every operation needs `Authorization: Bearer <token>` (a login session's token \
             from `POST /api/admin/auth/login`, or an API token) except logging in and this \
             document. Without a valid token the answer is 401; with one that lacks the \
@@ -31,6 +31,7 @@ use super::AdminState;
         (name = "apps", description = "Apps: the unit that groups scripts and their data"),
         (name = "members", description = "Who belongs to an app, in which role"),
         (name = "kv", description = "Apps' KV entries: browse, read, put, delete"),
+        (name = "files", description = "Apps' files: list, download (conditional, ranged), upload (streamed), delete; quota usage; the file sweep"),
         (name = "triggers", description = "Triggers: run a script when an event happens"),
         (name = "dead-letters", description = "Events whose delivery failed for good: replay or ignore them"),
         (name = "scripts", description = "Scripts: source, limits and versions"),

@@ -160,7 +160,7 @@ pub struct ListTriggersQuery {
     /// when absent.
     #[param(value_type = Option<String>, format = Uuid)]
     pub app_id: Option<AppId>,
-    /// Only this kind (`kv`, `dead_letter`).
+    /// Only this kind (`kv`, `files`, `dead_letter`).
     #[param(value_type = Option<TriggerKind>)]
     pub kind: Option<TriggerKind>,
     /// Page size, 1 to 200; 50 when absent.
@@ -241,8 +241,8 @@ fn script_ref(id: Option<ScriptId>, name: Option<&str>) -> Result<ScriptRef, Api
 }
 
 /// Run a script when an event of the trigger's kind happens in the app: `kv` (a key set or
-/// deleted in a matching collection) or `dead_letter` (another trigger's delivery failed
-/// for good).
+/// deleted in a matching collection), `files` (a file created, updated or deleted in a
+/// matching collection) or `dead_letter` (another trigger's delivery failed for good).
 #[utoipa::path(
     post,
     path = "/triggers",

@@ -185,6 +185,30 @@ fn expectations() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("delete", "/api/admin/apps/{id}/kv/{collection}/{key}"),
             hidden_or_forbidden(None),
         ),
+        // Files: reading needs `data:read`, which the limited token has; changing needs
+        // `data:write`. The sweep spans every app: instance admins only.
+        (
+            ("get", "/api/admin/apps/{id}/files"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/files-usage"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("get", "/api/admin/apps/{id}/files/{collection}/{name}"),
+            expect(None, S::NOT_FOUND, S::OK),
+        ),
+        (
+            ("put", "/api/admin/apps/{id}/files/{collection}/{name}"),
+            hidden_or_forbidden(Some(json!({ "changed": true }))),
+        ),
+        (
+            ("delete", "/api/admin/apps/{id}/files/{collection}/{name}"),
+            hidden_or_forbidden(None),
+        ),
+        (("get", "/api/admin/files/sweep"), admin_only(None)),
+        (("post", "/api/admin/files/sweep"), admin_only(None)),
         // Triggers need `triggers:manage`; the list shows the outsider its own apps' (none).
         (
             ("get", "/api/admin/triggers"),
@@ -264,6 +288,15 @@ async fn fixture(pool: PgPool) -> Fixture {
         )
         .await;
     assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.body);
+    // A file whose bytes are JSON, so that every answer of the matrix reads as JSON.
+    let upload = app
+        .raw_json(
+            Method::PUT,
+            &format!("/api/admin/apps/{beta}/files/notes/first"),
+            json!({ "kept": true }).to_string(),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.body);
     let owner = app.user_with_role("owner", beta, AppRole::Owner).await;
     let developer = app.user_with_role("dev", beta, AppRole::Developer).await;
     let (_, developer_token) = app
@@ -346,7 +379,8 @@ impl Fixture {
             .replace("{id}", &id.unwrap_or_default())
             .replace("{user_id}", &self.developer.id.to_string())
             .replace("{collection}", "notes")
-            .replace("{key}", "first");
+            .replace("{key}", "first")
+            .replace("{name}", "first");
         assert!(!filled.contains('{'), "the matrix cannot fill {path}");
         filled
     }
@@ -508,6 +542,12 @@ async fn every_protected_operation_hides_other_apps_and_refuses_missing_scopes(p
         .get(&format!("/api/admin/apps/{}/kv/notes/first", f.beta))
         .await;
     assert_eq!(note.body, json!({ "kept": true }));
+    let file = f
+        .app
+        .get(&format!("/api/admin/apps/{}/files/notes/first", f.beta))
+        .await;
+    assert_eq!(file.body, json!({ "kept": true }));
+    assert_eq!(file.headers["x-picloud-file-version"], "1");
     assert_eq!(beta.body["name"], "App beta");
     let members = f
         .app

@@ -18,6 +18,7 @@ mod auth;
 mod dead_letters;
 mod errors;
 mod executions;
+mod files;
 mod hostile;
 mod isolation;
 mod kv;
@@ -30,6 +31,7 @@ mod triggers;
 mod users;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -44,6 +46,7 @@ use picloud_manager_core::access::{LoginDefences, LoginRateLimiter, TrustedProxi
 use picloud_manager_core::access::{
     MembershipRepository, NewToken, NewUser, TokenRepository, UserRepository,
 };
+use picloud_manager_core::files::{FileSweeper, FsBlobStore, PgFilesService};
 use picloud_manager_core::kv::PgKvService;
 use picloud_manager_core::outbox::{OutboxSignal, RecordingEmitter};
 use picloud_manager_core::scripts::ScriptObservers;
@@ -61,7 +64,7 @@ use picloud_shared::{
     AppId, AppRole, AppSlug, CompileError, CredentialKind, SandboxCeiling, SandboxLimits, Scope,
     ScriptChangeObserver, ScriptId, ScriptValidator, TokenId, UserId, Username,
 };
-use picloud_shared::{RetryPolicy, ServiceSet};
+use picloud_shared::{FileLimits, RetryPolicy, ServiceSet};
 use serde_json::Value;
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -128,6 +131,54 @@ impl ScriptChangeObserver for RecordingObserver {
     }
 }
 
+/// The files limits of every test app unless a test picks others: small, so that tests
+/// can go past them quickly.
+const TEST_FILE_LIMITS: FileLimits = FileLimits {
+    max_file_bytes: 1024 * 1024,
+    app_quota_bytes: 3 * 1024 * 1024,
+};
+
+/// A directory of its own under the system's temporary directory, removed with everything
+/// in it when dropped.
+#[derive(Debug)]
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "picloud-admin-api-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How a test app differs from a fresh instance with the defaults.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    /// Failed logins allowed per `window`.
+    max_failures: u32,
+    window: Duration,
+    files: FileLimits,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: Duration::from_secs(300),
+            files: TEST_FILE_LIMITS,
+        }
+    }
+}
+
 /// A user a test added.
 #[derive(Debug, Clone)]
 struct TestUser {
@@ -141,8 +192,10 @@ struct TestApp {
     users: Arc<PgUserRepository>,
     tokens: Arc<PgTokenRepository>,
     memberships: Arc<PgMembershipRepository>,
-    /// Every event the KV service emitted.
+    /// Every event the KV and files services emitted.
     kv_events: Arc<RecordingEmitter>,
+    /// Where the files service keeps the bytes (removed with the app).
+    files_root: ScratchDir,
     apps: Arc<PgAppRepository>,
     admin: TestUser,
     admin_token: String,
@@ -186,11 +239,34 @@ impl TestApp {
     /// A fresh instance: bootstrapped admin, the default login limits (5 failures per 5
     /// minutes).
     async fn new(pool: PgPool) -> Self {
-        Self::with_login_limits(pool, 5, Duration::from_secs(300)).await
+        Self::with_setup(pool, Setup::default()).await
     }
 
     /// A fresh instance whose login limiter allows `max_failures` per `window`.
     async fn with_login_limits(pool: PgPool, max_failures: u32, window: Duration) -> Self {
+        let setup = Setup {
+            max_failures,
+            window,
+            ..Setup::default()
+        };
+        Self::with_setup(pool, setup).await
+    }
+
+    /// A fresh instance whose files service enforces `limits`.
+    async fn with_file_limits(pool: PgPool, limits: FileLimits) -> Self {
+        let setup = Setup {
+            files: limits,
+            ..Setup::default()
+        };
+        Self::with_setup(pool, setup).await
+    }
+
+    async fn with_setup(pool: PgPool, setup: Setup) -> Self {
+        let Setup {
+            max_failures,
+            window,
+            files: file_limits,
+        } = setup;
         let users = Arc::new(PgUserRepository::new(pool.clone()));
         let tokens = Arc::new(PgTokenRepository::new(pool.clone()));
         let memberships = Arc::new(PgMembershipRepository::new(pool.clone()));
@@ -209,6 +285,8 @@ impl TestApp {
             Arc::new(RecordingObserver::default()),
         ];
         let kv_events = Arc::new(RecordingEmitter::default());
+        let files_root = ScratchDir::new();
+        let blobs = Arc::new(FsBlobStore::open(&files_root.0).unwrap());
         let state = AdminState::new(AdminDeps {
             apps: apps.clone(),
             scripts: Arc::new(PgScriptRepository::new(pool.clone())),
@@ -218,7 +296,14 @@ impl TestApp {
             memberships: memberships.clone(),
             services: ServiceSet {
                 kv: Arc::new(PgKvService::new(pool.clone(), kv_events.clone())),
+                files: Arc::new(PgFilesService::new(
+                    pool.clone(),
+                    kv_events.clone(),
+                    blobs.clone(),
+                    file_limits,
+                )),
             },
+            file_sweeper: Arc::new(FileSweeper::new(pool.clone(), blobs, Duration::ZERO)),
             triggers: Arc::new(PgTriggerRepository::new(pool.clone())),
             dead_letters: Arc::new(PgDeadLetterRepository::new(
                 pool.clone(),
@@ -251,12 +336,18 @@ impl TestApp {
             tokens,
             memberships,
             kv_events,
+            files_root,
             apps,
             admin: TestUser { id: admin.id },
             admin_token: String::new(),
         };
         app.admin_token = app.session(app.admin.id).await;
         app
+    }
+
+    /// The root of the files service's blob store.
+    fn blob_root(&self) -> &Path {
+        &self.files_root.0
     }
 
     /// What every observer was told about scripts, asserting they were all told the same.

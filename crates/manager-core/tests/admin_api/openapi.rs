@@ -42,6 +42,13 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
             "/api/admin/apps/{id}/kv/{collection}/{key}",
             &["get", "put", "delete"][..],
         ),
+        ("/api/admin/apps/{id}/files", &["get"][..]),
+        ("/api/admin/apps/{id}/files-usage", &["get"][..]),
+        (
+            "/api/admin/apps/{id}/files/{collection}/{name}",
+            &["get", "put", "delete"][..],
+        ),
+        ("/api/admin/files/sweep", &["get", "post"][..]),
         ("/api/admin/triggers", &["get", "post"][..]),
         ("/api/admin/triggers/{id}", &["get", "patch", "delete"][..]),
         ("/api/admin/apps/{id}/dead-letters", &["get"][..]),
@@ -115,6 +122,11 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
         "RetryPolicy",
         "DeadLetter",
         "DeadLetterCount",
+        "Page_FileInfo",
+        "FileInfo",
+        "FilesUsage",
+        "SweepReport",
+        "MissingFile",
     ] {
         assert!(
             schemas.contains_key(name),

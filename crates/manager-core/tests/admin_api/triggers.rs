@@ -227,6 +227,175 @@ async fn bad_globs_ops_and_retry_policies_are_refused_naming_the_problem(pool: P
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_files_trigger_is_created_read_and_patched(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let script = app.create("on-upload", "1").await;
+    let trigger = create_trigger(
+        &app,
+        &json!({
+            "app_id": DEFAULT_APP_ID, "script_name": "on-upload",
+            "details": { "kind": "files", "collection": "avatars*", "ops": ["delete", "create"] },
+        }),
+    )
+    .await;
+    assert_eq!(trigger["kind"], "files");
+    assert_eq!(trigger["script_id"], script["id"]);
+    // The ops come back in canonical order, whatever order they were sent in.
+    assert_eq!(
+        trigger["details"],
+        json!({ "kind": "files", "collection": "avatars*", "ops": ["create", "delete"] })
+    );
+    let uri = format!("/api/admin/triggers/{}", trigger["id"].as_str().unwrap());
+    let fetched = app.get(&uri).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body, trigger);
+
+    // Without ops it watches all three.
+    let every_op = create_trigger(
+        &app,
+        &json!({
+            "app_id": DEFAULT_APP_ID, "script_name": "on-upload",
+            "details": { "kind": "files", "collection": "docs" },
+        }),
+    )
+    .await;
+    assert_eq!(
+        every_op["details"]["ops"],
+        json!(["create", "update", "delete"])
+    );
+    let kv = create_trigger(
+        &app,
+        &json!({ "app_id": DEFAULT_APP_ID, "script_name": "on-upload", "details": { "kind": "kv", "collection": "*" } }),
+    )
+    .await;
+    let files_only = app.get("/api/admin/triggers?kind=files").await;
+    assert_eq!(files_only.status, StatusCode::OK);
+    assert_eq!(
+        ids(&files_only.body),
+        vec![
+            trigger["id"].as_str().unwrap(),
+            every_op["id"].as_str().unwrap()
+        ]
+    );
+
+    let changed = app
+        .json(
+            Method::PATCH,
+            &uri,
+            &json!({ "details": { "kind": "files", "collection": "avatars", "ops": ["update"] } }),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["id"], trigger["id"]);
+    assert_eq!(
+        changed.body["details"],
+        json!({ "kind": "files", "collection": "avatars", "ops": ["update"] })
+    );
+    assert_eq!(app.get(&uri).await.body, changed.body);
+
+    // Refused changes name the problem and change nothing.
+    let kv_uri = format!("/api/admin/triggers/{}", kv["id"].as_str().unwrap());
+    for (uri, body, code, message) in [
+        (
+            &uri,
+            json!({ "details": { "kind": "files", "collection": "*", "ops": [] } }),
+            "invalid_ops",
+            "ops must name at least one of create, update, delete",
+        ),
+        (
+            &uri,
+            json!({ "details": { "kind": "files", "collection": "ava*tars" } }),
+            "invalid_glob",
+            "collection glob 'ava*tars' has a '*' before its end",
+        ),
+        (
+            &uri,
+            json!({ "details": { "kind": "kv", "collection": "*" } }),
+            "invalid_body",
+            "is a files trigger, its kind cannot change",
+        ),
+        (
+            &kv_uri,
+            json!({ "details": { "kind": "files", "collection": "*" } }),
+            "invalid_body",
+            "is a kv trigger, its kind cannot change",
+        ),
+    ] {
+        let reply = app.json(Method::PATCH, uri, &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), code, "{body}");
+        assert!(
+            reply.message().contains(message),
+            "{body}: {}",
+            reply.message()
+        );
+    }
+    assert_eq!(app.get(&uri).await.body, changed.body);
+    assert_eq!(app.get(&kv_uri).await.body, kv);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn bad_files_details_are_refused_naming_the_problem(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    app.create("s", "1").await;
+    let details = |details: Value| json!({ "app_id": DEFAULT_APP_ID, "script_name": "s", "details": details });
+    let cases = [
+        (
+            details(json!({ "kind": "files", "collection": "avatars*", "ops": [] })),
+            "invalid_ops",
+            "ops must name at least one of create, update, delete",
+        ),
+        (
+            details(json!({ "kind": "files", "collection": "ava*tars", "ops": ["create"] })),
+            "invalid_glob",
+            "collection glob 'ava*tars' has a '*' before its end",
+        ),
+        (
+            details(json!({ "kind": "files", "collection": "" })),
+            "invalid_glob",
+            "collection glob must not be empty",
+        ),
+        (
+            details(json!({ "kind": "files", "collection": "*", "ops": ["set"] })),
+            "invalid_body",
+            "unknown variant `set`",
+        ),
+        (
+            details(json!({ "kind": "files", "collection": "*", "name": "a.png" })),
+            "invalid_body",
+            "unknown field `name`",
+        ),
+        (
+            details(json!({ "kind": "files" })),
+            "invalid_body",
+            "missing field `collection`",
+        ),
+    ];
+    for (body, code, message) in cases {
+        let reply = app.json(Method::POST, "/api/admin/triggers", &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), code, "{body}");
+        assert!(
+            reply.message().contains(message),
+            "{body}: {}",
+            reply.message()
+        );
+    }
+    let all = app.get("/api/admin/triggers").await;
+    assert_eq!(total(&all.body), 0, "{}", all.body);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
 async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) {
     let app = TestApp::new(pool).await;
     app.create("on-failure", "1").await;
@@ -242,6 +411,19 @@ async fn a_dead_letter_trigger_handles_kv_dead_letters_by_default(pool: PgPool) 
     assert_eq!(
         reply.body["details"],
         json!({ "kind": "dead_letter", "source_kinds": ["kv"] })
+    );
+    // Files triggers' dead letters fan out too; the kinds come back in canonical order.
+    let both = create_trigger(
+        &app,
+        &json!({
+            "app_id": DEFAULT_APP_ID, "script_name": "on-failure",
+            "details": { "kind": "dead_letter", "source_kinds": ["files", "kv"] },
+        }),
+    )
+    .await;
+    assert_eq!(
+        both["details"],
+        json!({ "kind": "dead_letter", "source_kinds": ["kv", "files"] })
     );
 
     for (source_kinds, message) in [
@@ -494,4 +676,19 @@ async fn deleting_the_script_deletes_its_triggers(pool: PgPool) {
         ))
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_openapi_document_describes_files_details(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let reply = app.anonymous().get("/api/admin/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let schemas = &reply.body["components"]["schemas"];
+    for name in ["FilesDetails", "FilesDetailsRequest", "FilesOps"] {
+        assert!(schemas.get(name).is_some(), "schema {name} missing");
+    }
+    for tagged in ["TriggerDetails", "TriggerDetailsRequest"] {
+        let text = schemas[tagged].to_string();
+        assert!(text.contains("\"files\""), "{tagged}: {text}");
+    }
 }

@@ -12,14 +12,17 @@ use picloud_manager_core::outbox::{
     InMemoryOutbox, InMemoryTx, OutboxEmitter, PgTx, ServiceEventEmitter,
 };
 use picloud_shared::{
-    AppId, EventSubject, ExecutionId, KvOp, ServiceEvent, TriggerId, TriggerKind, UnitOfWork,
+    AppId, EventSubject, ExecutionId, FileOp, KvOp, ServiceEvent, TriggerId, TriggerKind,
+    UnitOfWork,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::{Backend, Repos, dead_letter_trigger, kv_trigger};
+use crate::{
+    Backend, Repos, dead_letter_trigger, dead_letter_trigger_for, files_trigger, kv_trigger,
+};
 
 /// One outbox row as a dispatcher would claim it.
 #[derive(Debug, PartialEq, sqlx::FromRow)]
@@ -54,6 +57,22 @@ fn kv_event(app: AppId, collection: &str, op: KvOp, depth: u32) -> ServiceEvent 
             key: "k1".to_owned(),
             op,
             value: (op == KvOp::Set).then(|| json!({ "n": 1 })),
+        },
+        depth,
+        causation_id: Some(ExecutionId::new()),
+    }
+}
+
+fn file_event(app: AppId, collection: &str, op: FileOp, depth: u32) -> ServiceEvent {
+    ServiceEvent {
+        app_id: app,
+        subject: EventSubject::Files {
+            collection: collection.to_owned(),
+            name: "ada.png".to_owned(),
+            op,
+            file: (op != FileOp::Delete).then(
+                || json!({ "collection": collection, "name": "ada.png", "size": 3, "version": 1 }),
+            ),
         },
         depth,
         causation_id: Some(ExecutionId::new()),
@@ -251,6 +270,117 @@ pub async fn a_set_writes_one_row_per_matching_enabled_trigger_of_the_app_only(r
     );
     assert_eq!(rows[0].2["op"], "delete");
     assert_eq!(rows[0].2["value"], Value::Null);
+}
+
+pub async fn a_file_change_writes_one_row_per_matching_enabled_files_trigger(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let blog = repos.add_app("blog").await;
+    let script = repos.add_script(shop, "on-upload").await;
+    let other_script = repos.add_script(shop, "other").await;
+    let blog_script = repos.add_script(blog, "b").await;
+    let user = repos.add_user("ada").await.id;
+    let create = |new| {
+        let triggers = repos.triggers.clone();
+        async move { triggers.create(new).await.unwrap() }
+    };
+    let all = create(files_trigger(shop, &script, user, "*", &FileOp::ALL)).await;
+    let prefix = create(files_trigger(
+        shop,
+        &other_script,
+        user,
+        "avatars*",
+        &[FileOp::Create, FileOp::Delete],
+    ))
+    .await;
+    let updates = create(files_trigger(
+        shop,
+        &script,
+        user,
+        "avatars",
+        &[FileOp::Update],
+    ))
+    .await;
+    create(files_trigger(shop, &script, user, "docs", &FileOp::ALL)).await;
+    let disabled = create(files_trigger(shop, &script, user, "*", &FileOp::ALL)).await;
+    repos
+        .triggers
+        .set_enabled(disabled.id, false)
+        .await
+        .unwrap();
+    create(files_trigger(blog, &blog_script, user, "*", &FileOp::ALL)).await;
+    // Another kind on every collection: a file change is not a KV change.
+    create(kv_trigger(
+        shop,
+        &script,
+        user,
+        "*",
+        &[KvOp::Set, KvOp::Delete],
+    ))
+    .await;
+    create(dead_letter_trigger_for(
+        shop,
+        &script,
+        user,
+        &[TriggerKind::Kv, TriggerKind::Files],
+    ))
+    .await;
+
+    let emitter = Emitter::over(&repos, 8);
+    let event = file_event(shop, "avatars", FileOp::Create, 2);
+    assert_eq!(emitter.emit(&event).await, 2);
+    let rows = emitter.rows().await;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![all.id, prefix.id]
+    );
+    // Each row runs its own trigger's script.
+    assert_eq!(rows[0].1, script.id.as_uuid());
+    assert_eq!(rows[1].1, other_script.id.as_uuid());
+    for (_, _, payload, depth, dead_letter) in &rows {
+        assert_eq!(payload, &event.payload());
+        assert_eq!(*depth, 2);
+        assert_eq!(*dead_letter, None);
+    }
+    assert_eq!(rows[0].2["kind"], "files");
+    assert_eq!(rows[0].2["name"], "ada.png");
+    assert_eq!(rows[0].2["op"], "create");
+    assert_eq!(rows[0].2["file"]["size"], 3);
+
+    emitter.clear().await;
+    let update = file_event(shop, "avatars", FileOp::Update, 1);
+    assert_eq!(emitter.emit(&update).await, 2);
+    assert_eq!(
+        emitter.rows().await.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![all.id, updates.id]
+    );
+
+    emitter.clear().await;
+    let delete = file_event(shop, "avatars:old", FileOp::Delete, 1);
+    assert_eq!(emitter.emit(&delete).await, 2);
+    let rows = emitter.rows().await;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![all.id, prefix.id]
+    );
+    assert_eq!(rows[0].2["op"], "delete");
+    assert_eq!(rows[0].2["file"], Value::Null);
+
+    // A collection only the catch-all watches; a rolled-back change writes nothing.
+    emitter.clear().await;
+    assert_eq!(
+        emitter
+            .emit(&file_event(shop, "backups", FileOp::Update, 1))
+            .await,
+        1
+    );
+    emitter.clear().await;
+    emitter
+        .emit_rolled_back(&file_event(shop, "avatars", FileOp::Create, 1))
+        .await;
+    assert!(
+        emitter.rows().await.is_empty(),
+        "a rolled-back event left rows"
+    );
 }
 
 pub async fn an_event_no_trigger_matches_writes_nothing(repos: Repos) {
@@ -520,4 +650,86 @@ pub async fn a_dead_letter_fans_out_to_the_apps_enabled_dead_letter_triggers(rep
     // Fanning out resolves nothing: the handler's outcome will.
     let read = repos.dead_letters.get(letter.id).await.unwrap().unwrap();
     assert_eq!(read.resolution, None::<Resolution>);
+}
+
+pub async fn a_files_dead_letter_reaches_only_handlers_of_files_dead_letters(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let failing = repos.add_script(shop, "failing").await;
+    let handler = repos.add_script(shop, "handler").await;
+    let user = repos.add_user("ada").await.id;
+    let files = repos
+        .triggers
+        .create(files_trigger(shop, &failing, user, "*", &FileOp::ALL))
+        .await
+        .unwrap();
+    repos
+        .triggers
+        .create(dead_letter_trigger(shop, &handler, user))
+        .await
+        .unwrap();
+    let on_files = repos
+        .triggers
+        .create(dead_letter_trigger_for(
+            shop,
+            &handler,
+            user,
+            &[TriggerKind::Files],
+        ))
+        .await
+        .unwrap();
+    let on_both = repos
+        .triggers
+        .create(dead_letter_trigger_for(
+            shop,
+            &handler,
+            user,
+            &[TriggerKind::Kv, TriggerKind::Files],
+        ))
+        .await
+        .unwrap();
+
+    let original = file_event(shop, "avatars", FileOp::Create, 1).payload();
+    let letter = repos
+        .dead_letters
+        .record(NewDeadLetter {
+            app_id: shop,
+            trigger_id: Some(files.id),
+            trigger_kind: TriggerKind::Files,
+            script_id: Some(failing.id),
+            event: original.clone(),
+            depth: 1,
+            attempts: 5,
+            last_error: "boom".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(letter.trigger_kind, TriggerKind::Files);
+    let event = ServiceEvent {
+        app_id: shop,
+        subject: EventSubject::DeadLetter {
+            dead_letter_id: letter.id,
+            source_kind: TriggerKind::Files,
+            trigger_id: letter.trigger_id,
+            script_id: letter.script_id,
+            event: letter.event.clone(),
+            attempts: letter.attempts,
+            last_error: letter.last_error.clone(),
+        },
+        depth: letter.depth,
+        causation_id: None,
+    };
+    assert_eq!(event.payload()["source_kind"], "files");
+
+    let emitter = Emitter::over(&repos, 8);
+    assert_eq!(emitter.emit(&event).await, 2);
+    let rows = emitter.rows().await;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![on_files.id, on_both.id]
+    );
+    for (_, script, payload, _, dead_letter) in &rows {
+        assert_eq!(*script, handler.id.as_uuid());
+        assert_eq!(*dead_letter, Some(letter.id.as_uuid()));
+        assert_eq!(payload["event"], original);
+    }
 }

@@ -1,15 +1,17 @@
 //! The `TriggerRepository` suite.
 
 use picloud_manager_core::RepoError;
-use picloud_manager_core::triggers::kinds::{DeadLetterDetails, KvDetails, KvOps, SourceKinds};
+use picloud_manager_core::triggers::kinds::{
+    DeadLetterDetails, FilesDetails, FilesOps, KvDetails, KvOps, SourceKinds,
+};
 use picloud_manager_core::triggers::{ListTriggers, Target, TriggerDetails, TriggerUpdate};
 use picloud_shared::{
-    AppId, CollectionGlob, DeadLetterId, EventSubject, KvOp, RetryPolicy, ScriptId, TriggerId,
-    TriggerKind, UserId,
+    AppId, CollectionGlob, DeadLetterId, EventSubject, FileOp, KvOp, RetryPolicy, ScriptId,
+    TriggerId, TriggerKind, UserId,
 };
 use serde_json::json;
 
-use crate::{Repos, dead_letter_trigger, ids, kv_trigger};
+use crate::{Repos, dead_letter_trigger, dead_letter_trigger_for, files_trigger, ids, kv_trigger};
 
 pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
     let app = repos.add_app("shop").await;
@@ -41,6 +43,87 @@ pub async fn a_kv_trigger_reads_back_as_created(repos: Repos) {
     assert_eq!(created.created_at, created.updated_at);
     assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(created));
     assert_eq!(repos.triggers.get(TriggerId::new()).await.unwrap(), None);
+}
+
+pub async fn a_files_trigger_reads_back_as_created_and_changes_within_its_kind(repos: Repos) {
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "on-upload").await;
+    let user = repos.add_user("ada").await.id;
+    let mut new = files_trigger(
+        app,
+        &script,
+        user,
+        "avatars*",
+        &[FileOp::Delete, FileOp::Create],
+    );
+    new.enabled = false;
+    let created = repos.triggers.create(new).await.unwrap();
+    assert_eq!(created.app_id, app);
+    assert_eq!(created.script_id, script.id);
+    assert!(!created.enabled);
+    assert_eq!(created.kind(), TriggerKind::Files);
+    match &created.details {
+        TriggerDetails::Files(FilesDetails { collection, ops }) => {
+            assert_eq!(collection.as_str(), "avatars*");
+            // Always handed back in the order create, update, delete.
+            assert_eq!(ops.as_slice(), &[FileOp::Create, FileOp::Delete]);
+        }
+        other => panic!("expected files details, got {other:?}"),
+    }
+    assert_eq!(
+        repos.triggers.get(created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    let kv = repos
+        .triggers
+        .create(kv_trigger(app, &script, user, "avatars*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let files_only = repos
+        .triggers
+        .list(list(None, Some(TriggerKind::Files)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&files_only), vec![created.id]);
+    let all = repos.triggers.list(list(None, None)).await.unwrap();
+    assert_eq!(ids(&all), vec![created.id, kv.id]);
+
+    let details = TriggerDetails::Files(FilesDetails {
+        collection: CollectionGlob::parse("docs").unwrap(),
+        ops: FilesOps::new(&[FileOp::Update]).unwrap(),
+    });
+    let updated = repos
+        .triggers
+        .update(
+            created.id,
+            TriggerUpdate {
+                enabled: None,
+                retry: None,
+                details: Some(details.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.details, details);
+    assert_eq!(
+        repos.triggers.get(created.id).await.unwrap(),
+        Some(updated.clone())
+    );
+    // Nor does a files trigger become a kv one, however alike their details look.
+    let err = repos
+        .triggers
+        .update(
+            created.id,
+            TriggerUpdate {
+                enabled: Some(true),
+                retry: None,
+                details: Some(kv.details.clone()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Invalid(_)), "{err:?}");
+    assert_eq!(repos.triggers.get(created.id).await.unwrap(), Some(updated));
 }
 
 pub async fn a_dead_letter_trigger_reads_back_with_its_source_kinds(repos: Repos) {
@@ -376,6 +459,114 @@ pub async fn targets_are_this_apps_enabled_triggers_the_kinds_matcher_accepts(re
     );
 }
 
+fn file_change(collection: &str, op: FileOp) -> EventSubject {
+    EventSubject::Files {
+        collection: collection.to_owned(),
+        name: "ada.png".to_owned(),
+        op,
+        file: None,
+    }
+}
+
+pub async fn file_changes_target_only_the_files_triggers_that_match(repos: Repos) {
+    let shop = repos.add_app("shop").await;
+    let blog = repos.add_app("blog").await;
+    let script = repos.add_script(shop, "s").await;
+    let blog_script = repos.add_script(blog, "b").await;
+    let user = repos.add_user("ada").await.id;
+    let create = |new| {
+        let triggers = repos.triggers.clone();
+        async move { triggers.create(new).await.unwrap() }
+    };
+    let all = create(files_trigger(shop, &script, user, "*", &FileOp::ALL)).await;
+    let prefix = create(files_trigger(
+        shop,
+        &script,
+        user,
+        "avatars*",
+        &[FileOp::Create, FileOp::Delete],
+    ))
+    .await;
+    let exact = create(files_trigger(
+        shop,
+        &script,
+        user,
+        "avatars",
+        &[FileOp::Update],
+    ))
+    .await;
+    let other = create(files_trigger(shop, &script, user, "docs", &FileOp::ALL)).await;
+    let off = create(files_trigger(shop, &script, user, "*", &FileOp::ALL)).await;
+    repos.triggers.set_enabled(off.id, false).await.unwrap();
+    let elsewhere = create(files_trigger(blog, &blog_script, user, "*", &FileOp::ALL)).await;
+    // Same collection, another kind: file changes never reach it, nor KV changes the files
+    // triggers.
+    let kv = create(kv_trigger(
+        shop,
+        &script,
+        user,
+        "*",
+        &[KvOp::Set, KvOp::Delete],
+    ))
+    .await;
+    let kv_handler = create(dead_letter_trigger(shop, &script, user)).await;
+    let files_handler = create(dead_letter_trigger_for(
+        shop,
+        &script,
+        user,
+        &[TriggerKind::Files],
+    ))
+    .await;
+
+    let targets = |app, subject| {
+        let triggers = repos.triggers.clone();
+        async move { targets_of(&triggers.targets(app, &subject).await.unwrap()) }
+    };
+    assert_eq!(
+        targets(shop, file_change("avatars", FileOp::Create)).await,
+        vec![all.id, prefix.id]
+    );
+    assert_eq!(
+        targets(shop, file_change("avatars", FileOp::Update)).await,
+        vec![all.id, exact.id]
+    );
+    assert_eq!(
+        targets(shop, file_change("avatars:2024", FileOp::Update)).await,
+        vec![all.id]
+    );
+    assert_eq!(
+        targets(shop, file_change("docs", FileOp::Delete)).await,
+        vec![all.id, other.id]
+    );
+    assert_eq!(
+        targets(blog, file_change("avatars", FileOp::Create)).await,
+        vec![elsewhere.id]
+    );
+    assert_eq!(
+        targets(shop, kv_change("avatars", KvOp::Set)).await,
+        vec![kv.id]
+    );
+
+    // A files trigger's dead letters go to the handlers that name files, and only those.
+    let dead_letter = |source_kind| EventSubject::DeadLetter {
+        dead_letter_id: DeadLetterId::new(),
+        source_kind,
+        trigger_id: Some(all.id),
+        script_id: Some(script.id),
+        event: json!({ "kind": "files" }),
+        attempts: 3,
+        last_error: "boom".to_owned(),
+    };
+    assert_eq!(
+        targets(shop, dead_letter(TriggerKind::Files)).await,
+        vec![files_handler.id]
+    );
+    assert_eq!(
+        targets(shop, dead_letter(TriggerKind::Kv)).await,
+        vec![kv_handler.id]
+    );
+}
+
 pub async fn deleting_the_script_or_the_user_deletes_their_triggers(repos: Repos) {
     let app = repos.add_app("shop").await;
     let doomed = repos.add_script(app, "doomed").await;
@@ -466,5 +657,68 @@ async fn the_schema_refuses_details_of_another_kind_and_unknown_kinds(pool: sqlx
         constraint,
         Some("dead_letter_trigger_details_trigger_fkey"),
         "{err}"
+    );
+}
+
+/// The files kind's table holds the same structural guarantees: its rows belong to files
+/// triggers only, and its ops are never empty nor one of another kind's.
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn the_schema_refuses_files_details_of_another_kind_and_unknown_ops(pool: sqlx::PgPool) {
+    let repos = Repos::postgres(pool.clone());
+    let app = repos.add_app("shop").await;
+    let script = repos.add_script(app, "s").await;
+    let user = repos.add_user("ada").await.id;
+    let kv = repos
+        .triggers
+        .create(kv_trigger(app, &script, user, "*", &[KvOp::Set]))
+        .await
+        .unwrap();
+    let files = repos
+        .triggers
+        .create(files_trigger(app, &script, user, "*", &FileOp::ALL))
+        .await
+        .unwrap();
+    let constraint_of = |err: sqlx::Error| {
+        err.as_database_error()
+            .and_then(|e| e.constraint())
+            .map(str::to_owned)
+    };
+    let err = sqlx::query(
+        "INSERT INTO files_trigger_details (trigger_id, collection_glob, ops) \
+         VALUES ($1, '*', ARRAY['create'])",
+    )
+    .bind(kv.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        constraint_of(err).as_deref(),
+        Some("files_trigger_details_trigger_fkey")
+    );
+    for ops in [vec![], vec!["set"], vec!["create", "upsert"]] {
+        let err = sqlx::query("UPDATE files_trigger_details SET ops = $2 WHERE trigger_id = $1")
+            .bind(files.id.as_uuid())
+            .bind(&ops)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            constraint_of(err).as_deref(),
+            Some("files_trigger_details_ops_check"),
+            "{ops:?}"
+        );
+    }
+    // The kv table refuses a files trigger's details just the same.
+    let err = sqlx::query(
+        "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops) \
+         VALUES ($1, '*', ARRAY['set'])",
+    )
+    .bind(files.id.as_uuid())
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        constraint_of(err).as_deref(),
+        Some("kv_trigger_details_trigger_fkey")
     );
 }

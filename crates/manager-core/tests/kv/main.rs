@@ -11,15 +11,11 @@
 mod postgres_only;
 mod suite;
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use picloud_manager_core::kv::{InMemoryKvService, PgKvService};
 use picloud_manager_core::outbox::RecordingEmitter;
-use picloud_shared::{
-    AppId, AppRole, CollectionName, Credential, CredentialKind, ExecutionId, KvKey, KvService,
-    Principal, Scope, ServiceContext, ServiceEvent, TokenId, UserId, Username,
-};
+use picloud_shared::{AppId, CollectionName, KvKey, KvService, ServiceEvent};
 use sqlx::PgPool;
 
 /// A service under test and what it emitted.
@@ -77,42 +73,7 @@ impl Kv {
     }
 }
 
-/// The context of an HTTP run of one of `app`'s scripts.
-pub fn script_ctx(app: AppId) -> ServiceContext {
-    ServiceContext {
-        app_id: app,
-        execution_id: Some(ExecutionId::new()),
-        depth: 0,
-        run_as: None,
-    }
-}
-
-/// The context of a triggered run acting as `principal`.
-pub fn run_as(app: AppId, principal: Principal) -> ServiceContext {
-    ServiceContext {
-        app_id: app,
-        execution_id: Some(ExecutionId::new()),
-        depth: 2,
-        run_as: Some(principal),
-    }
-}
-
-/// A user `ada` with `roles`, through a credential carrying `scopes`.
-pub fn principal(roles: &[(AppId, AppRole)], scopes: &[Scope]) -> Principal {
-    Principal {
-        user_id: UserId::new(),
-        username: Username::parse("ada").unwrap(),
-        instance_admin: false,
-        roles: roles.iter().copied().collect::<HashMap<_, _>>(),
-        credential: Credential::Token {
-            kind: CredentialKind::ApiToken,
-            token_id: TokenId::new(),
-        },
-        scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
-        app_restriction: None,
-        token_name: None,
-    }
-}
+pub use picloud_testkit::services::{principal, run_as, script_ctx};
 
 pub fn coll(raw: &str) -> CollectionName {
     CollectionName::parse(raw).unwrap()

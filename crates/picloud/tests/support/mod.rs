@@ -36,6 +36,8 @@ pub struct TestServer {
     pub anonymous: Client,
     /// The database behind the server, for asserting on rows.
     pub pool: PgPool,
+    /// Where the server keeps files' bytes (`PICLOUD_FILES_ROOT`), removed with it.
+    pub files_root: tempfile::TempDir,
     server: RunningServer,
     app: App,
 }
@@ -54,11 +56,14 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
         .collect();
     env.insert("PICLOUD_LISTEN".into(), "127.0.0.1:0".into());
     env.insert("PICLOUD_DATABASE_URL".into(), url.clone());
+    let files_root = tempfile::tempdir().expect("a temporary files root");
+    env.entry("PICLOUD_FILES_ROOT".into())
+        .or_insert_with(|| files_root.path().display().to_string());
     let config = ServerConfig::from_env(&env).expect("test config is valid");
     let pool = database::connect_and_migrate(&url, 5)
         .await
         .expect("fresh test database");
-    let app = build_app(&config, pool.clone());
+    let app = build_app(&config, pool.clone()).expect("the server is built");
     let server = serve(config.listen, app.router.clone(), config.http)
         .await
         .expect("bind port 0");
@@ -84,6 +89,7 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestServer {
         client,
         anonymous,
         pool,
+        files_root,
         server,
         app,
     }
@@ -260,6 +266,12 @@ impl BinaryServer {
     /// The process id, for reading its `/proc` entry.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: nothing gets to clean up.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit code.

@@ -2,11 +2,13 @@
 //! the app that failed for good. Details in `dead_letter_trigger_details`.
 
 use async_trait::async_trait;
-use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
+use picloud_shared::{AppId, ErrorCode, EventSubject, TriggerId, TriggerKind};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use super::table::{DetailsTable, column};
 use super::{InvalidDetails, Kind, Target};
 use crate::db::{corrupt_row, db_error};
 use crate::repository::RepoResult;
@@ -76,7 +78,15 @@ pub struct DeadLetterDetailsRequest {
 /// The `dead_letter` kind.
 pub(crate) struct DeadLetter;
 
-fn parse_row(id: Uuid, kinds: &[String]) -> RepoResult<DeadLetterDetails> {
+/// Where the details are kept.
+const TABLE: DetailsTable = DetailsTable {
+    kind: DeadLetter::KIND,
+    name: "dead_letter_trigger_details",
+    columns: &["source_kinds"],
+};
+
+fn parse_row(id: Uuid, row: &PgRow) -> RepoResult<DeadLetterDetails> {
+    let kinds: Vec<String> = column(row, "source_kinds")?;
     let bad = |what: String| corrupt_row(format!("dead_letter trigger {id} has {what}"));
     let kinds = kinds
         .iter()
@@ -121,16 +131,18 @@ impl Kind for DeadLetter {
             .iter()
             .map(TriggerKind::as_str)
             .collect();
-        sqlx::query(
-            "INSERT INTO dead_letter_trigger_details (trigger_id, source_kinds) \
+        let sql = format!(
+            "INSERT INTO {} (trigger_id, source_kinds) \
              VALUES ($1, $2) \
              ON CONFLICT (trigger_id) DO UPDATE SET source_kinds = EXCLUDED.source_kinds",
-        )
-        .bind(id.as_uuid())
-        .bind(&kinds)
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
+            TABLE.name
+        );
+        sqlx::query(&sql)
+            .bind(id.as_uuid())
+            .bind(&kinds)
+            .execute(conn)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -138,43 +150,14 @@ impl Kind for DeadLetter {
         conn: &mut PgConnection,
         ids: &[Uuid],
     ) -> RepoResult<Vec<(Uuid, DeadLetterDetails)>> {
-        let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
-            "SELECT trigger_id, source_kinds FROM dead_letter_trigger_details \
-             WHERE trigger_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|(id, kinds)| Ok((*id, parse_row(*id, kinds)?)))
-            .collect()
+        TABLE.load(conn, ids, parse_row).await
     }
 
     async fn enabled(
         conn: &mut PgConnection,
         app: AppId,
     ) -> RepoResult<Vec<(Target, DeadLetterDetails)>> {
-        let rows: Vec<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
-            "SELECT t.id, t.script_id, d.source_kinds \
-             FROM triggers t JOIN dead_letter_trigger_details d ON d.trigger_id = t.id \
-             WHERE t.app_id = $1 AND t.kind = 'dead_letter' AND t.enabled \
-             ORDER BY t.created_at, t.id \
-             FOR KEY SHARE OF t",
-        )
-        .bind(app.as_uuid())
-        .fetch_all(conn)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|(id, script, kinds)| {
-                let target = Target {
-                    trigger_id: TriggerId::from_uuid(*id),
-                    script_id: ScriptId::from_uuid(*script),
-                };
-                Ok((target, parse_row(*id, kinds)?))
-            })
-            .collect()
+        TABLE.enabled(conn, app, parse_row).await
     }
 }
 
@@ -203,6 +186,23 @@ mod tests {
         for kind in TriggerKind::ALL {
             assert_eq!(
                 DeadLetter::matches(&details, &dead_letter_of(kind)),
+                kind == TriggerKind::Kv,
+                "{kind}"
+            );
+        }
+        // Every kind whose dead letters fan out can be asked for, and only those.
+        let fanning_out: Vec<TriggerKind> = TriggerKind::ALL
+            .into_iter()
+            .filter(TriggerKind::dead_letters_fan_out)
+            .collect();
+        let every = DeadLetter::details(DeadLetterDetailsRequest {
+            source_kinds: Some(fanning_out.iter().rev().copied().collect()),
+        })
+        .unwrap();
+        assert_eq!(every.source_kinds.as_slice(), fanning_out.as_slice());
+        for kind in TriggerKind::ALL {
+            assert_eq!(
+                DeadLetter::matches(&every, &dead_letter_of(kind)),
                 kind.dead_letters_fan_out(),
                 "{kind}"
             );

@@ -1,49 +1,27 @@
 //! The `kv` trigger kind: run a script when a KV entry is set or deleted in a collection
 //! that the trigger's glob matches. Details in `kv_trigger_details`.
 
-use async_trait::async_trait;
-use picloud_shared::{
-    AppId, CollectionGlob, ErrorCode, EventSubject, KvOp, ScriptId, TriggerId, TriggerKind,
-};
+use picloud_shared::{CollectionGlob, EventSubject, KvOp, TriggerKind};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
-use uuid::Uuid;
 
-use super::{InvalidDetails, Kind, Target};
-use crate::db::{corrupt_row, db_error};
-use crate::repository::RepoResult;
+use super::glob_ops::{GlobKind, Ops, WatchedOp};
+
+impl WatchedOp for KvOp {
+    const ALL: &'static [Self] = &[Self::Set, Self::Delete];
+    #[cfg(feature = "admin-api")]
+    const SET_SCHEMA_NAME: &'static str = "KvOps";
+    #[cfg(feature = "admin-api")]
+    const SET_SCHEMA_DESCRIPTION: &'static str = "The operations a `kv` trigger watches: \
+        never empty, each once, in the order set,\ndelete.";
+
+    fn stored_name(self) -> &'static str {
+        self.as_str()
+    }
+}
 
 /// The operations a `kv` trigger watches: never empty, each once, in the order set,
 /// delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "admin-api", derive(utoipa::ToSchema), schema(value_type = Vec<KvOp>))]
-pub struct KvOps(Vec<KvOp>);
-
-impl KvOps {
-    /// Every operation.
-    pub fn all() -> Self {
-        Self(vec![KvOp::Set, KvOp::Delete])
-    }
-
-    /// The set of `ops` in canonical order; `None` when it is empty.
-    pub fn new(ops: &[KvOp]) -> Option<Self> {
-        let canonical: Vec<KvOp> = [KvOp::Set, KvOp::Delete]
-            .into_iter()
-            .filter(|op| ops.contains(op))
-            .collect();
-        (!canonical.is_empty()).then_some(Self(canonical))
-    }
-
-    /// Whether `op` is one of them.
-    pub fn contains(&self, op: KvOp) -> bool {
-        self.0.contains(&op)
-    }
-
-    /// The operations, in canonical order.
-    pub fn as_slice(&self) -> &[KvOp] {
-        &self.0
-    }
-}
+pub type KvOps = Ops<KvOp>;
 
 /// What a `kv` trigger watches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,117 +50,41 @@ pub struct KvDetailsRequest {
 /// The `kv` kind.
 pub(crate) struct Kv;
 
-type Row = (Uuid, String, Vec<String>);
-
-fn parse_row(id: Uuid, glob: &str, ops: &[String]) -> RepoResult<KvDetails> {
-    let bad = |what: String| corrupt_row(format!("kv trigger {id} has {what}"));
-    let collection = CollectionGlob::parse(glob)
-        .map_err(|e| bad(format!("a stored glob {glob:?} that is not valid: {e}")))?;
-    let ops = ops
-        .iter()
-        .map(|raw| {
-            [KvOp::Set, KvOp::Delete]
-                .into_iter()
-                .find(|op| op.as_str() == raw)
-                .ok_or_else(|| bad(format!("a stored op {raw:?}")))
-        })
-        .collect::<RepoResult<Vec<KvOp>>>()?;
-    let ops = KvOps::new(&ops).ok_or_else(|| bad("no ops".to_owned()))?;
-    Ok(KvDetails { collection, ops })
-}
-
-#[async_trait]
-impl Kind for Kv {
+impl GlobKind for Kv {
     const KIND: TriggerKind = TriggerKind::Kv;
+    const TABLE: &'static str = "kv_trigger_details";
+    type Op = KvOp;
     type Details = KvDetails;
     type Request = KvDetailsRequest;
 
-    fn details(request: KvDetailsRequest) -> Result<KvDetails, InvalidDetails> {
-        let collection =
-            CollectionGlob::parse(&request.collection).map_err(|e| InvalidDetails {
-                code: ErrorCode::InvalidGlob,
-                message: e.to_string(),
-            })?;
-        let ops = match request.ops {
-            None => KvOps::all(),
-            Some(ops) => KvOps::new(&ops).ok_or_else(|| InvalidDetails {
-                code: ErrorCode::InvalidOps,
-                message: "ops must name at least one of set, delete".to_owned(),
-            })?,
-        };
-        Ok(KvDetails { collection, ops })
+    fn new_details(collection: CollectionGlob, ops: KvOps) -> KvDetails {
+        KvDetails { collection, ops }
     }
 
-    fn matches(details: &KvDetails, subject: &EventSubject) -> bool {
-        // Events of other kinds never match, whatever kinds are added later.
-        if let EventSubject::Kv { collection, op, .. } = subject {
-            details.ops.contains(*op) && details.collection.matches(collection)
-        } else {
-            false
+    fn parts(details: &KvDetails) -> (&CollectionGlob, &KvOps) {
+        (&details.collection, &details.ops)
+    }
+
+    fn asked(request: KvDetailsRequest) -> (String, Option<Vec<KvOp>>) {
+        (request.collection, request.ops)
+    }
+
+    fn change(subject: &EventSubject) -> Option<(&str, KvOp)> {
+        match subject {
+            EventSubject::Kv { collection, op, .. } => Some((collection, *op)),
+            _ => None,
         }
-    }
-
-    async fn save(conn: &mut PgConnection, id: TriggerId, details: &KvDetails) -> RepoResult<()> {
-        let ops: Vec<&str> = details.ops.as_slice().iter().map(KvOp::as_str).collect();
-        sqlx::query(
-            "INSERT INTO kv_trigger_details (trigger_id, collection_glob, ops) \
-             VALUES ($1, $2, $3) \
-             ON CONFLICT (trigger_id) \
-             DO UPDATE SET collection_glob = EXCLUDED.collection_glob, ops = EXCLUDED.ops",
-        )
-        .bind(id.as_uuid())
-        .bind(details.collection.as_str())
-        .bind(&ops)
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn load(conn: &mut PgConnection, ids: &[Uuid]) -> RepoResult<Vec<(Uuid, KvDetails)>> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT trigger_id, collection_glob, ops FROM kv_trigger_details \
-             WHERE trigger_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|(id, glob, ops)| Ok((*id, parse_row(*id, glob, ops)?)))
-            .collect()
-    }
-
-    async fn enabled(conn: &mut PgConnection, app: AppId) -> RepoResult<Vec<(Target, KvDetails)>> {
-        let rows: Vec<(Uuid, Uuid, String, Vec<String>)> = sqlx::query_as(
-            "SELECT t.id, t.script_id, d.collection_glob, d.ops \
-             FROM triggers t JOIN kv_trigger_details d ON d.trigger_id = t.id \
-             WHERE t.app_id = $1 AND t.kind = 'kv' AND t.enabled \
-             ORDER BY t.created_at, t.id \
-             FOR KEY SHARE OF t",
-        )
-        .bind(app.as_uuid())
-        .fetch_all(conn)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|(id, script, glob, ops)| {
-                let target = Target {
-                    trigger_id: TriggerId::from_uuid(*id),
-                    script_id: ScriptId::from_uuid(*script),
-                };
-                Ok((target, parse_row(*id, glob, ops)?))
-            })
-            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use picloud_shared::ErrorCode;
     use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+    use crate::triggers::kinds::Kind;
 
     fn change(collection: &str, op: KvOp) -> EventSubject {
         EventSubject::Kv {

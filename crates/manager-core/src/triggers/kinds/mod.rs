@@ -1,14 +1,19 @@
 //! Trigger kinds as plug-ins. A kind is one module here implementing [`Kind`]: its details
 //! (what a trigger of the kind watches, validated), the request a client sends for them,
 //! the storage of those details in the kind's own `<kind>_trigger_details` table, and the
-//! matcher that decides whether an event concerns a trigger. This file is the registry:
+//! matcher that decides whether an event concerns a trigger. A kind that watches some
+//! operations in the collections a glob matches (`kv`, `files`) implements `GlobKind`
+//! instead, and `glob_ops` makes it a [`Kind`]. This file is the registry:
 //! the one place that lists the kinds and dispatches to them. Nothing outside the kind
 //! modules names a kind's table or fields.
 //!
 //! `docs/adding-a-trigger-kind.md` says what a new kind touches.
 
 mod dead_letter;
+mod files;
+mod glob_ops;
 mod kv;
+mod table;
 
 use async_trait::async_trait;
 use picloud_shared::{AppId, ErrorCode, EventSubject, ScriptId, TriggerId, TriggerKind};
@@ -17,6 +22,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use dead_letter::{DeadLetterDetails, DeadLetterDetailsRequest, SourceKinds};
+pub use files::{FilesDetails, FilesDetailsRequest, FilesOps};
+pub use glob_ops::{Ops, WatchedOp};
 pub use kv::{KvDetails, KvDetailsRequest, KvOps};
 
 use crate::repository::RepoResult;
@@ -84,6 +91,8 @@ pub(crate) trait Kind {
 pub enum TriggerDetails {
     /// KV changes in the collections a glob matches.
     Kv(KvDetails),
+    /// File changes in the collections a glob matches.
+    Files(FilesDetails),
     /// Dead letters of triggers of some kinds.
     DeadLetter(DeadLetterDetails),
 }
@@ -95,6 +104,8 @@ pub enum TriggerDetails {
 pub enum TriggerDetailsRequest {
     /// A `kv` trigger.
     Kv(KvDetailsRequest),
+    /// A `files` trigger.
+    Files(FilesDetailsRequest),
     /// A `dead_letter` trigger.
     DeadLetter(DeadLetterDetailsRequest),
 }
@@ -104,6 +115,7 @@ impl TriggerDetailsRequest {
     pub fn kind(&self) -> TriggerKind {
         match self {
             Self::Kv(_) => kv::Kv::KIND,
+            Self::Files(_) => files::Files::KIND,
             Self::DeadLetter(_) => dead_letter::DeadLetter::KIND,
         }
     }
@@ -112,6 +124,7 @@ impl TriggerDetailsRequest {
     pub fn validate(self) -> Result<TriggerDetails, InvalidDetails> {
         match self {
             Self::Kv(request) => kv::Kv::details(request).map(TriggerDetails::Kv),
+            Self::Files(request) => files::Files::details(request).map(TriggerDetails::Files),
             Self::DeadLetter(request) => {
                 dead_letter::DeadLetter::details(request).map(TriggerDetails::DeadLetter)
             }
@@ -124,6 +137,7 @@ impl TriggerDetails {
     pub fn kind(&self) -> TriggerKind {
         match self {
             Self::Kv(_) => kv::Kv::KIND,
+            Self::Files(_) => files::Files::KIND,
             Self::DeadLetter(_) => dead_letter::DeadLetter::KIND,
         }
     }
@@ -133,6 +147,7 @@ impl TriggerDetails {
     pub fn matches(&self, subject: &EventSubject) -> bool {
         match self {
             Self::Kv(details) => kv::Kv::matches(details, subject),
+            Self::Files(details) => files::Files::matches(details, subject),
             Self::DeadLetter(details) => dead_letter::DeadLetter::matches(details, subject),
         }
     }
@@ -141,6 +156,7 @@ impl TriggerDetails {
     pub(crate) async fn save(&self, conn: &mut PgConnection, id: TriggerId) -> RepoResult<()> {
         match self {
             Self::Kv(details) => kv::Kv::save(conn, id, details).await,
+            Self::Files(details) => files::Files::save(conn, id, details).await,
             Self::DeadLetter(details) => dead_letter::DeadLetter::save(conn, id, details).await,
         }
     }
@@ -157,6 +173,7 @@ pub(crate) async fn load(
     }
     Ok(match kind {
         TriggerKind::Kv => wrap(kv::Kv::load(conn, ids).await?, TriggerDetails::Kv),
+        TriggerKind::Files => wrap(files::Files::load(conn, ids).await?, TriggerDetails::Files),
         TriggerKind::DeadLetter => wrap(
             dead_letter::DeadLetter::load(conn, ids).await?,
             TriggerDetails::DeadLetter,
@@ -185,6 +202,7 @@ pub(crate) async fn targets(
     }
     match subject.kind() {
         TriggerKind::Kv => matching::<kv::Kv>(conn, app, subject).await,
+        TriggerKind::Files => matching::<files::Files>(conn, app, subject).await,
         TriggerKind::DeadLetter => matching::<dead_letter::DeadLetter>(conn, app, subject).await,
     }
 }
