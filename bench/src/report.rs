@@ -98,7 +98,18 @@ fn goal(value: &Value, target: &str, met: Option<bool>, what: &str) -> Value {
     json!({ "what": what, "value": value, "target": target, "met": met })
 }
 
-/// The goals of issue 4, each with the figure it is judged on.
+/// `incr`'s requests per second at the concurrent load over plain `set`'s, both measured
+/// in this run; `null` when either was skipped.
+pub fn kv_incr_vs_set(document: &Value) -> Value {
+    let rps = |server: &str| document["servers"][server]["concurrent"]["rps"].as_f64();
+    match (rps("picloud_kv_incr"), rps("picloud_kv_set")) {
+        (Some(incr), Some(set)) => ratio(incr, set),
+        _ => Value::Null,
+    }
+}
+
+/// The goals of issue 4 (and the KV counter's of issue 13), each with the figure it is
+/// judged on.
 pub fn goals(document: &Value) -> Value {
     let hello = &document["ratios"]["picloud_hello"]["vs_baseline_axum"];
     let at_most = |value: &Value, limit: f64| value.as_f64().map(|v| v <= limit);
@@ -128,6 +139,9 @@ pub fn goals(document: &Value) -> Value {
         "first_request": goal(&document["first_request"]["first_vs_steady_p50"], "<= 1.5",
             at_most(&document["first_request"]["first_vs_steady_p50"], 1.5),
             "median first call of a fresh upload / median steady-state call"),
+        "kv_incr_vs_set": goal(&kv_incr_vs_set(document), ">= 0.8",
+            at_least(&kv_incr_vs_set(document), 0.8),
+            "kv incr req/s / kv set req/s at the concurrent load, one key, same run"),
     })
 }
 
@@ -220,6 +234,7 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
     let idle = &document["idle"];
     let startup = &document["startup"];
     let first = &document["first_request"];
+    let incr_vs_set = kv_incr_vs_set(document);
     let _ = writeln!(out, "\n| figure | value |\n|---|---:|");
     let rows = [
         (
@@ -278,6 +293,10 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
         (
             "unknown script id, a 404 after one database lookup, p50 (µs)",
             &first["unknown_script_404"]["p50_us"],
+        ),
+        (
+            "kv incr req/s / kv set req/s (concurrent, one key)",
+            &incr_vs_set,
         ),
     ];
     for (label, value) in rows {

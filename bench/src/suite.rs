@@ -264,24 +264,20 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
         .await?,
     );
 
-    match kv_call(addr, &token).await? {
-        Ok(kv_call) => {
-            eprintln!("picloud-bench: load on picloud_kv_get");
-            servers.push(
-                measure_server(
-                    options,
-                    "picloud_kv_get",
-                    addr,
-                    &kv_call,
-                    &server_pids,
-                    postgres,
-                )
-                .await?,
-            );
-        }
-        Err(reason) => {
-            eprintln!("picloud-bench: picloud_kv_get skipped: {reason}");
-            skipped.push(("picloud_kv_get".to_owned(), reason));
+    // The KV scenarios one after another, so that `set` and `incr` are compared within
+    // one run on one machine's mood.
+    for (name, call) in kv_scenarios(addr, &token).await? {
+        match call {
+            Ok(call) => {
+                eprintln!("picloud-bench: load on {name}");
+                servers.push(
+                    measure_server(options, name, addr, &call, &server_pids, postgres).await?,
+                );
+            }
+            Err(reason) => {
+                eprintln!("picloud-bench: {name} skipped: {reason}");
+                skipped.push((name.to_owned(), reason));
+            }
         }
     }
 
@@ -369,6 +365,49 @@ async fn check_json_echo(addr: SocketAddr, call: &Call, document: &str) -> Resul
     Ok(())
 }
 
+/// The KV scenarios, each with its call or the reason this build cannot run it:
+/// `picloud_kv_get` (a read), `picloud_kv_set` (a plain write) and `picloud_kv_incr` (an
+/// atomic counter), the two writes on one key, so both wait for the same row lock.
+async fn kv_scenarios(
+    addr: SocketAddr,
+    token: &str,
+) -> Result<Vec<(&'static str, Result<Call, String>)>> {
+    let get = kv_call(addr, token).await?;
+    if let Err(reason) = &get {
+        // No KV service: no write can run either.
+        return Ok(["picloud_kv_get", "picloud_kv_set", "picloud_kv_incr"]
+            .map(|name| (name, Err(reason.clone())))
+            .into());
+    }
+    let set = kv_write_call(
+        addr,
+        token,
+        "kv-set",
+        r#"kv::collection("bench").set("k", 1)"#,
+        |body| body.is_empty(),
+    )
+    .await?;
+    // Each call answers the new count: any whole number.
+    let incr = kv_write_call(
+        addr,
+        token,
+        "kv-incr",
+        r#"kv::collection("bench").incr("k")"#,
+        |body| {
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+                .is_some()
+        },
+    )
+    .await?;
+    Ok(vec![
+        ("picloud_kv_get", get),
+        ("picloud_kv_set", set),
+        ("picloud_kv_incr", incr),
+    ])
+}
+
 /// The KV-get call when this build has the KV service: a setup script stores a value and
 /// the measured script reads it. `Ok(Err(reason))` when the service is not there (yet).
 async fn kv_call(addr: SocketAddr, token: &str) -> Result<Result<Call, String>> {
@@ -398,6 +437,34 @@ async fn kv_call(addr: SocketAddr, token: &str) -> Result<Result<Call, String>> 
     .await?;
     let call = Call::get(format!("/api/execute/{get}"));
     check_answer(addr, &call, b"hello").await?;
+    Ok(Ok(call))
+}
+
+/// The call of a KV-writing script `source`, tried once: `Ok(Err(reason))` when this build
+/// refuses it (a script error: an SDK without the call), an error when it answers 200
+/// with a body `expected` does not accept.
+async fn kv_write_call(
+    addr: SocketAddr,
+    token: &str,
+    name: &str,
+    source: &str,
+    expected: impl Fn(&[u8]) -> bool,
+) -> Result<Result<Call, String>> {
+    let id = picloud::create_script(addr, token, name, source).await?;
+    let call = Call::get(format!("/api/execute/{id}"));
+    let (status, body) = Connection::open(addr).await?.send(&call).await?;
+    if status != StatusCode::OK {
+        return Ok(Err(format!(
+            "`{source}` does not run on this build ({status}: {})",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    if !expected(&body) {
+        bail!(
+            "`{source}` answered 200 {:?}, not what it should",
+            String::from_utf8_lossy(&body)
+        );
+    }
     Ok(Ok(call))
 }
 

@@ -608,6 +608,7 @@ async fn a_files_trigger_sees_the_files_metadata_for_the_ops_it_watches_and_neve
         "app_id",
         "depth",
         "causation_id",
+        "id",
     ]
     .map(str::to_owned)
     .into();

@@ -332,6 +332,10 @@ pub struct KvEntry {
     pub key: KvKey,
     /// The stored JSON value.
     pub value: Value,
+    /// Its version: a new, larger number on every write of the key, never reused (not even
+    /// after a delete), so a check-and-set against it cannot mistake a new value for an
+    /// old one.
+    pub version: i64,
     /// When it was last written.
     pub updated_at: DateTime<Utc>,
 }
@@ -376,6 +380,172 @@ impl KvPage {
     }
 }
 
+/// A value and the version it was written as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KvVersioned {
+    /// The stored JSON value.
+    pub value: Value,
+    /// Its version (see [`KvEntry::version`]).
+    pub version: i64,
+}
+
+/// What must hold for a conditional write to happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCondition {
+    /// The key holds exactly this version.
+    IfVersion(i64),
+    /// The key holds nothing.
+    IfAbsent,
+}
+
+/// An amount to add to a number: whole, or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvIncrement {
+    /// A whole amount; a whole number stays whole, and a result past the range of a
+    /// 64-bit integer is refused.
+    Int(i64),
+    /// A fractional amount; the result is a float.
+    Float(f64),
+}
+
+/// What an atomic batch checks before it changes anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvCheck {
+    /// The collection.
+    pub collection: CollectionName,
+    /// The key.
+    pub key: KvKey,
+    /// The version the key must hold; `None` when it must hold nothing.
+    pub version: Option<i64>,
+}
+
+/// One change of an atomic batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvMutation {
+    /// Store a value.
+    Set {
+        /// The collection.
+        collection: CollectionName,
+        /// The key.
+        key: KvKey,
+        /// The value.
+        value: Value,
+    },
+    /// Remove a key (nothing, and no event, when it is absent).
+    Delete {
+        /// The collection.
+        collection: CollectionName,
+        /// The key.
+        key: KvKey,
+    },
+    /// Add to a number (an absent key counts as 0).
+    Incr {
+        /// The collection.
+        collection: CollectionName,
+        /// The key.
+        key: KvKey,
+        /// How much.
+        by: KvIncrement,
+    },
+}
+
+impl KvMutation {
+    /// The collection and key it changes.
+    pub fn target(&self) -> (&CollectionName, &KvKey) {
+        match self {
+            Self::Set {
+                collection, key, ..
+            }
+            | Self::Delete { collection, key }
+            | Self::Incr {
+                collection, key, ..
+            } => (collection, key),
+        }
+    }
+}
+
+/// Most checks and changes one atomic batch may hold, together.
+pub const MAX_KV_ATOMIC_OPERATIONS: usize = 100;
+
+/// Checks and changes that commit together or not at all: every check is made against
+/// what is stored when the batch commits, every change and every event it emits are in
+/// one transaction, and nothing else writes any key it touches in between.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KvAtomic {
+    /// What must hold.
+    pub checks: Vec<KvCheck>,
+    /// What changes if it does, in order.
+    pub mutations: Vec<KvMutation>,
+}
+
+impl KvAtomic {
+    /// Refuses a batch over [`MAX_KV_ATOMIC_OPERATIONS`] and values over the KV limits (an
+    /// empty batch is fine: it commits nothing and holds).
+    pub fn validate(&self) -> Result<(), ServiceError> {
+        let count = self.checks.len() + self.mutations.len();
+        if count > MAX_KV_ATOMIC_OPERATIONS {
+            return Err(too_many_operations(count));
+        }
+        for mutation in &self.mutations {
+            if let KvMutation::Set { key, value, .. } = mutation {
+                check_kv_value(key, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The refusal of an atomic batch of `count` checks and changes, past the limit.
+pub fn too_many_operations(count: usize) -> ServiceError {
+    ServiceError::InvalidArgument(format!(
+        "an atomic batch holds {count} checks and changes, over the limit of \
+         {MAX_KV_ATOMIC_OPERATIONS}"
+    ))
+}
+
+/// A number after `by` was added to `current`, as every implementation computes it; the
+/// message when `current` is not a number or the sum leaves the integers.
+pub fn incremented(
+    key: &KvKey,
+    current: Option<&Value>,
+    by: KvIncrement,
+) -> Result<Value, ServiceError> {
+    let not_a_number = || {
+        ServiceError::InvalidArgument(format!(
+            "value for key '{key}' is not a number, so it cannot be incremented"
+        ))
+    };
+    let current = match current {
+        None => &Value::from(0),
+        Some(value) if value.is_number() => value,
+        Some(_) => return Err(not_a_number()),
+    };
+    match (current.as_i64(), by) {
+        (Some(whole), KvIncrement::Int(by)) => {
+            whole.checked_add(by).map(Value::from).ok_or_else(|| {
+                ServiceError::InvalidArgument(format!(
+                    "incrementing key '{key}' by {by} leaves the range of a 64-bit integer"
+                ))
+            })
+        }
+        (_, by) => {
+            let by = match by {
+                KvIncrement::Int(by) => by as f64,
+                KvIncrement::Float(by) => by,
+            };
+            let sum = current.as_f64().ok_or_else(not_a_number)? + by;
+            serde_json::Number::from_f64(sum)
+                .map(Value::Number)
+                .ok_or_else(|| {
+                    ServiceError::InvalidArgument(format!(
+                        "incrementing key '{key}' does not give a finite number"
+                    ))
+                })
+        }
+    }
+}
+
 /// A collection of an app and how many keys it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -399,15 +569,49 @@ pub trait KvService: Send + Sync {
         key: &KvKey,
     ) -> Result<Option<Value>, ServiceError>;
 
-    /// Stores `value` under `key`, replacing any value there. Refused with
-    /// [`ServiceError::TooLarge`] over [`MAX_KV_VALUE_BYTES`].
+    /// The value under `key` with its version, `None` when there is none.
+    async fn get_entry(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+    ) -> Result<Option<KvVersioned>, ServiceError>;
+
+    /// Stores `value` under `key`, replacing any value there; its new version. Refused
+    /// with [`ServiceError::TooLarge`] over [`MAX_KV_VALUE_BYTES`].
     async fn set(
         &self,
         ctx: &ServiceContext,
         collection: &CollectionName,
         key: &KvKey,
         value: Value,
-    ) -> Result<(), ServiceError>;
+    ) -> Result<i64, ServiceError>;
+
+    /// Stores `value` under `key` only if `condition` holds, in one step nothing can come
+    /// between; its new version, or `None` when the condition did not hold (nothing
+    /// changed and nothing was emitted).
+    async fn set_if(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+        value: Value,
+        condition: KvCondition,
+    ) -> Result<Option<i64>, ServiceError>;
+
+    /// Adds `by` to the number under `key` (an absent key counts as 0) in one step; the
+    /// new value and its version. A value that is not a number is refused.
+    async fn incr(
+        &self,
+        ctx: &ServiceContext,
+        collection: &CollectionName,
+        key: &KvKey,
+        by: KvIncrement,
+    ) -> Result<KvVersioned, ServiceError>;
+
+    /// Commits `batch` if all its checks hold; whether they did (when not, nothing
+    /// changed and nothing was emitted). Each change emits its own event.
+    async fn commit(&self, ctx: &ServiceContext, batch: KvAtomic) -> Result<bool, ServiceError>;
 
     /// Removes `key`; whether it existed. Deleting a missing key changes nothing and
     /// emits no event.
@@ -614,6 +818,63 @@ mod tests {
             err.to_string(),
             "cursor is 513 bytes, over the limit of 512 bytes"
         );
+    }
+
+    #[test]
+    fn increments_keep_whole_numbers_whole_and_refuse_what_is_not_a_number() {
+        let k = key("n");
+        assert_eq!(incremented(&k, None, KvIncrement::Int(1)), Ok(json!(1)));
+        assert_eq!(
+            incremented(&k, Some(&json!(41)), KvIncrement::Int(1)),
+            Ok(json!(42))
+        );
+        assert_eq!(
+            incremented(&k, Some(&json!(1)), KvIncrement::Float(0.5)),
+            Ok(json!(1.5))
+        );
+        assert_eq!(
+            incremented(&k, Some(&json!(0.5)), KvIncrement::Int(2)),
+            Ok(json!(2.5))
+        );
+        assert_eq!(
+            incremented(&k, Some(&json!("7")), KvIncrement::Int(1))
+                .unwrap_err()
+                .to_string(),
+            "value for key 'n' is not a number, so it cannot be incremented"
+        );
+        assert_eq!(
+            incremented(&k, Some(&json!(i64::MAX)), KvIncrement::Int(1))
+                .unwrap_err()
+                .to_string(),
+            "incrementing key 'n' by 1 leaves the range of a 64-bit integer"
+        );
+    }
+
+    #[test]
+    fn an_atomic_batch_is_bounded_and_its_values_checked() {
+        let set = |value: Value| KvMutation::Set {
+            collection: CollectionName::parse("c").unwrap(),
+            key: key("k"),
+            value,
+        };
+        let ok = KvAtomic {
+            checks: vec![],
+            mutations: vec![set(json!(1))],
+        };
+        assert!(ok.validate().is_ok());
+        let too_many = KvAtomic {
+            checks: vec![],
+            mutations: vec![set(json!(1)); MAX_KV_ATOMIC_OPERATIONS + 1],
+        };
+        assert_eq!(
+            too_many.validate().unwrap_err().to_string(),
+            "an atomic batch holds 101 checks and changes, over the limit of 100"
+        );
+        let nul = KvAtomic {
+            checks: vec![],
+            mutations: vec![set(json!("a\0"))],
+        };
+        assert!(nul.validate().is_err());
     }
 
     #[test]

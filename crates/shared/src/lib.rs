@@ -40,8 +40,8 @@ pub use files::{
 };
 pub use ids::{AppId, DeadLetterId, ExecutionId, RequestId, ScriptId, TokenId, TriggerId, UserId};
 pub use kv::{
-    CollectionInfo, CollectionName, KvEntry, KvKey, KvListOptions, KvNameError, KvPage, KvService,
-    MAX_KV_VALUE_BYTES,
+    CollectionInfo, CollectionName, KvAtomic, KvCheck, KvCondition, KvEntry, KvIncrement, KvKey,
+    KvListOptions, KvMutation, KvNameError, KvPage, KvService, KvVersioned, MAX_KV_VALUE_BYTES,
 };
 pub use log_text::LogText;
 pub use names::{AppSlug, NameError, ScriptName, Username, check_label, is_bidi_control};

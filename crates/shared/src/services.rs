@@ -12,7 +12,10 @@ use crate::files::{
     ByteStream, FileDownload, FileInfo, FileListOptions, FileName, FilePage, FileWrite,
     FilesService, FilesUsage,
 };
-use crate::kv::{CollectionInfo, CollectionName, KvKey, KvListOptions, KvPage, KvService};
+use crate::kv::{
+    CollectionInfo, CollectionName, KvAtomic, KvCondition, KvIncrement, KvKey, KvListOptions,
+    KvPage, KvService, KvVersioned,
+};
 use crate::{AccessDenied, AppId, Capability, ExecutionId, Principal};
 
 /// Every service scripts can call, one field each, held by whoever hands calls to them
@@ -71,13 +74,47 @@ impl KvService for Unavailable {
         Err(self.refuse())
     }
 
+    async fn get_entry(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+    ) -> Result<Option<KvVersioned>, ServiceError> {
+        Err(self.refuse())
+    }
+
     async fn set(
         &self,
         _: &ServiceContext,
         _: &CollectionName,
         _: &KvKey,
         _: Value,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<i64, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn set_if(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+        _: Value,
+        _: KvCondition,
+    ) -> Result<Option<i64>, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn incr(
+        &self,
+        _: &ServiceContext,
+        _: &CollectionName,
+        _: &KvKey,
+        _: KvIncrement,
+    ) -> Result<KvVersioned, ServiceError> {
+        Err(self.refuse())
+    }
+
+    async fn commit(&self, _: &ServiceContext, _: KvAtomic) -> Result<bool, ServiceError> {
         Err(self.refuse())
     }
 

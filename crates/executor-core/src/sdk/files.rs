@@ -34,7 +34,7 @@ use picloud_shared::{
     ByteStream, CollectionName, ContentType, FileInfo, FileListOptions, FileMetadata, FileName,
     FileWrite, WriteMode,
 };
-use rhai::{Dynamic, Engine, FuncRegistration, Map};
+use rhai::{Dynamic, Engine, FuncRegistration, Map, Module};
 use serde_json::{Value, json};
 
 use super::args::{self, text};
@@ -61,7 +61,7 @@ impl CollectionHandle for FilesCollection {
 
 /// Registers `files::collection` and the handle's methods on `engine`.
 pub(crate) fn register(engine: &mut Engine) {
-    register_collection(engine, collection);
+    register_collection(engine, collection, Module::new());
     // Volatile: each is a side effect or a read of changing data, never to be folded.
     FuncRegistration::new("create")
         .with_volatility(true)

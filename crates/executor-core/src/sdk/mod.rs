@@ -94,14 +94,14 @@ pub(crate) trait CollectionHandle: Clone + Send + Sync + 'static {
     fn name(&self) -> &CollectionName;
 }
 
-/// Registers the module `H::MODULE` with its `collection(name)` (`open`), and the handle's
-/// type with its `name` and how it is shown (`kv collection 'users'`); the handle's methods
-/// are the module's own to register.
+/// Registers the module `H::MODULE` with its `collection(name)` (`open`) beside the
+/// functions already in `module`, and the handle's type with its `name` and how it is
+/// shown (`kv collection 'users'`); the handle's methods are the module's own to register.
 fn register_collection<H: CollectionHandle>(
     engine: &mut Engine,
     open: fn(Dynamic) -> RhaiResult<H>,
+    mut module: Module,
 ) {
-    let mut module = Module::new();
     FuncRegistration::new("collection")
         .with_volatility(true)
         .set_into_module(&mut module, open);

@@ -61,6 +61,12 @@ pub(crate) fn translate(err: sqlx::Error, violations: Violations) -> RepoError {
     }
 }
 
+/// Whether two transactions deadlocked (40P01) and PostgreSQL chose this one to abort:
+/// nothing of it happened, and running it again may well succeed.
+pub(crate) fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
 /// Errors a later retry may not see: the server or the pool, not the statement, failed.
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {

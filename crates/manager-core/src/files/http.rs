@@ -244,6 +244,14 @@ pub(crate) async fn files_usage(
 /// corrupted before the headers leave answers 500 `file_corrupted`; one found corrupted
 /// later (past its first 256 KiB) ends the transfer short, so a client never receives all
 /// of a wrong file.
+///
+/// Request headers: `If-None-Match` (`*`, or entity tags: 304 when one is the file's
+/// `ETag`; weak tags compare equal); `Range` (one range, `bytes=a-b`, `bytes=a-` or
+/// `bytes=-n`; several ranges, or one that does not parse, get the whole file);
+/// `If-Range` (an entity tag: `Range` holds only while it is the file's `ETag`, otherwise
+/// the whole file is sent). They are described here rather than as parameters: a header
+/// value with a control character is refused by the HTTP layer itself (a bare 400)
+/// before any route sees it.
 #[utoipa::path(
     get,
     path = "/apps/{id}/files/{collection}/{name}",
@@ -252,9 +260,6 @@ pub(crate) async fn files_usage(
         ("id" = String, Path, format = Uuid, description = "App id"),
         ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ("name" = String, Path, description = "File name, percent-encoded (`/` as `%2F`)"),
-        ("if-none-match" = Option<String>, Header, description = "`*`, or entity tags: 304 when one is the file's `ETag` (weak tags compare equal)"),
-        ("range" = Option<String>, Header, description = "One range, `bytes=a-b`, `bytes=a-` or `bytes=-n`; several ranges, or one that does not parse, get the whole file"),
-        ("if-range" = Option<String>, Header, description = "An entity tag: `Range` holds only while it is the file's `ETag`, otherwise the whole file is sent"),
     ),
     responses(
         (status = 200, description = "The file's bytes, with the file's own `Content-Type`", content_type = "application/octet-stream", body = FileBytes,
@@ -530,6 +535,10 @@ fn range_not_satisfiable(size: u64) -> Response {
 
 /// Upload a file, streamed: the body is the file's bytes, replacing the file's bytes and
 /// metadata if it exists. Fires the app's matching files triggers.
+///
+/// Request headers: `X-PiCloud-Metadata` (the file's metadata, a JSON object of string
+/// values; none when absent); `If-None-Match: *` (only create the file: 412 if it exists);
+/// `If-Match: *` (only replace it: 412 if it does not exist).
 #[utoipa::path(
     put,
     path = "/apps/{id}/files/{collection}/{name}",
@@ -538,9 +547,6 @@ fn range_not_satisfiable(size: u64) -> Response {
         ("id" = String, Path, format = Uuid, description = "App id"),
         ("collection" = String, Path, description = "Collection name", pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
         ("name" = String, Path, description = "File name, percent-encoded (`/` as `%2F`)"),
-        ("x-picloud-metadata" = Option<String>, Header, description = "The file's metadata: a JSON object of string values (none when absent)"),
-        ("if-none-match" = Option<String>, Header, description = "`*`: only create the file (412 if it exists)"),
-        ("if-match" = Option<String>, Header, description = "`*`: only replace the file (412 if it does not exist)"),
     ),
     request_body(content = FileBytes, content_type = "application/octet-stream",
         description = "The file's bytes. `Content-Type` is stored as the file's type (`application/octet-stream` when absent); a `Content-Length` over the file limit or the quota is refused before a byte is read"),

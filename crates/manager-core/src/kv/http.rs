@@ -3,16 +3,22 @@
 //!
 //! Changes made here go through the same [`KvService`](picloud_shared::KvService) scripts
 //! use, so they fire the app's triggers (at depth 1) like any other change.
+//!
+//! A key's version is its entity tag (`ETag: "<version>"`): a `PUT` with
+//! `If-Match: "<version>"` writes only while the key still holds that version, and one with
+//! `If-None-Match: *` only while the key holds nothing, each checked and written in one
+//! step by the service, so two editors cannot overwrite each other unknowingly.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
-    AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvEntry, KvKey,
-    KvListOptions, KvService, ServiceContext,
+    AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvCondition,
+    KvEntry, KvKey, KvListOptions, KvService, ServiceContext,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -201,7 +207,8 @@ pub(crate) async fn list_entries(
     }))
 }
 
-/// Read one key's value: the stored JSON, exactly as it was put.
+/// Read one key's value: the stored JSON, exactly as it was put, with its version as the
+/// entity tag.
 #[utoipa::path(
     get,
     path = "/apps/{id}/kv/{collection}/{key}",
@@ -212,7 +219,8 @@ pub(crate) async fn list_entries(
         ("key" = String, Path, description = "Key (percent-encoded)"),
     ),
     responses(
-        (status = 200, description = "The stored value", body = Value),
+        (status = 200, description = "The stored value", body = Value,
+            headers(("etag" = String, description = "The entry's version, quoted: `\"<version>\"` (for `If-Match` on a `PUT`)"))),
         (status = 400, description = "The id is not a UUID", body = ErrorEnvelope),
         (status = 403, description = "No `data:read`", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see), or no such key", body = ErrorEnvelope),
@@ -224,16 +232,29 @@ pub(crate) async fn get_entry(
     State(state): State<KvState>,
     auth: Auth,
     EntryPath(id, collection, key): EntryPath,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
-    state
+    let entry = state
         .kv
-        .get(&admin_context(id, &auth), &collection, &key)
+        .get_entry(&admin_context(id, &auth), &collection, &key)
         .await?
-        .map(axum::Json)
-        .ok_or_else(|| key_not_found(&collection, &key))
+        .ok_or_else(|| key_not_found(&collection, &key))?;
+    Ok((
+        [(header::ETAG, etag(entry.version))],
+        axum::Json(entry.value),
+    )
+        .into_response())
+}
+
+/// A version as an entity tag: `"<version>"`.
+fn etag(version: i64) -> HeaderValue {
+    #[expect(
+        clippy::expect_used,
+        reason = "an integer between quotes is visible ASCII, always a valid header value"
+    )]
+    HeaderValue::try_from(format!("\"{version}\"")).expect("a quoted integer")
 }
 
 fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
@@ -243,7 +264,12 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
 }
 
 /// Store a value under a key, replacing any value there. The body is the value itself,
-/// any JSON up to 64 KiB. Fires the app's matching KV triggers.
+/// any JSON up to 64 KiB. With `If-Match: "<version>"` only while the key holds that
+/// version, with `If-None-Match: *` only while it holds nothing; the check and the write are
+/// one step. Fires the app's matching KV triggers.
+///
+/// (The two headers are described here rather than as parameters: a header value with a
+/// control character is refused by the HTTP layer itself, a bare 400, before any route.)
 #[utoipa::path(
     put,
     path = "/apps/{id}/kv/{collection}/{key}",
@@ -255,13 +281,15 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
     ),
     request_body(content = Value, description = "The value to store: any JSON", content_type = "application/json"),
     responses(
-        (status = 204, description = "The value is stored"),
+        (status = 204, description = "The value is stored",
+            headers(("etag" = String, description = "The entry's new version, quoted: `\"<version>\"`"))),
         (status = 400, description = "The id is not a UUID, or malformed JSON", body = ErrorEnvelope),
         (status = 403, description = "No `data:write`, or not a developer of the app", body = ErrorEnvelope),
         (status = 404, description = "No such app (or one the caller cannot see)", body = ErrorEnvelope),
+        (status = 412, description = "`If-Match` and the key holds another version or none, or `If-None-Match: *` and the key exists (`precondition_failed`); nothing was stored", body = ErrorEnvelope),
         (status = 413, description = "The value is over 64 KiB (`value_too_large`)", body = ErrorEnvelope),
         (status = 415, description = "Body is not declared as JSON", body = ErrorEnvelope),
-        (status = 422, description = "Invalid collection name or key, or a value that cannot be stored", body = ErrorEnvelope),
+        (status = 422, description = "Invalid collection name or key (`invalid_name`); a value that cannot be stored, or an `If-Match` that is not one quoted version or an `If-None-Match` other than `*` (`invalid_argument`)", body = ErrorEnvelope),
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
     )
 )]
@@ -269,17 +297,88 @@ pub(crate) async fn put_entry(
     State(state): State<KvState>,
     auth: Auth,
     EntryPath(id, collection, key): EntryPath,
+    headers: HeaderMap,
     Json(value): Json<Value>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvWrite).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
-    state
-        .kv
-        .set(&admin_context(id, &auth), &collection, &key, value)
-        .await?;
-    tracing::info!(app_id = %id, %collection, user = %auth.username, "kv entry put");
-    Ok(StatusCode::NO_CONTENT)
+    let condition = write_condition(&headers)?;
+    let ctx = admin_context(id, &auth);
+    let version = match condition {
+        None => state.kv.set(&ctx, &collection, &key, value).await?,
+        Some(condition) => state
+            .kv
+            .set_if(&ctx, &collection, &key, value, condition)
+            .await?
+            .ok_or_else(|| condition_failed(&collection, &key, condition))?,
+    };
+    tracing::info!(app_id = %id, %collection, version, user = %auth.username, "kv entry put");
+    Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag(version))]).into_response())
+}
+
+/// The condition a `PUT`'s headers ask for: `If-Match: "<version>"` or `If-None-Match: *`.
+/// Anything else in them is refused rather than ignored: dropping a precondition silently
+/// would lose the protection it asks for.
+fn write_condition(headers: &HeaderMap) -> Result<Option<KvCondition>, ApiError> {
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .map(|value| {
+            quoted_version(value.as_bytes())
+                .map(KvCondition::IfVersion)
+                .ok_or_else(|| {
+                    invalid_argument(
+                        "if-match must be one entity tag holding a version, such as '\"3\"' \
+                     (the etag a read answered)",
+                    )
+                })
+        })
+        .transpose()?;
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .map(|value| {
+            if value.as_bytes().trim_ascii() == b"*" {
+                Ok(KvCondition::IfAbsent)
+            } else {
+                Err(invalid_argument(
+                    "only 'if-none-match: *' is supported on a put",
+                ))
+            }
+        })
+        .transpose()?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            ErrorCode::PreconditionFailed,
+            "'if-match' and 'if-none-match: *' cannot both hold",
+        )),
+        (condition, None) | (None, condition) => Ok(condition),
+    }
+}
+
+/// The version in a strong entity tag of decimal digits (`"42"`); `None` for anything
+/// else: a weak tag, a list, `*`, or a tag that was never a version.
+fn quoted_version(raw: &[u8]) -> Option<i64> {
+    let digits = raw.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn condition_failed(collection: &CollectionName, key: &KvKey, condition: KvCondition) -> ApiError {
+    let message = match condition {
+        KvCondition::IfVersion(version) => {
+            format!("key '{key}' in collection '{collection}' is not at version {version}")
+        }
+        KvCondition::IfAbsent => {
+            format!("key '{key}' already exists in collection '{collection}'")
+        }
+    };
+    ApiError::new(ErrorCode::PreconditionFailed, message)
+}
+
+fn invalid_argument(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
 /// Delete a key. Fires the app's matching KV triggers.

@@ -85,8 +85,11 @@ fn depth_column(depth: u32) -> i32 {
     i32::try_from(depth.max(1)).unwrap_or(i32::MAX)
 }
 
-/// Inserts one due outbox row per target, all carrying `event`'s payload (and, for a dead
-/// letter, its id, so the handler's outcome can resolve it).
+/// Inserts one due outbox row per target, all carrying `event`'s payload with the row's own
+/// id as `id`: the delivery's id, kept in the event, so it stays the same on every retry
+/// and on a replay (whose new row copies the event), which a script can record to act
+/// once per event; and, for a dead letter, its id, so the handler's outcome
+/// can resolve it.
 async fn insert_rows(
     tx: &mut PgTx,
     event: &ServiceEvent,
@@ -97,7 +100,7 @@ async fn insert_rows(
     let scripts: Vec<Uuid> = targets.iter().map(|t| t.script_id.as_uuid()).collect();
     let written = sqlx::query(
         "INSERT INTO outbox (id, app_id, trigger_id, script_id, event, depth, dead_letter_id) \
-         SELECT id, $4, trigger_id, script_id, $5, $6, $7 \
+         SELECT id, $4, trigger_id, script_id, $5 || jsonb_build_object('id', id), $6, $7 \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS m(id, trigger_id, script_id)",
     )
     .bind(&ids)

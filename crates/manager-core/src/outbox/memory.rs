@@ -64,7 +64,7 @@ pub struct OutboxRow {
     pub trigger_id: TriggerId,
     /// The script it runs.
     pub script_id: ScriptId,
-    /// The payload the script sees as `ctx.event`.
+    /// The payload the script sees as `ctx.event`, with the row's id as `id`.
     pub event: Value,
     /// The event's depth.
     pub depth: u32,
@@ -145,7 +145,11 @@ impl ServiceEventEmitter<InMemoryTx> for InMemoryOutbox {
             .map(|target| OutboxRow {
                 trigger_id: target.trigger_id,
                 script_id: target.script_id,
-                event: payload.clone(),
+                event: {
+                    let mut event = payload.clone();
+                    event["id"] = serde_json::json!(uuid::Uuid::now_v7());
+                    event
+                },
                 depth: event.depth,
                 dead_letter_id: event.subject.dead_letter_id(),
             })

@@ -1,11 +1,12 @@
 //! The KV browser: `/api/admin/apps/{id}/kv/...`.
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
 use picloud_shared::{AppRole, EventSubject, KvOp, MAX_KV_VALUE_BYTES, Scope};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::TestApp;
+use crate::{Reply, TestApp};
 
 fn kv(app: impl std::fmt::Display, rest: &str) -> String {
     format!("/api/admin/apps/{app}/kv{rest}")
@@ -296,4 +297,230 @@ async fn each_app_sees_only_its_own_entries(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 0);
     assert_eq!(app.get(&kv(alpha, "/users/ada")).await.body, "alpha's");
+}
+
+/// Puts `value` as the admin with extra request headers.
+async fn put_with(app: &TestApp, uri: &str, value: &Value, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::put(uri).header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    app.admin()
+        .send(request.body(Body::from(value.to_string())).unwrap())
+        .await
+}
+
+/// The reply's `ETag`, asserting it is a quoted version, and that version.
+fn etag(reply: &Reply) -> (String, i64) {
+    let tag = reply
+        .headers
+        .get(header::ETAG)
+        .unwrap_or_else(|| panic!("no etag in {:?}", reply.headers))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let version = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("etag {tag} is not a quoted version"));
+    (tag, version)
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn a_read_answers_the_version_as_its_etag_and_a_put_the_new_one(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let shop = app.add_app("shop").await;
+    let uri = kv(shop, "/users/ada");
+
+    let first = put_with(&app, &uri, &json!(1), &[]).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.body);
+    let (first_tag, first_version) = etag(&first);
+    let read = app.get(&uri).await;
+    assert_eq!((read.status, &read.body), (StatusCode::OK, &json!(1)));
+    assert_eq!(etag(&read).0, first_tag);
+
+    let second = put_with(&app, &uri, &json!(2), &[]).await;
+    let (second_tag, second_version) = etag(&second);
+    assert!(
+        second_version > first_version,
+        "{first_tag} then {second_tag}"
+    );
+    assert_eq!(etag(&app.get(&uri).await).0, second_tag);
+
+    // The list shows the same version the entity tag carries.
+    let page = app.get(&kv(shop, "/users")).await;
+    assert_eq!(page.body["items"][0]["key"], "ada");
+    assert_eq!(page.body["items"][0]["version"], second_version);
+
+    // A missing key has no tag to give.
+    let missing = app.get(&kv(shop, "/users/bob")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.headers.get(header::ETAG).is_none());
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn if_match_stores_only_while_the_key_holds_that_version(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let shop = app.add_app("shop").await;
+    let uri = kv(shop, "/users/ada");
+
+    // Nothing stored: no version can match.
+    let absent = put_with(&app, &uri, &json!("x"), &[("if-match", "\"1\"")]).await;
+    assert_eq!(
+        absent.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        absent.body
+    );
+    assert_eq!(absent.code(), "precondition_failed");
+    assert_eq!(app.get(&uri).await.status, StatusCode::NOT_FOUND);
+
+    let (read_tag, _) = etag(&put_with(&app, &uri, &json!("first"), &[]).await);
+    let events_before = ops(&app).len();
+
+    // Someone else writes in between: the tag the first editor read no longer holds.
+    let (their_tag, their_version) =
+        etag(&put_with(&app, &uri, &json!("theirs"), &[("if-match", &read_tag)]).await);
+    let stale = put_with(&app, &uri, &json!("mine"), &[("if-match", &read_tag)]).await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    assert_eq!(stale.code(), "precondition_failed");
+    assert_eq!(
+        stale.message(),
+        format!(
+            "key 'ada' in collection 'users' is not at version {}",
+            &read_tag[1..read_tag.len() - 1]
+        )
+    );
+    assert!(stale.headers.get(header::ETAG).is_none());
+    let read = app.get(&uri).await;
+    assert_eq!(read.body, "theirs", "the refused put changed nothing");
+    assert_eq!(etag(&read).0, their_tag);
+    // Only the put that held emitted an event.
+    let events = ops(&app);
+    assert_eq!(events.len(), events_before + 1, "{events:?}");
+    assert_eq!(events.last().unwrap().3, Some(json!("theirs")));
+
+    // With the current tag it goes through, and answers the next one. Spaces around the
+    // tag are the header's, not the tag's.
+    let matched = put_with(
+        &app,
+        &uri,
+        &json!("mine"),
+        &[("if-match", &format!(" {their_tag} "))],
+    )
+    .await;
+    assert_eq!(matched.status, StatusCode::NO_CONTENT, "{}", matched.body);
+    let (mine_tag, mine_version) = etag(&matched);
+    assert!(mine_version > their_version);
+    let read = app.get(&uri).await;
+    assert_eq!(
+        (&read.body, etag(&read).0),
+        (&json!("mine"), mine_tag.clone())
+    );
+
+    // A deleted key matches no version, not even its last one.
+    assert_eq!(app.delete(&uri).await.status, StatusCode::NO_CONTENT);
+    let gone = put_with(&app, &uri, &json!("back"), &[("if-match", &mine_tag)]).await;
+    assert_eq!(
+        gone.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        gone.body
+    );
+    assert_eq!(app.get(&uri).await.status, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn if_none_match_star_stores_only_while_the_key_holds_nothing(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let shop = app.add_app("shop").await;
+    let uri = kv(shop, "/users/ada");
+
+    let created = put_with(&app, &uri, &json!("first"), &[("if-none-match", "*")]).await;
+    assert_eq!(created.status, StatusCode::NO_CONTENT, "{}", created.body);
+    let (created_tag, created_version) = etag(&created);
+    assert_eq!(etag(&app.get(&uri).await).0, created_tag);
+
+    let exists = put_with(&app, &uri, &json!("second"), &[("if-none-match", "*")]).await;
+    assert_eq!(
+        exists.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        exists.body
+    );
+    assert_eq!(exists.code(), "precondition_failed");
+    assert_eq!(
+        exists.message(),
+        "key 'ada' already exists in collection 'users'"
+    );
+    assert_eq!(app.get(&uri).await.body, "first");
+    assert_eq!(ops(&app).len(), 1, "the refused put emitted nothing");
+
+    // Once deleted, the key can be created again, under a version never given before.
+    assert_eq!(app.delete(&uri).await.status, StatusCode::NO_CONTENT);
+    let again = put_with(&app, &uri, &json!("third"), &[("if-none-match", "*")]).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT, "{}", again.body);
+    assert!(etag(&again).1 > created_version);
+    assert_eq!(app.get(&uri).await.body, "third");
+}
+
+#[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
+async fn preconditions_that_are_not_a_version_are_refused_and_store_nothing(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let shop = app.add_app("shop").await;
+    let uri = kv(shop, "/users/ada");
+    let (tag, version) = etag(&put_with(&app, &uri, &json!("kept"), &[]).await);
+    let bare = version.to_string();
+    let weak = format!("W/{tag}");
+    let list = format!("{tag}, \"{}\"", version + 1);
+
+    for (name, value) in [
+        ("if-match", bare.as_str()),
+        ("if-match", weak.as_str()),
+        ("if-match", list.as_str()),
+        ("if-match", "*"),
+        ("if-match", "\"\""),
+        ("if-match", "\"abc\""),
+        ("if-match", "\"-1\""),
+        ("if-match", "\"+1\""),
+        ("if-match", "\"99999999999999999999\""),
+        ("if-match", ""),
+        ("if-none-match", tag.as_str()),
+        ("if-none-match", "W/*"),
+    ] {
+        let reply = put_with(&app, &uri, &json!("changed"), &[(name, value)]).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {value}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "invalid_argument", "{name}: {value}");
+        assert!(reply.message().contains(name), "{}", reply.message());
+    }
+    // Both at once cannot hold.
+    let both = put_with(
+        &app,
+        &uri,
+        &json!("changed"),
+        &[("if-match", &tag), ("if-none-match", "*")],
+    )
+    .await;
+    assert_eq!(
+        both.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        both.body
+    );
+    assert_eq!(both.code(), "precondition_failed");
+
+    let read = app.get(&uri).await;
+    assert_eq!((&read.body, etag(&read).1), (&json!("kept"), version));
+    assert_eq!(ops(&app).len(), 1, "only the first put emitted");
 }

@@ -159,6 +159,39 @@ async fn the_document_lists_every_route_with_its_methods(pool: PgPool) {
             "create lacks a {status} response"
         );
     }
+
+    // A KV entry's version is its entity tag, and a put's preconditions are described.
+    let entry = &doc["paths"]["/api/admin/apps/{id}/kv/{collection}/{key}"];
+    assert!(
+        entry["get"]["responses"]["200"]["headers"]["etag"].is_object(),
+        "{}",
+        entry["get"]
+    );
+    let put = &entry["put"];
+    assert!(
+        put["responses"]["204"]["headers"]["etag"].is_object(),
+        "{put}"
+    );
+    for status in ["204", "412", "413", "422"] {
+        assert!(
+            put["responses"].get(status).is_some(),
+            "kv put lacks a {status} response"
+        );
+    }
+    let description = format!(
+        "{} {}",
+        put["summary"].as_str().unwrap_or_default(),
+        put["description"].as_str().unwrap_or_default()
+    );
+    assert!(
+        description.contains("If-Match") && description.contains("If-None-Match"),
+        "{put}"
+    );
+    assert!(
+        schemas["KvEntry"]["properties"]["version"].is_object(),
+        "{}",
+        schemas["KvEntry"]
+    );
 }
 
 #[sqlx::test(migrator = "picloud_manager_core::MIGRATOR")]
@@ -209,4 +242,24 @@ async fn the_document_declares_bearer_auth_and_which_operations_are_public(pool:
         "{}",
         doc["components"]["schemas"]["Scope"]
     );
+}
+
+/// Request headers are described in an operation's prose, never as header parameters: a
+/// header value with a control character is refused by hyper itself with a bare 400 (no
+/// JSON body) before any route sees it, so a documented header parameter invites clients
+/// and fuzzers to send values the document then cannot describe the answer to.
+#[test]
+fn no_operation_documents_a_header_parameter() {
+    let document = serde_json::to_value(picloud_manager_core::http::openapi()).unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let headers: Vec<&serde_json::Value> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "header")
+                .collect();
+            assert!(headers.is_empty(), "{method} {path} documents {headers:?}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
     reason = "test helpers outside #[test] functions fail loudly on the first surprise too"
 )]
 
+mod atomic;
 mod postgres_only;
 mod suite;
 
@@ -97,4 +98,9 @@ picloud_testkit::backend_suite!(
     suite::one_apps_context_never_reaches_another_apps_entries,
     suite::a_principal_needs_the_role_and_scope_for_each_call,
     suite::events_carry_the_runs_depth_plus_one_and_its_id,
+    atomic::every_write_gives_the_key_a_larger_version_never_reused,
+    atomic::a_conditional_set_writes_only_when_its_condition_holds,
+    atomic::increments_count_from_zero_and_refuse_what_is_not_a_number,
+    atomic::a_batch_whose_checks_hold_changes_every_key_and_emits_each_change,
+    atomic::a_batch_whose_check_fails_changes_nothing_and_emits_nothing,
 );
