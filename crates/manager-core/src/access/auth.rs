@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use picloud_shared::{
     AccessDenied, AppId, AppRole, Capability, Credential, CredentialKind, ErrorCode, ErrorEnvelope,
-    Principal, Scope, TokenId, UserId, Username, bearer_token,
+    Principal, Scope, ServiceContext, TokenId, UserId, Username, bearer_token,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -111,6 +111,18 @@ impl Auth {
     ) -> Result<(), ApiError> {
         self.authorize(&capability)
             .map_err(|denied| ApiError::denied(denied, hidden))
+    }
+
+    /// The context of a service call the admin API makes for this caller in `app`: the
+    /// caller's own identity, depth 0 so the events it causes start at depth 1, and no
+    /// causing execution.
+    pub(crate) fn acting_in(&self, app: AppId) -> ServiceContext {
+        ServiceContext {
+            app_id: app,
+            execution_id: None,
+            depth: 0,
+            run_as: Some((*self.0).clone()),
+        }
     }
 
     /// Ok for an instance admin acting through an unrestricted credential with `app:admin`.

@@ -13,8 +13,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -25,7 +24,7 @@ use picloud_shared::files::{
 use picloud_shared::{
     AppId, BodyTimedOut, ByteRange, ByteStream, Capability, CollectionName, ContentType, ErrorCode,
     ErrorEnvelope, FileDownload, FileInfo, FileListOptions, FileMetadata, FileName, FileWrite,
-    FilesService, FilesUsage, ServiceContext, ServiceError, WriteMode,
+    FilesService, FilesUsage, ServiceError, WriteMode,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -39,7 +38,7 @@ use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::files::{FileSweeper, SweepReport};
 use crate::http::error::ApiError;
-use crate::http::extract::{PathId, Query};
+use crate::http::extract::{ItemPath, PathId, Query, collection_name};
 use crate::http::{AdminState, Page};
 
 /// What the files routes work with.
@@ -111,36 +110,6 @@ pub struct ListFilesQuery {
     pub cursor: Option<String>,
 }
 
-/// The `{id}/files/{collection}/{name}` segments.
-pub(crate) struct FilePath(AppId, String, String);
-
-impl FromRequestParts<AdminState> for FilePath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AdminState,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path((id, collection, name)) =
-            axum::extract::Path::<(String, String, String)>::from_request_parts(parts, state)
-                .await
-                // A name is free text, so it can be percent-encoded into something that is
-                // not UTF-8: the client's mistake, not a routing fault.
-                .map_err(|rejection| {
-                    ApiError::new(
-                        ErrorCode::InvalidPath,
-                        format!("the path could not be decoded: {}", rejection.body_text()),
-                    )
-                })?;
-        let id = id.parse().map_err(|_| ApiError::invalid_id(&id))?;
-        Ok(Self(id, collection, name))
-    }
-}
-
-fn collection_name(raw: &str) -> Result<CollectionName, ApiError> {
-    CollectionName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
-}
-
 fn file_name(raw: &str) -> Result<FileName, ApiError> {
     FileName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
 }
@@ -153,17 +122,6 @@ fn file_not_found(collection: &CollectionName, name: &FileName) -> ApiError {
     ApiError::not_found(format!(
         "file '{name}' not found in collection '{collection}'"
     ))
-}
-
-/// The context admin calls run in: the caller's own identity, depth 0 so the events they
-/// cause start at depth 1, and no causing execution.
-fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
-    ServiceContext {
-        app_id,
-        execution_id: None,
-        depth: 0,
-        run_as: Some((**auth).clone()),
-    }
 }
 
 /// List an app's files in `(collection, name)` order (bytewise), a page at a time.
@@ -206,7 +164,7 @@ pub(crate) async fn list_files(
         limit,
         cursor: query.cursor,
     };
-    let page = state.files.list(&admin_context(id, &auth), options).await?;
+    let page = state.files.list(&auth.acting_in(id), options).await?;
     // The service's own cursor (the last `collection/name`) is already opaque enough.
     Ok(axum::Json(Page {
         items: page.files,
@@ -234,9 +192,7 @@ pub(crate) async fn files_usage(
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<FilesUsage>, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppFilesRead).await?;
-    Ok(axum::Json(
-        state.files.usage(&admin_context(id, &auth)).await?,
-    ))
+    Ok(axum::Json(state.files.usage(&auth.acting_in(id)).await?))
 }
 
 /// Download a file (`HEAD` answers the same headers without the bytes, and ignores
@@ -292,12 +248,12 @@ pub(crate) async fn download_file(
     auth: Auth,
     method: Method,
     headers: HeaderMap,
-    FilePath(id, collection, name): FilePath,
+    ItemPath(id, collection, name): ItemPath,
 ) -> Result<Response, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppFilesRead).await?;
     let collection = collection_name(&collection)?;
     let name = file_name(&name)?;
-    let ctx = admin_context(id, &auth);
+    let ctx = auth.acting_in(id);
     let conditional = headers.contains_key(header::IF_NONE_MATCH);
     // What needs only the metadata never opens the bytes.
     if method == Method::HEAD || conditional {
@@ -569,7 +525,7 @@ fn range_not_satisfiable(size: u64) -> Response {
 pub(crate) async fn upload_file(
     State(state): State<FilesState>,
     auth: Auth,
-    FilePath(id, collection, name): FilePath,
+    ItemPath(id, collection, name): ItemPath,
     request: Request,
 ) -> Result<Response, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppFilesWrite).await?;
@@ -600,7 +556,7 @@ pub(crate) async fn upload_file(
     }));
     let written = state
         .files
-        .write(&admin_context(id, &auth), &collection, &name, write, body)
+        .write(&auth.acting_in(id), &collection, &name, write, body)
         .await;
     let info = written.map_err(|err| {
         let failure = failure.lock().ok().and_then(|mut slot| slot.take());
@@ -721,14 +677,14 @@ fn upload_refused(err: ServiceError, mode: WriteMode, failure: Option<axum::Erro
 pub(crate) async fn delete_file(
     State(state): State<FilesState>,
     auth: Auth,
-    FilePath(id, collection, name): FilePath,
+    ItemPath(id, collection, name): ItemPath,
 ) -> Result<StatusCode, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppFilesWrite).await?;
     let collection = collection_name(&collection)?;
     let name = file_name(&name)?;
     let existed = state
         .files
-        .delete(&admin_context(id, &auth), &collection, &name)
+        .delete(&auth.acting_in(id), &collection, &name)
         .await?;
     if !existed {
         return Err(file_not_found(&collection, &name));

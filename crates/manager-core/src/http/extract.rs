@@ -7,6 +7,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use picloud_shared::{AppId, CollectionName, ErrorCode};
+
 use super::error::ApiError;
 
 /// A JSON request body: `malformed_json` (400), `invalid_body` (422),
@@ -86,4 +88,55 @@ where
         let b = second.parse().map_err(|_| ApiError::invalid_id(&second))?;
         Ok(Self(a, b))
     }
+}
+
+/// The `{id}/<service>/{collection}` segments of an app's data routes (KV, files): the
+/// app's id, parsed, and the collection as sent.
+pub(crate) struct CollectionPath(pub AppId, pub String);
+
+/// The `{id}/<service>/{collection}/{item}` segments of an app's data routes: the app's id,
+/// parsed, the collection and the item (a KV key, a file name) as sent.
+pub(crate) struct ItemPath(pub AppId, pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for CollectionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((id, collection)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(undecodable)?;
+        Ok(Self(parse_app_id(&id)?, collection))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((id, collection, item)) =
+            axum::extract::Path::<(String, String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(undecodable)?;
+        Ok(Self(parse_app_id(&id)?, collection, item))
+    }
+}
+
+fn parse_app_id(raw: &str) -> Result<AppId, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_id(raw))
+}
+
+/// A key or a file name is free text, so unlike other routes' segments it can be
+/// percent-encoded into something that is not UTF-8: the client's mistake, not a routing
+/// fault.
+fn undecodable(rejection: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidPath,
+        format!("the path could not be decoded: {}", rejection.body_text()),
+    )
+}
+
+/// A collection name from a path, or 422 `invalid_name`.
+pub(crate) fn collection_name(raw: &str) -> Result<CollectionName, ApiError> {
+    CollectionName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
 }

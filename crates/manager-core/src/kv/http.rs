@@ -11,14 +11,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use picloud_shared::kv::{DEFAULT_KV_LIST_LIMIT, MAX_KV_LIST_LIMIT};
 use picloud_shared::{
     AppId, Capability, CollectionInfo, CollectionName, ErrorCode, ErrorEnvelope, KvCondition,
-    KvEntry, KvKey, KvListOptions, KvService, ServiceContext,
+    KvEntry, KvKey, KvListOptions, KvService,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,7 +29,7 @@ use crate::access::auth::Auth;
 use crate::apps::AppRepository;
 use crate::apps::http::authorized_app;
 use crate::http::error::ApiError;
-use crate::http::extract::{Json, PathId, Query};
+use crate::http::extract::{CollectionPath, ItemPath, Json, PathId, Query, collection_name};
 use crate::http::{AdminState, Page};
 
 /// What the KV browser works with.
@@ -63,72 +62,8 @@ pub struct ListKvQuery {
     pub cursor: Option<String>,
 }
 
-/// The `{id}/kv/{collection}` segments.
-pub(crate) struct CollectionPath(AppId, String);
-
-/// The `{id}/kv/{collection}/{key}` segments.
-pub(crate) struct EntryPath(AppId, String, String);
-
-impl FromRequestParts<AdminState> for CollectionPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AdminState,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path((id, collection)) =
-            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
-                .await
-                .map_err(undecodable)?;
-        Ok(Self(parse_id(&id)?, collection))
-    }
-}
-
-impl FromRequestParts<AdminState> for EntryPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AdminState,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path((id, collection, key)) =
-            axum::extract::Path::<(String, String, String)>::from_request_parts(parts, state)
-                .await
-                .map_err(undecodable)?;
-        Ok(Self(parse_id(&id)?, collection, key))
-    }
-}
-
-fn parse_id(raw: &str) -> Result<AppId, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid_id(raw))
-}
-
-/// A key is free text, so unlike other routes' segments it can be percent-encoded into
-/// something that is not UTF-8: that is the client's mistake, not a routing fault.
-fn undecodable(rejection: axum::extract::rejection::PathRejection) -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidPath,
-        format!("the path could not be decoded: {}", rejection.body_text()),
-    )
-}
-
-fn collection_name(raw: &str) -> Result<CollectionName, ApiError> {
-    CollectionName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
-}
-
 fn kv_key(raw: &str) -> Result<KvKey, ApiError> {
     KvKey::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
-}
-
-/// The context admin changes run in: the caller's own identity, depth 0 so the events
-/// they cause start at depth 1, and no causing execution.
-fn admin_context(app_id: AppId, auth: &Auth) -> ServiceContext {
-    ServiceContext {
-        app_id,
-        execution_id: None,
-        depth: 0,
-        run_as: Some((**auth).clone()),
-    }
 }
 
 /// List an app's KV collections with their key counts.
@@ -151,7 +86,7 @@ pub(crate) async fn list_collections(
     PathId(id): PathId<AppId>,
 ) -> Result<axum::Json<Page<CollectionInfo>>, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
-    let items = state.kv.collections(&admin_context(id, &auth)).await?;
+    let items = state.kv.collections(&auth.acting_in(id)).await?;
     Ok(axum::Json(Page {
         items,
         next_cursor: None,
@@ -198,7 +133,7 @@ pub(crate) async fn list_entries(
     };
     let page = state
         .kv
-        .list(&admin_context(id, &auth), &collection, options)
+        .list(&auth.acting_in(id), &collection, options)
         .await?;
     // The KV service's own cursor (the last key) is already what the page shape wants.
     Ok(axum::Json(Page {
@@ -231,14 +166,14 @@ pub(crate) async fn list_entries(
 pub(crate) async fn get_entry(
     State(state): State<KvState>,
     auth: Auth,
-    EntryPath(id, collection, key): EntryPath,
+    ItemPath(id, collection, key): ItemPath,
 ) -> Result<Response, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvRead).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     let entry = state
         .kv
-        .get_entry(&admin_context(id, &auth), &collection, &key)
+        .get_entry(&auth.acting_in(id), &collection, &key)
         .await?
         .ok_or_else(|| key_not_found(&collection, &key))?;
     Ok((
@@ -296,7 +231,7 @@ fn key_not_found(collection: &CollectionName, key: &KvKey) -> ApiError {
 pub(crate) async fn put_entry(
     State(state): State<KvState>,
     auth: Auth,
-    EntryPath(id, collection, key): EntryPath,
+    ItemPath(id, collection, key): ItemPath,
     headers: HeaderMap,
     Json(value): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -304,7 +239,7 @@ pub(crate) async fn put_entry(
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     let condition = write_condition(&headers)?;
-    let ctx = admin_context(id, &auth);
+    let ctx = auth.acting_in(id);
     let version = match condition {
         None => state.kv.set(&ctx, &collection, &key, value).await?,
         Some(condition) => state
@@ -403,14 +338,14 @@ fn invalid_argument(message: impl Into<String>) -> ApiError {
 pub(crate) async fn delete_entry(
     State(state): State<KvState>,
     auth: Auth,
-    EntryPath(id, collection, key): EntryPath,
+    ItemPath(id, collection, key): ItemPath,
 ) -> Result<StatusCode, ApiError> {
     authorized_app(state.apps.as_ref(), &auth, id, Capability::AppKvWrite).await?;
     let collection = collection_name(&collection)?;
     let key = kv_key(&key)?;
     let existed = state
         .kv
-        .delete(&admin_context(id, &auth), &collection, &key)
+        .delete(&auth.acting_in(id), &collection, &key)
         .await?;
     if !existed {
         return Err(key_not_found(&collection, &key));

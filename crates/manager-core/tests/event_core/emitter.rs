@@ -742,7 +742,7 @@ pub async fn a_files_dead_letter_reaches_only_handlers_of_files_dead_letters(rep
 fn without_id(payload: &serde_json::Value) -> serde_json::Value {
     let id = payload["id"]
         .as_str()
-        .expect("every row's event carries its id");
+        .unwrap_or_else(|| panic!("every row's event carries its id: {payload}"));
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     let mut payload = payload.clone();
     payload.as_object_mut().unwrap().remove("id");
