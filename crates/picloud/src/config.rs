@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// Pool size of scripts' service calls (`PICLOUD_DATABASE_SCRIPT_CONNECTIONS`), apart
     /// from the other so that public endpoints cannot take its connections.
     pub database_script_connections: u32,
+    /// Server settings of the private PostgreSQL given after PiCloud's own
+    /// (`PICLOUD_POSTGRES_SETTINGS`, `name=value` pairs).
+    pub postgres_settings: Vec<(String, String)>,
     /// `PICLOUD_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `PICLOUD_LOG`, a tracing filter such as `info` or `picloud=debug,info`.
@@ -185,12 +188,23 @@ impl ServerConfig {
         // start the same delivery: refuse such a configuration at start-up.
         triggers.check_lease(executor.ceiling.limits().timeout, executor.gate.max_wait)?;
         let files = FilesConfig::from_env(env, &data_dir)?;
+        let postgres_settings = optional_var(env, "PICLOUD_POSTGRES_SETTINGS")
+            .map(|raw| {
+                crate::embedded_postgres::parse_settings(&raw).map_err(|reason| ConfigError {
+                    variable: "PICLOUD_POSTGRES_SETTINGS".to_owned(),
+                    value: raw.clone(),
+                    reason,
+                })
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
             listen,
             data_dir,
             database,
             database_max_connections: pool_size(env, "PICLOUD_DATABASE_MAX_CONNECTIONS", 10)?,
             database_script_connections: pool_size(env, "PICLOUD_DATABASE_SCRIPT_CONNECTIONS", 6)?,
+            postgres_settings,
             log_format: parse_var(env, "PICLOUD_LOG_FORMAT", LogFormat::Json)?,
             log_filter: optional_var(env, "PICLOUD_LOG")
                 .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned()),
@@ -286,6 +300,7 @@ mod tests {
             ("PICLOUD_MAX_TRIGGER_DEPTH", "0"),
             ("PICLOUD_FILES_MAX_FILE_BYTES", "big"),
             ("PICLOUD_FILES_SWEEP_INTERVAL_SECS", "5"),
+            ("PICLOUD_POSTGRES_SETTINGS", "shared_buffers"),
         ] {
             let err = ServerConfig::from_env(&env(&[(key, value)])).unwrap_err();
             assert_eq!(err.variable, key);

@@ -112,6 +112,98 @@ struct ServerUser {
     gid: u32,
 }
 
+/// The private cluster's server settings, chosen for a 1–4 GiB box: small shared
+/// buffers and per-query memory, no parallel workers (each is a process of its own), WAL
+/// kept small, durability untouched (`fsync` and `synchronous_commit` stay on). Each is
+/// a `-c name=value` at start, so an operator's own (`PICLOUD_POSTGRES_SETTINGS`), given
+/// later, wins.
+pub const PI_SETTINGS: &[(&str, &str)] = &[
+    ("shared_buffers", "32MB"),
+    ("work_mem", "2MB"),
+    ("maintenance_work_mem", "16MB"),
+    ("effective_cache_size", "256MB"),
+    ("max_wal_size", "256MB"),
+    ("min_wal_size", "32MB"),
+    ("max_worker_processes", "2"),
+    ("max_parallel_workers", "0"),
+    ("max_parallel_workers_per_gather", "0"),
+    ("autovacuum_max_workers", "2"),
+];
+
+/// How the private cluster's server is sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresTuning {
+    /// Connections the server accepts: PiCloud's two pools, the superuser reserve and a
+    /// little room for an operator's `psql`.
+    pub max_connections: u32,
+    /// Settings given after [`PI_SETTINGS`], which win over them.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl PostgresTuning {
+    /// Room beyond the pools: PostgreSQL's 3 reserved superuser connections (PiCloud
+    /// connects as the superuser) and 2 for an operator.
+    pub const SPARE_CONNECTIONS: u32 = 5;
+
+    /// Enough connections for pools of `pool` and `script_pool` connections.
+    pub fn for_pools(pool: u32, script_pool: u32, overrides: Vec<(String, String)>) -> Self {
+        Self {
+            max_connections: pool + script_pool + Self::SPARE_CONNECTIONS,
+            overrides,
+        }
+    }
+
+    /// The `-c` options of every setting, in order.
+    fn options(&self) -> String {
+        let max_connections = self.max_connections.to_string();
+        PI_SETTINGS
+            .iter()
+            .map(|(name, value)| (*name, *value))
+            .chain([("max_connections", max_connections.as_str())])
+            .chain(
+                self.overrides
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+            .map(|(name, value)| format!(" -c {name}={value}"))
+            .collect()
+    }
+}
+
+impl Default for PostgresTuning {
+    /// For the default pools (10 and 6 connections).
+    fn default() -> Self {
+        Self::for_pools(10, 6, Vec::new())
+    }
+}
+
+/// Parses `PICLOUD_POSTGRES_SETTINGS`: `name=value` pairs separated by commas or spaces,
+/// names of letters, digits, `_` and `.`, values of letters, digits and `_ . -` (enough for
+/// `128MB`, `on`, `0.9`; nothing a shell would read differently, since `pg_ctl` hands
+/// the options to one).
+pub fn parse_settings(raw: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    raw.split([',', ' '])
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("'{pair}' is not name=value"))?;
+            let name_ok = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b));
+            let value_ok = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !name_ok || !value_ok {
+                return Err(format!(
+                    "'{pair}': names are letters, digits, '_' and '.', values letters, digits, '_', '.' and '-'"
+                ));
+            }
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
 /// A private PostgreSQL cluster under PiCloud's data directory.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
@@ -121,17 +213,31 @@ pub struct EmbeddedPostgres {
     /// The operating-system user PiCloud runs as, the one the socket lets in.
     client_user: String,
     started_here: bool,
+    tuning: PostgresTuning,
 }
 
 impl EmbeddedPostgres {
     /// Initialises the cluster under `data_dir/postgres` on first use, then starts it unless
     /// it is already running (a second start reuses both the data and a running server).
     pub fn start(data_dir: &Path) -> Result<Self> {
-        Self::start_with_search_path(data_dir, &default_search_path())
+        Self::start_tuned(data_dir, PostgresTuning::default())
+    }
+
+    /// As [`Self::start`], with the server sized by `tuning`.
+    pub fn start_tuned(data_dir: &Path, tuning: PostgresTuning) -> Result<Self> {
+        Self::start_with(data_dir, &default_search_path(), tuning)
     }
 
     /// As [`Self::start`], looking for binaries only in `search_path` (tests use this).
     pub fn start_with_search_path(data_dir: &Path, search_path: &[PathBuf]) -> Result<Self> {
+        Self::start_with(data_dir, search_path, PostgresTuning::default())
+    }
+
+    fn start_with(
+        data_dir: &Path,
+        search_path: &[PathBuf],
+        tuning: PostgresTuning,
+    ) -> Result<Self> {
         let bin_dir = find_binaries(search_path).ok_or(EmbeddedPostgresError::BinariesNotFound)?;
         let run_as = if running_as_root() {
             Some(postgres_system_user().ok_or(EmbeddedPostgresError::NoServerUser)?)
@@ -154,6 +260,7 @@ impl EmbeddedPostgres {
             run_as,
             client_user,
             started_here: false,
+            tuning,
         };
         cluster.prepare_directories(data_dir)?;
         if !cluster.cluster_dir.join("PG_VERSION").exists() {
@@ -328,7 +435,8 @@ impl EmbeddedPostgres {
         // No TCP listener: the socket in the cluster directory is the only way in.
         let options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{dir}' \
-             -c unix_socket_permissions=0700 -c max_connections=50"
+             -c unix_socket_permissions=0700{}",
+            self.tuning.options()
         );
         self.run_checked(
             "pg_ctl",
@@ -511,4 +619,35 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
             source,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pools_size_the_server_and_an_operator_has_the_last_word() {
+        let overrides = parse_settings("shared_buffers=128MB").unwrap();
+        let tuning = PostgresTuning::for_pools(10, 6, overrides);
+        assert_eq!(tuning.max_connections, 21);
+        let options = tuning.options();
+        assert!(options.starts_with(" -c shared_buffers=32MB"), "{options}");
+        assert!(options.contains(" -c max_connections=21"), "{options}");
+        assert!(options.ends_with(" -c shared_buffers=128MB"), "{options}");
+    }
+
+    #[test]
+    fn settings_are_refused_unless_plain() {
+        assert_eq!(
+            parse_settings("work_mem=4MB, jit=off").unwrap(),
+            [
+                ("work_mem".to_owned(), "4MB".to_owned()),
+                ("jit".to_owned(), "off".to_owned())
+            ]
+        );
+        assert_eq!(parse_settings("").unwrap(), []);
+        for bad in ["work_mem", "a=b;rm", "a='x'", "=1", "a=$(id)"] {
+            assert!(parse_settings(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use picloud::embedded_postgres::EmbeddedPostgres;
+use picloud::embedded_postgres::{EmbeddedPostgres, PostgresTuning};
 use picloud::{
     DatabaseSource, ServerConfig, bootstrap_admin, build_app, database, serve, telemetry,
 };
@@ -41,8 +41,15 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         DatabaseSource::Url(url) => (url.clone(), None),
         DatabaseSource::Embedded => {
             let data_dir = config.data_dir.clone();
-            let cluster =
-                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir)).await??;
+            let tuning = PostgresTuning::for_pools(
+                config.database_max_connections,
+                config.database_script_connections,
+                config.postgres_settings.clone(),
+            );
+            let cluster = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start_tuned(&data_dir, tuning)
+            })
+            .await??;
             (cluster.url(EMBEDDED_DATABASE), Some(cluster))
         }
     };
