@@ -17,7 +17,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,25 +34,8 @@ use picloud_testkit::PHC;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{TestServer, fresh_database_url, spawn_app, spawn_app_with};
+use support::{TestServer, eventually, fresh_database_url, spawn_app, spawn_app_with};
 use uuid::Uuid;
-
-/// Polls `check` until it yields a value, failing after `limit`. Polling is fine here: it
-/// is the test watching the database, not the code under test.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Dispatchers over the real outbox with a stand-in executor.

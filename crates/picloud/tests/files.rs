@@ -19,7 +19,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 use picloud_manager_core::DEFAULT_APP_ID;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_PASSWORD, TestServer, spawn_app, spawn_app_with, start_binary};
+use support::{ADMIN_PASSWORD, TestServer, eventually, spawn_app, spawn_app_with, start_binary};
 
 /// Every regular file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -170,23 +169,6 @@ async fn a_process_killed_mid_upload_leaves_no_file_and_the_next_start_sweeps_it
 // ---------------------------------------------------------------------------------------
 // The script SDK, files triggers and app isolation on the real server over HTTP.
 // ---------------------------------------------------------------------------------------
-
-/// Polls `check` until it yields a value, failing after `limit`. Polling is fine here: it
-/// is the test watching the database, not the code under test.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 async fn post_json(app: &TestServer, path: &str, body: Value) -> Value {
     let response = app

@@ -17,13 +17,12 @@
 )]
 mod support;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use picloud_manager_core::DEFAULT_APP_ID;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestServer, spawn_app_with};
+use support::{TestServer, eventually, spawn_app_with};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -176,23 +175,6 @@ async fn sixty_four_concurrent_runs_counting_with_check_and_set_lose_no_update()
         "8 runs at once on one key never lost a race: the test raced nothing"
     );
     app.stop().await;
-}
-
-/// Polls `check` until it yields a value, failing after `limit` (the test watches the
-/// database; the code under test does not poll).
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -296,3 +296,20 @@ impl Drop for BinaryServer {
         }
     }
 }
+
+/// Polls `check` every 25 ms until it answers, failing the test after `limit` naming
+/// `what` it waited for.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
