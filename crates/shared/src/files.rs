@@ -755,14 +755,6 @@ pub fn mode_refusal(
     }
 }
 
-impl FromStr for FileOp {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::from_name(s).ok_or_else(|| format!("unknown file op {s:?}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

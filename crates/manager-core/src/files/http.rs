@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -80,18 +80,14 @@ impl utoipa::PartialSchema for FileBytes {
 impl utoipa::ToSchema for FileBytes {}
 
 pub(crate) fn routes() -> OpenApiRouter<AdminState> {
-    // Uploads are bounded by the file limit and the quota as the bytes stream, not by the
-    // admin API's body limit. The upload reads the raw body, which that limit does not
-    // reach anyway; lifting it here keeps it so if the body is ever read through an
-    // extractor that applies it.
-    let file = OpenApiRouter::new()
-        .routes(routes!(download_file, upload_file, delete_file))
-        .route_layer(DefaultBodyLimit::disable());
+    // Uploads are bounded by the file limit and the quota as the bytes stream. The admin
+    // API's body limit (`DefaultBodyLimit`) applies only to extractors that buffer a body,
+    // and the upload reads the raw one, so it never reaches them.
     OpenApiRouter::new()
         .routes(routes!(list_files))
         .routes(routes!(files_usage))
         .routes(routes!(sweep_report, run_sweep))
-        .merge(file)
+        .routes(routes!(download_file, upload_file, delete_file))
 }
 
 /// Query of `GET /api/admin/apps/{id}/files`.
@@ -112,10 +108,6 @@ pub struct ListFilesQuery {
 
 fn file_name(raw: &str) -> Result<FileName, ApiError> {
     FileName::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))
-}
-
-fn invalid_argument(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
 fn file_not_found(collection: &CollectionName, name: &FileName) -> ApiError {
@@ -585,7 +577,7 @@ fn write_mode(headers: &HeaderMap) -> Result<WriteMode, ApiError> {
     let star = |name: HeaderName| match headers.get(&name) {
         None => Ok(false),
         Some(value) if value.as_bytes().trim_ascii() == b"*" => Ok(true),
-        Some(_) => Err(invalid_argument(format!(
+        Some(_) => Err(ApiError::invalid_argument(format!(
             "only '{name}: *' is supported on uploads"
         ))),
     };
@@ -604,7 +596,8 @@ fn content_type(headers: &HeaderMap) -> Result<Option<ContentType>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(None);
     };
-    let refused = |detail: String| invalid_argument(format!("the content-type header {detail}"));
+    let refused =
+        |detail: String| ApiError::invalid_argument(format!("the content-type header {detail}"));
     let text = value
         .to_str()
         .map_err(|_| refused("is not visible ASCII".to_owned()))?;
@@ -621,7 +614,7 @@ fn metadata(headers: &HeaderMap) -> Result<FileMetadata, ApiError> {
         .ok()
         .and_then(|text| serde_json::from_str(text).ok())
         .ok_or_else(|| {
-            invalid_argument(format!(
+            ApiError::invalid_argument(format!(
                 "the {FILE_METADATA} header must be a JSON object of string values"
             ))
         })?;

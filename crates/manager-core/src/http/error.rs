@@ -121,6 +121,12 @@ impl ApiError {
         Self::new(ErrorCode::InvalidQuery, message)
     }
 
+    /// 422 `invalid_argument`: a header or value the service cannot use, named in
+    /// `message`.
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
     /// 422 `invalid_body`: well-formed JSON that does not fit the request.
     pub(crate) fn invalid_body(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidBody, message)

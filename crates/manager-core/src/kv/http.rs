@@ -262,7 +262,7 @@ fn write_condition(headers: &HeaderMap) -> Result<Option<KvCondition>, ApiError>
             quoted_version(value.as_bytes())
                 .map(KvCondition::IfVersion)
                 .ok_or_else(|| {
-                    invalid_argument(
+                    ApiError::invalid_argument(
                         "if-match must be one entity tag holding a version, such as '\"3\"' \
                      (the etag a read answered)",
                     )
@@ -275,7 +275,7 @@ fn write_condition(headers: &HeaderMap) -> Result<Option<KvCondition>, ApiError>
             if value.as_bytes().trim_ascii() == b"*" {
                 Ok(KvCondition::IfAbsent)
             } else {
-                Err(invalid_argument(
+                Err(ApiError::invalid_argument(
                     "only 'if-none-match: *' is supported on a put",
                 ))
             }
@@ -310,10 +310,6 @@ fn condition_failed(collection: &CollectionName, key: &KvKey, condition: KvCondi
         }
     };
     ApiError::new(ErrorCode::PreconditionFailed, message)
-}
-
-fn invalid_argument(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
 /// Delete a key. Fires the app's matching KV triggers.
