@@ -27,6 +27,11 @@ use crate::sdk::ScriptServices;
 /// covers a thread stuck where the check cannot reach (and the time to compile).
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
+/// The longest source compiled inline, on the thread that asked for its first run
+/// (compiling 2 KiB takes well under a tenth of a millisecond); a longer one is compiled
+/// on a script worker.
+pub const INLINE_COMPILE_MAX_SOURCE: usize = 2 * 1024;
+
 /// Everything the in-process executor is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
@@ -37,6 +42,10 @@ pub struct ExecutorConfig {
     /// The compiled-script cache's budget, in estimated bytes (see
     /// [`crate::compiled_cache`]).
     pub compiled_cache_bytes: usize,
+    /// How long a run may go on inline, on a runtime made by
+    /// [`inline_runtime`](crate::inline_runtime), before it moves to a script worker;
+    /// zero runs everything on the workers.
+    pub inline_slice: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -45,6 +54,7 @@ impl Default for ExecutorConfig {
             ceiling: SandboxCeiling::default(),
             gate: GateConfig::default(),
             compiled_cache_bytes: DEFAULT_COMPILED_CACHE_BYTES,
+            inline_slice: crate::INLINE_SLICE,
         }
     }
 }
@@ -62,8 +72,11 @@ impl ExecutorConfig {
 }
 
 /// Runs scripts in this process: bounded by the [`ExecutionGate`], compiled once per script
-/// version (the code kept in a cache bounded in bytes), each run handed to a long-lived
-/// script worker thread under a wall-clock deadline. Clones share the engine, the gate,
+/// version (the code kept in a cache bounded in bytes). On a runtime made by
+/// [`inline_runtime`](crate::inline_runtime), a compiled script first runs inline, on the
+/// thread that asked, for at most its slice ([`crate::INLINE_SLICE`]); a run that outgrows
+/// it, and every run elsewhere, is handed to a long-lived script worker thread under a
+/// wall-clock deadline. Clones share the engine, the gate,
 /// the workers and the compiled-script cache.
 #[derive(Debug, Clone)]
 pub struct LocalExecutorClient {
@@ -77,6 +90,9 @@ struct Inner {
     workers: WorkerPool,
     compiled: CompiledCache,
     compiles: AtomicU64,
+    inline_slice: Duration,
+    inline_runs: AtomicU64,
+    inline_moves: AtomicU64,
     /// What scripts' SDK calls (`kv::…`) reach; set once, at construction.
     services: OnceLock<ScriptServices>,
 }
@@ -104,6 +120,9 @@ impl LocalExecutorClient {
                 workers,
                 compiled: CompiledCache::new(config.compiled_cache_bytes),
                 compiles: AtomicU64::new(0),
+                inline_slice: config.inline_slice,
+                inline_runs: AtomicU64::new(0),
+                inline_moves: AtomicU64::new(0),
                 services: OnceLock::new(),
             }),
         }
@@ -133,6 +152,16 @@ impl LocalExecutorClient {
     /// each); a metric of how well the compiled-script cache works.
     pub fn compile_count(&self) -> u64 {
         self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// How many runs finished inline, on the thread that asked for them, since start-up.
+    pub fn inline_runs(&self) -> u64 {
+        self.inner.inline_runs.load(Ordering::Relaxed)
+    }
+
+    /// How many inline attempts outgrew their slice and ran again on a worker.
+    pub fn runs_moved_to_workers(&self) -> u64 {
+        self.inner.inline_moves.load(Ordering::Relaxed)
     }
 
     /// How many script worker threads are alive (started on demand, retired when idle).
@@ -172,18 +201,67 @@ impl Inner {
         Ok(compiled)
     }
 
+    /// Runs `request` on this thread if its script is short enough
+    /// ([`CompiledScript::run_inline`]). A script not compiled yet is compiled here only
+    /// if its source is at most [`INLINE_COMPILE_MAX_SOURCE`]: compiling takes time in
+    /// proportion to the source (tens of milliseconds near the size limit). `None` when
+    /// the run belongs on a worker.
+    fn run_inline(
+        &self,
+        request: &ExecutionRequest,
+        limits: SandboxLimits,
+    ) -> Option<Result<RunOutput, Failure>> {
+        let script = &request.script;
+        if self.inline_slice.is_zero() || !crate::engine::inline_stack_fits(&limits) {
+            return None;
+        }
+        let compiled = match self.compiled.get(script.id, script.version) {
+            Some(compiled) => compiled,
+            None if script.source.len() <= INLINE_COMPILE_MAX_SOURCE => {
+                // A compile error is the run's answer, the same as on a worker.
+                match self.compiled(script, limits) {
+                    Ok(compiled) => compiled,
+                    Err(err) => return Some(Ok(compile_failed(err))),
+                }
+            }
+            None => return None,
+        };
+        if !compiled.fits_inline() {
+            return None;
+        }
+        let output = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            compiled.run_inline(request, self.services.get(), self.inline_slice)
+        }));
+        match output {
+            Ok(Some(output)) => {
+                self.inline_runs.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(output))
+            }
+            Ok(None) => {
+                self.inline_moves.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(panic) => Some(Err(Failure::Internal(panic_message(panic.as_ref())))),
+        }
+    }
+
     fn run(&self, request: &ExecutionRequest, limits: SandboxLimits) -> RunOutput {
         match self.compiled(&request.script, limits) {
             Ok(compiled) => compiled.run_with_services(request, self.services.get()),
-            Err(err) => RunOutput {
-                outcome: Err(ExecutionError::Script {
-                    message: err.message,
-                    line: Some(err.line),
-                    column: Some(err.column),
-                }),
-                logs: Vec::new(),
-            },
+            Err(err) => compile_failed(err),
         }
+    }
+}
+
+/// The output of a run whose script does not compile.
+fn compile_failed(err: CompileError) -> RunOutput {
+    RunOutput {
+        outcome: Err(ExecutionError::Script {
+            message: err.message,
+            line: Some(err.line),
+            column: Some(err.column),
+        }),
+        logs: Vec::new(),
     }
 }
 
@@ -200,11 +278,20 @@ impl ExecutorClient for LocalExecutorClient {
         let script_id = request.script.id;
         let started_at = Utc::now();
         let started = Instant::now();
-        let inner = Arc::clone(&self.inner);
-        let run = run_on_worker(&self.inner.workers, permit, limits.timeout, move || {
-            inner.run(&request, limits)
-        });
-        let (outcome, logs) = match run.await {
+        let ran = match self.inner.run_inline(&request, limits) {
+            Some(inline) => {
+                drop(permit);
+                inline
+            }
+            None => {
+                let inner = Arc::clone(&self.inner);
+                run_on_worker(&self.inner.workers, permit, limits.timeout, move || {
+                    inner.run(&request, limits)
+                })
+                .await
+            }
+        };
+        let (outcome, logs) = match ran {
             Ok(output) => (output.outcome, output.logs),
             Err(failure) => failed(script_id, execution_id, limits, failure),
         };

@@ -19,7 +19,9 @@
 //! comparing it) is not interrupted by the deadline, so the run's thread and slot stay
 //! busy until it returns, although the caller is answered at the backstop.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{AST, Dynamic, Engine, FLOAT, FuncRegistration, INT, Scope, Shared};
 
 use crate::json::SizeLimits;
-use crate::run_state::{self, RunState};
+use crate::run_state::{self, RunState, SliceEnd, StopReason};
 use crate::sdk::{RunServices, ScriptServices};
 use crate::{ctx, error, log, memory, response, sdk};
 
@@ -56,6 +58,26 @@ const STACK_PER_NESTING_LEVEL: usize = if cfg!(debug_assertions) {
 /// The most stack reserved for one run. It is address space, not memory: only the pages
 /// a run actually touches are ever backed, and they are returned when its thread exits.
 const MAX_STACK: usize = 1024 * 1024 * 1024;
+
+/// The longest an inline run may hold a runtime thread by default
+/// ([`ExecutorConfig::inline_slice`](crate::ExecutorConfig::inline_slice)): past it, the
+/// run is abandoned and started again on a script worker. The clock is read every 32 operations, and an inline
+/// run holds at most [`INLINE_MAX_HEAP`], so no operation in between takes long.
+pub const INLINE_SLICE: Duration = Duration::from_micros(500);
+
+/// The most heap an inline run may hold. Past it the run moves to a worker: besides
+/// keeping inline runs small, this bounds how deeply nested a value an inline run can
+/// build, and so the stack a runtime thread needs ([`inline_stack_size`]).
+pub const INLINE_MAX_HEAP: usize = 256 * 1024;
+
+/// How many times an inline attempt of a script may run out of time before the script's
+/// runs go straight to a worker. One is not enough: a short script's thread can be
+/// preempted in the middle of its slice.
+const INLINE_CLOCK_STRIKES: u8 = 3;
+
+/// The least heap one more level of nesting takes: a value (16 bytes) in an allocation of
+/// its own, the array or map it sits in.
+const MIN_BYTES_PER_NESTING_LEVEL: usize = 16;
 
 /// Symbols a script may not use at all.
 const DISABLED_SYMBOLS: [&str; 4] = ["print", "debug", "eval", "import"];
@@ -149,6 +171,46 @@ pub fn execution_stack_size(limits: &SandboxLimits) -> usize {
         .min(MAX_STACK)
 }
 
+/// The stack a runtime thread needs to run scripts under `limits` inline: values an
+/// inline run can reach before [`INLINE_MAX_HEAP`] stops it are at most one level per
+/// [`MIN_BYTES_PER_NESTING_LEVEL`] deep, plus what a single operation adds at once
+/// (`parse_json` of a literal, bounded by the expression depth). Never more than
+/// [`execution_stack_size`], which fits any value at all.
+pub fn inline_stack_size(limits: &SandboxLimits) -> usize {
+    let max_nesting = (INLINE_MAX_HEAP / MIN_BYTES_PER_NESTING_LEVEL)
+        .saturating_add(limits.max_expr_depth)
+        .saturating_add(1);
+    max_nesting
+        .saturating_mul(STACK_PER_NESTING_LEVEL)
+        .saturating_add(BASE_STACK)
+        .min(execution_stack_size(limits))
+}
+
+thread_local! {
+    /// The stack this thread was created with, when it was made for inline runs
+    /// ([`inline_runtime`]); 0 on every other thread, which never runs a script inline.
+    static INLINE_STACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A multi-threaded tokio runtime (I/O and time enabled) whose threads, workers and
+/// blocking ones alike, have the stack to run scripts under `limits` inline
+/// ([`inline_stack_size`]): on it, the executor runs a short script on the thread that
+/// received its request instead of handing it to a script worker. Like any stack, it is
+/// address space: only the pages a run touches are ever backed.
+pub fn inline_runtime(limits: &SandboxLimits) -> std::io::Result<tokio::runtime::Runtime> {
+    let stack = inline_stack_size(limits);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(stack)
+        .on_thread_start(move || INLINE_STACK.set(stack))
+        .build()
+}
+
+/// Whether this thread has the stack to run a script under `limits` inline.
+pub(crate) fn inline_stack_fits(limits: &SandboxLimits) -> bool {
+    INLINE_STACK.get() >= inline_stack_size(limits)
+}
+
 /// Compiles and runs scripts inside the sandbox. Holds the shared engines; cheap to share
 /// behind an `Arc`.
 #[derive(Debug)]
@@ -232,6 +294,7 @@ impl ScriptEngine {
             ast,
             engine,
             limits,
+            inline_strikes: AtomicU8::new(0),
         })
     }
 }
@@ -296,6 +359,10 @@ pub struct CompiledScript {
     ast: AST,
     engine: Arc<Engine>,
     limits: SandboxLimits,
+    /// How often an inline attempt outgrew its slice; at [`INLINE_CLOCK_STRIKES`] the
+    /// script's later runs go straight to a worker (until it is compiled again, as a new
+    /// version or after eviction). Outgrowing the heap or blocking counts as all of them.
+    inline_strikes: AtomicU8,
 }
 
 impl CompiledScript {
@@ -320,6 +387,56 @@ impl CompiledScript {
         request: &ExecutionRequest,
         services: Option<&ScriptServices>,
     ) -> RunOutput {
+        self.run_state(request, services, None).0
+    }
+
+    /// Runs the script on the calling thread if it is short: at most `slice` (the
+    /// executor's is [`INLINE_SLICE`]) and
+    /// [`INLINE_MAX_HEAP`], and no blocking call (service calls, `sleep`). `None` when
+    /// it is not: either it outgrew the slice this time (the attempt is dropped with
+    /// whatever it built and logged, before any effect, and counted against the script:
+    /// a script that blocks or holds too much, or runs out of time three times, runs on a
+    /// worker from then on), or it was marked so before, or this thread lacks the stack an
+    /// inline run needs (it was not made by [`inline_runtime`]).
+    pub fn run_inline(
+        &self,
+        request: &ExecutionRequest,
+        services: Option<&ScriptServices>,
+        slice: Duration,
+    ) -> Option<RunOutput> {
+        if !self.fits_inline() {
+            return None;
+        }
+        let (output, stop) = self.run_state(request, services, Some(slice));
+        match stop {
+            Some(StopReason::SliceEnded(SliceEnd::Clock)) => {
+                // A lost update only delays the mark by one attempt.
+                let strikes = self.inline_strikes.load(Ordering::Relaxed);
+                self.inline_strikes
+                    .store(strikes.saturating_add(1), Ordering::Relaxed);
+                None
+            }
+            Some(StopReason::SliceEnded(SliceEnd::Heap | SliceEnd::Blocking)) => {
+                self.inline_strikes
+                    .store(INLINE_CLOCK_STRIKES, Ordering::Relaxed);
+                None
+            }
+            _ => Some(output),
+        }
+    }
+
+    /// Whether [`run_inline`](Self::run_inline) would try the script on this thread.
+    pub fn fits_inline(&self) -> bool {
+        self.inline_strikes.load(Ordering::Relaxed) < INLINE_CLOCK_STRIKES
+            && inline_stack_fits(&self.limits)
+    }
+
+    fn run_state(
+        &self,
+        request: &ExecutionRequest,
+        services: Option<&ScriptServices>,
+        inline_slice: Option<Duration>,
+    ) -> (RunOutput, Option<StopReason>) {
         let sizes = SizeLimits {
             max_array_size: self.limits.max_array_size,
             max_map_size: self.limits.max_map_size,
@@ -332,7 +449,7 @@ impl CompiledScript {
             let mut scope = Scope::new();
             scope.push_constant("ctx", ctx::build(request, &sizes));
 
-            let state = RunState::new(self.limits.max_operations, self.limits.timeout)
+            let mut state = RunState::new(self.limits.max_operations, self.limits.timeout)
                 .with_memory_limit(max_memory)
                 .with_services(RunServices::new(
                     ServiceContext {
@@ -344,6 +461,9 @@ impl CompiledScript {
                     services,
                     sizes,
                 ));
+            if let Some(slice) = inline_slice {
+                state = state.inline(slice, INLINE_MAX_HEAP);
+            }
             let (result, state) = run_state::scoped(state, || {
                 self.engine
                     .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
@@ -366,7 +486,7 @@ impl CompiledScript {
                 }),
                 Err(err) => Err(error::execution_error(&err, &self.limits, stop)),
             };
-            RunOutput { outcome, logs }
+            (RunOutput { outcome, logs }, stop)
         })
     }
 }

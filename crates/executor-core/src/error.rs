@@ -68,6 +68,10 @@ pub(crate) fn execution_error(
             },
             Some(StopReason::Operations) => resource(operations_message(limits)),
             Some(StopReason::Memory) => resource(memory_message(limits)),
+            // The executor starts such a run again on a worker; it is never reported.
+            Some(StopReason::SliceEnded(_)) => ExecutionError::Internal {
+                message: "an inline run ended its slice".to_owned(),
+            },
             None => ExecutionError::Internal {
                 message: "script terminated without a recorded reason".to_owned(),
             },

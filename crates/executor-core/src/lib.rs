@@ -30,10 +30,10 @@ mod response;
 mod run_state;
 mod sdk;
 
-pub use client::{ExecutorConfig, LocalExecutorClient, TIMEOUT_GRACE};
+pub use client::{ExecutorConfig, INLINE_COMPILE_MAX_SOURCE, LocalExecutorClient, TIMEOUT_GRACE};
 pub use engine::{
-    CompiledScript, EngineProfile, MAX_ENGINE_PROFILES, RunOutput, ScriptEngine,
-    execution_stack_size,
+    CompiledScript, EngineProfile, INLINE_MAX_HEAP, INLINE_SLICE, MAX_ENGINE_PROFILES, RunOutput,
+    ScriptEngine, execution_stack_size, inline_runtime, inline_stack_size,
 };
 pub use gate::{ExecutionGate, ExecutionPermit, GateConfig, MAX_CONCURRENT_VAR, QUEUE_TIMEOUT_VAR};
 pub use log::{MAX_LOG_BYTES, MAX_LOG_ENTRIES};

@@ -31,6 +31,28 @@ pub(crate) enum StopReason {
     Operations,
     /// The run held more heap than its memory limit.
     Memory,
+    /// An inline run outgrew its slice or was about to block: it is abandoned, with no
+    /// effect, and started again on a script worker.
+    SliceEnded(SliceEnd),
+}
+
+/// What ended an inline run's slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SliceEnd {
+    /// Its time ran out: the script is long, or its thread was preempted.
+    Clock,
+    /// It held more than an inline run may.
+    Heap,
+    /// It was about to block (a service call, `sleep`).
+    Blocking,
+}
+
+/// An inline run's slice: it runs on a runtime thread only while it is short, holds
+/// little and never blocks (see [`crate::engine::INLINE_SLICE`]).
+#[derive(Debug, Clone, Copy)]
+struct InlineSlice {
+    ends: Instant,
+    max_heap: usize,
 }
 
 /// What one run is allowed and what it has captured so far.
@@ -43,6 +65,8 @@ pub(crate) struct RunState {
     pub(crate) stop: Option<StopReason>,
     /// What the run's service calls act with (its context and the services).
     services: Option<Arc<RunServices>>,
+    /// Set when the run is an inline attempt on a runtime thread.
+    inline: Option<InlineSlice>,
 }
 
 impl RunState {
@@ -56,7 +80,20 @@ impl RunState {
             logs: LogBuffer::default(),
             stop: None,
             services: None,
+            inline: None,
         }
+    }
+
+    /// The same state as an inline attempt: it ends as [`StopReason::SliceEnded`] once it
+    /// has run for `slice` or holds more than `max_heap` bytes, or at its first blocking
+    /// call.
+    pub(crate) fn inline(mut self, slice: Duration, max_heap: usize) -> Self {
+        let now = Instant::now();
+        self.inline = Some(InlineSlice {
+            ends: now.checked_add(slice).unwrap_or(now),
+            max_heap,
+        });
+        self
     }
 
     /// The same state, stopping the run once it holds more than `bytes` of heap (as
@@ -121,13 +158,46 @@ pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
             state.stop = Some(StopReason::Memory);
             return Some(Dynamic::UNIT);
         }
-        if operations.is_multiple_of(DEADLINE_CHECK_INTERVAL) && Instant::now() >= state.deadline {
+        let check_clock = operations.is_multiple_of(DEADLINE_CHECK_INTERVAL);
+        if check_clock && Instant::now() >= state.deadline {
             state.stop = Some(StopReason::Timeout);
             return Some(Dynamic::UNIT);
+        }
+        // The sandbox's own limits come first: a run that breaks one inline would break
+        // it on a worker too, so it ends here with that error.
+        if let Some(slice) = state.inline {
+            let end = if memory::run_bytes() > slice.max_heap {
+                Some(SliceEnd::Heap)
+            } else if check_clock && Instant::now() >= slice.ends {
+                Some(SliceEnd::Clock)
+            } else {
+                None
+            };
+            if let Some(end) = end {
+                state.stop = Some(StopReason::SliceEnded(end));
+                return Some(Dynamic::UNIT);
+            }
         }
         None
     })
     .flatten()
+}
+
+/// Ends the current run if it is an inline attempt, before it blocks (a service call,
+/// `sleep`): it starts again on a script worker, where blocking is allowed. Nothing the
+/// attempt did is kept, so ending it here, before the call has any effect, loses nothing.
+pub(crate) fn leave_inline() -> Result<(), Box<EvalAltResult>> {
+    let inline = with_current(|state| {
+        let inline = state.inline.is_some();
+        if inline {
+            state.stop = Some(StopReason::SliceEnded(SliceEnd::Blocking));
+        }
+        inline
+    });
+    if inline == Some(true) {
+        return Err(EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into());
+    }
+    Ok(())
 }
 
 /// The bytes the current run may still allocate before its memory limit stops it;
@@ -165,6 +235,7 @@ pub(crate) fn timed_out() -> Box<EvalAltResult> {
 /// run as timed out when the request would cross it. Rhai's own `sleep` would block the
 /// thread past any deadline, out of reach of the progress callback.
 pub(crate) fn sleep(requested: Duration) -> Result<(), Box<EvalAltResult>> {
+    leave_inline()?;
     let remaining = with_current(|state| state.deadline.saturating_duration_since(Instant::now()))
         .unwrap_or(Duration::ZERO);
     if requested <= remaining {
@@ -218,6 +289,40 @@ mod tests {
             on_progress(1_000).is_none(),
             "the panicking run's state is gone"
         );
+    }
+
+    #[test]
+    fn an_inline_slice_ends_on_its_clock_and_before_blocking() {
+        let state =
+            RunState::new(u64::MAX, Duration::from_secs(60)).inline(Duration::ZERO, usize::MAX);
+        let (stopped, state) = scoped(state, || on_progress(DEADLINE_CHECK_INTERVAL));
+        assert!(stopped.is_some());
+        assert_eq!(
+            state.unwrap().stop,
+            Some(StopReason::SliceEnded(SliceEnd::Clock))
+        );
+
+        let state = RunState::new(u64::MAX, Duration::from_secs(60))
+            .inline(Duration::from_secs(60), usize::MAX);
+        let started = Instant::now();
+        let (slept, state) = scoped(state, || sleep(Duration::from_secs(30)));
+        assert!(slept.is_err(), "an inline run never sleeps");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            state.unwrap().stop,
+            Some(StopReason::SliceEnded(SliceEnd::Blocking))
+        );
+        assert!(
+            leave_inline().is_ok(),
+            "outside a run there is nothing to leave"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_limits_end_an_inline_run_before_its_slice() {
+        let state = RunState::new(10, Duration::from_secs(60)).inline(Duration::ZERO, usize::MAX);
+        let (_, state) = scoped(state, || on_progress(DEADLINE_CHECK_INTERVAL));
+        assert_eq!(state.unwrap().stop, Some(StopReason::Operations));
     }
 
     #[test]

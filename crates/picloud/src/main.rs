@@ -16,8 +16,7 @@ static ALLOCATOR: picloud_executor_core::RunMemoryAllocator =
 /// The database PiCloud keeps its state in, inside its private cluster.
 const EMBEDDED_DATABASE: &str = "picloud";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match ServerConfig::from_env(&ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
@@ -26,7 +25,16 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format, &config.log_filter);
-    match run(config).await {
+    // Runtime threads get the stack a short script needs, so the executor runs such
+    // scripts on the thread that took the request instead of handing them to a worker.
+    let runtime = match picloud_executor_core::inline_runtime(&config.executor.ceiling.limits()) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("picloud: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "picloud stopped on an error");

@@ -127,8 +127,10 @@ pub(crate) struct Call {
     deadline: Instant,
 }
 
-/// The services of the run on this thread.
+/// The services of the run on this thread. Every call starts here, before it has any
+/// effect, so an inline run (which must not block) ends here and starts again on a worker.
 pub(crate) fn current() -> Result<Call, Box<EvalAltResult>> {
+    run_state::leave_inline()?;
     run_state::services()
         .map(|(run, deadline)| Call { run, deadline })
         .ok_or_else(|| throw("services can only be called while a script runs"))

@@ -5,6 +5,9 @@
 //! a triggered run as a user who may only view the app, as
 //! `picloud_testkit::services::principal`).
 
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
 use picloud_executor_core::{ExecutorConfig, LocalExecutorClient, ScriptServices};
 use picloud_shared::{
     AppId, AppRole, ExecutionReport, ExecutorClient, Scope, Script, ServiceContext, ServiceSet,
