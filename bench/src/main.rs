@@ -2,8 +2,9 @@
 //! on one machine: requests per second and latency percentiles under load, the ratios
 //! PiCloud / baseline, idle CPU and memory, start-up time, the first call of a freshly
 //! uploaded script, the event core (KV write to trigger start, events per second), and
-//! files (upload and download through the admin API against raw disk I/O). Prints a table
-//! and writes JSON. See `docs/performance.md`.
+//! files (upload and download through the admin API against raw disk I/O), with workerd
+//! (Cloudflare's Workers runtime) answering the same hello as a peer. Prints a table and
+//! writes JSON. See `docs/performance.md`.
 
 mod baseline;
 mod events;
@@ -14,6 +15,7 @@ mod picloud;
 mod procfs;
 mod report;
 mod suite;
+mod workerd;
 
 // The in-process executor baselines run with the same metering allocator as `picloud`.
 #[global_allocator]
@@ -36,6 +38,8 @@ const USAGE: &str = "\
 usage: picloud-bench [options]
 
   --picloud PATH        the picloud binary (default: next to this executable)
+  --workerd PATH        the workerd binary (default: the one bench/run installs under
+                        target/bench/workerd; skipped when there is none)
   --out PATH            where the JSON goes (default: target/bench/results.json)
   --duration SECS       measured time of each load run (default: 10)
   --warmup SECS         unmeasured time before each load run (default: 2)
@@ -62,6 +66,8 @@ const MIB: u64 = 1024 * 1024;
 pub struct Options {
     /// The `picloud` binary, when not next to this executable.
     pub picloud: Option<PathBuf>,
+    /// The `workerd` binary, when not the one `bench/run` installs.
+    pub workerd: Option<PathBuf>,
     /// Where the JSON goes.
     pub out: PathBuf,
     /// Measured time of each load run.
@@ -101,6 +107,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             picloud: None,
+            workerd: None,
             out: PathBuf::from("target/bench/results.json"),
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
@@ -145,6 +152,7 @@ impl Options {
             };
             match flag.as_str() {
                 "--picloud" => options.picloud = Some(PathBuf::from(value()?)),
+                "--workerd" => options.workerd = Some(PathBuf::from(value()?)),
                 "--out" => options.out = PathBuf::from(value()?),
                 "--duration" => options.duration = seconds(value()?)?,
                 "--warmup" => options.warmup = seconds(value()?)?,
@@ -403,8 +411,25 @@ async fn run(options: &Options) -> Result<()> {
         servers.push(measured?);
     }
 
+    // The peer: measured like the baselines when installed, skipped with the reason
+    // otherwise (never a failure of the run).
+    let mut skipped = Vec::new();
+    eprintln!("picloud-bench: load on {}", workerd::NAME);
+    let peer = match workerd::measure(options).await {
+        Ok(measured) => {
+            servers.push(measured.server);
+            measured.details
+        }
+        Err(reason) => {
+            eprintln!("picloud-bench: {} skipped: {reason}", workerd::NAME);
+            skipped.push((workerd::NAME.to_owned(), reason));
+            Value::Null
+        }
+    };
+
     let picloud = suite::run(options).await?;
     servers.extend(picloud.servers.iter().cloned());
+    skipped.extend(picloud.skipped.iter().cloned());
 
     let mut machine = machine;
     machine["load_average_at_end"] = Value::from(report::load_average());
@@ -417,8 +442,7 @@ async fn run(options: &Options) -> Result<()> {
             .iter()
             .map(|server| (server.name.clone(), server.to_json()))
             .collect::<serde_json::Map<_, _>>(),
-        "skipped": picloud
-            .skipped
+        "skipped": skipped
             .iter()
             .map(|(name, reason)| (name.clone(), Value::from(reason.clone())))
             .collect::<serde_json::Map<_, _>>(),
@@ -428,9 +452,17 @@ async fn run(options: &Options) -> Result<()> {
         "first_request": picloud.first_request,
         "events": picloud.events,
         "files": picloud.files,
+        "workerd": peer,
     });
-    let goals = report::all_goals(&document);
     let mut document = document;
+    let rss_vs_workerd = report::picloud_rss_vs_workerd(&document);
+    if let Some(section) = document["workerd"].as_object_mut() {
+        section.insert(
+            "picloud_rss_right_after_load_vs_workerd".to_owned(),
+            rss_vs_workerd,
+        );
+    }
+    let goals = report::all_goals(&document);
     document["goals"] = goals;
 
     write_json(options, &document)?;

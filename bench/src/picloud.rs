@@ -173,7 +173,7 @@ impl Drop for Picloud {
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_port() -> Result<SocketAddr> {
+pub fn free_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?)
 }

@@ -13,6 +13,9 @@ use crate::load::round2;
 /// The baselines every PiCloud figure is divided by.
 const BASELINES: [&str; 2] = ["baseline_axum", "baseline_spawn-blocking"];
 
+/// Peer servers a PiCloud server is also divided by: (server, peer).
+const PEERS: [(&str, &str); 1] = [("picloud_hello", "workerd")];
+
 /// What the run was on.
 pub fn machine() -> Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
@@ -87,6 +90,14 @@ pub fn ratios(servers: &[ServerResult]) -> Value {
                 against.insert(format!("vs_{base_name}"), compare(server, base));
             }
         }
+        for (name, peer_name) in PEERS {
+            if server.name != name {
+                continue;
+            }
+            if let Some(peer) = servers.iter().find(|s| s.name == peer_name) {
+                against.insert(format!("vs_{peer_name}"), compare(server, peer));
+            }
+        }
         if !against.is_empty() {
             all.insert(server.name.clone(), Value::Object(against));
         }
@@ -108,10 +119,23 @@ pub fn kv_incr_vs_set(document: &Value) -> Value {
     }
 }
 
-/// The goals of issue 4 (and the KV counter's of issue 13), each with the figure it is
-/// judged on.
+/// picloud's RSS right after all its load over workerd's right after its hello load;
+/// `null` when workerd was skipped.
+pub fn picloud_rss_vs_workerd(document: &Value) -> Value {
+    let picloud = document["idle"]["picloud_rss_mib_right_after_load"].as_f64();
+    let workerd = document["workerd"]["rss_mib_right_after_load"].as_f64();
+    match (picloud, workerd) {
+        (Some(picloud), Some(workerd)) => ratio(picloud, workerd),
+        _ => Value::Null,
+    }
+}
+
+/// The goals of issue 4 (and the KV counter's of issue 13, and those against workerd),
+/// each with the figure it is judged on.
 pub fn goals(document: &Value) -> Value {
     let hello = &document["ratios"]["picloud_hello"]["vs_baseline_axum"];
+    let workerd = &document["ratios"]["picloud_hello"]["vs_workerd"];
+    let rss_vs_workerd = picloud_rss_vs_workerd(document);
     let at_most = |value: &Value, limit: f64| value.as_f64().map(|v| v <= limit);
     let at_least = |value: &Value, limit: f64| value.as_f64().map(|v| v >= limit);
     let idle = &document["idle"];
@@ -142,6 +166,11 @@ pub fn goals(document: &Value) -> Value {
         "kv_incr_vs_set": goal(&kv_incr_vs_set(document), ">= 0.8",
             at_least(&kv_incr_vs_set(document), 0.8),
             "kv incr req/s / kv set req/s at the concurrent load, one key, same run"),
+        "hello_rps_vs_workerd": goal(&workerd["rps_concurrent"], ">= 3",
+            at_least(&workerd["rps_concurrent"], 3.0),
+            "hello script requests/s at the concurrent load, / workerd's hello"),
+        "rss_vs_workerd": goal(&rss_vs_workerd, "<= 0.1", at_most(&rss_vs_workerd, 0.1),
+            "picloud's RSS right after its load / workerd's right after its load"),
     })
 }
 
@@ -235,6 +264,7 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
     let startup = &document["startup"];
     let first = &document["first_request"];
     let incr_vs_set = kv_incr_vs_set(document);
+    let rss_vs_workerd = picloud_rss_vs_workerd(document);
     let _ = writeln!(out, "\n| figure | value |\n|---|---:|");
     let rows = [
         (
@@ -257,6 +287,11 @@ pub fn markdown(document: &Value, servers: &[ServerResult]) -> String {
             "RSS idle after load, picloud (MiB)",
             &idle["after_load"]["picloud_rss_mib"],
         ),
+        (
+            "RSS right after load, workerd (MiB)",
+            &document["workerd"]["rss_mib_right_after_load"],
+        ),
+        ("RSS right after load, picloud / workerd", &rss_vs_workerd),
         (
             "idle CPU after start-up, PostgreSQL (s)",
             &idle["after_startup"]["postgres_cpu_s"],
