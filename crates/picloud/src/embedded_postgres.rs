@@ -113,12 +113,12 @@ struct ServerUser {
 }
 
 /// The private cluster's server settings, chosen for a 1–4 GiB box: small shared
-/// buffers and per-query memory, no parallel workers (each is a process of its own), WAL
-/// kept small, durability untouched (`fsync` and `synchronous_commit` stay on). Each is
+/// buffers and per-query memory, no parallel workers and no logical replication launcher
+/// (each is a process of its own), WAL kept small, durability untouched (`fsync` and `synchronous_commit` stay on). Each is
 /// a `-c name=value` at start, so an operator's own (`PICLOUD_POSTGRES_SETTINGS`), given
 /// later, wins.
 pub const PI_SETTINGS: &[(&str, &str)] = &[
-    ("shared_buffers", "32MB"),
+    ("shared_buffers", "16MB"),
     ("work_mem", "2MB"),
     ("maintenance_work_mem", "16MB"),
     ("effective_cache_size", "256MB"),
@@ -128,6 +128,7 @@ pub const PI_SETTINGS: &[(&str, &str)] = &[
     ("max_parallel_workers", "0"),
     ("max_parallel_workers_per_gather", "0"),
     ("autovacuum_max_workers", "2"),
+    ("max_logical_replication_workers", "0"),
 ];
 
 /// How the private cluster's server is sized.
@@ -633,7 +634,7 @@ mod tests {
         let tuning = PostgresTuning::for_pools(10, 6, overrides);
         assert_eq!(tuning.max_connections, 40);
         let options = tuning.options();
-        assert!(options.starts_with(" -c shared_buffers=32MB"), "{options}");
+        assert!(options.starts_with(" -c shared_buffers=16MB"), "{options}");
         assert!(options.contains(" -c max_connections=40"), "{options}");
         assert!(options.ends_with(" -c shared_buffers=128MB"), "{options}");
     }
