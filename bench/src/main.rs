@@ -1,14 +1,16 @@
 //! `picloud-bench`: measures PiCloud's execute path against bare axum baselines in one run
 //! on one machine: requests per second and latency percentiles under load, the ratios
 //! PiCloud / baseline, idle CPU and memory, start-up time, the first call of a freshly
-//! uploaded script, the event core (KV write to trigger start, events per second), and
-//! files (upload and download through the admin API against raw disk I/O), with workerd
-//! (Cloudflare's Workers runtime) answering the same hello as a peer. Prints a table and
-//! writes JSON. See `docs/performance.md`.
+//! uploaded script, the event core (KV write to trigger start, events per second), files
+//! (upload and download through the admin API against raw disk I/O), and the cost of four
+//! operations as the work stored grows, with workerd (Cloudflare's Workers runtime)
+//! answering the same hello as a peer. Prints a table and writes JSON. See
+//! `docs/performance.md`.
 
 mod baseline;
 mod events;
 mod files;
+mod growth;
 mod http;
 mod load;
 mod picloud;
@@ -52,6 +54,9 @@ usage: picloud-bench [options]
   --events-only         only the event core: trigger start latency, events/s, raw queue
   --files-mib N         size of the file uploaded and downloaded (default: 256)
   --files-only          only files: upload and download against raw write and read, peak RSS
+  --growth-only         only the cost as the work grows: KV fan-out over idle triggers,
+                        dispatch over waiting outbox rows, first call over stored scripts,
+                        a list page over stored execution records
   --smoke               a few seconds in all: checks that the harness works, measures nothing
 
        picloud-bench load ADDR PATH [--connections N] [--duration SECS]
@@ -99,6 +104,8 @@ pub struct Options {
     pub files_mib: u64,
     /// Only the files section.
     pub files_only: bool,
+    /// Only the section on the cost as the work grows.
+    pub growth_only: bool,
     /// A quick run that only checks the harness works.
     pub smoke: bool,
 }
@@ -123,6 +130,7 @@ impl Default for Options {
             events_only: false,
             files_mib: 256,
             files_only: false,
+            growth_only: false,
             smoke: false,
         }
     }
@@ -173,6 +181,7 @@ impl Options {
                     }
                 }
                 "--files-only" => options.files_only = true,
+                "--growth-only" => options.growth_only = true,
                 "--smoke" => {
                     options.smoke = true;
                     options.duration = Duration::from_millis(300);
@@ -189,8 +198,9 @@ impl Options {
                 other => bail!("unknown option {other:?}\n\n{USAGE}"),
             }
         }
-        if options.events_only && options.files_only {
-            bail!("--events-only and --files-only exclude each other\n\n{USAGE}");
+        let only = [options.events_only, options.files_only, options.growth_only];
+        if only.into_iter().filter(|given| *given).count() > 1 {
+            bail!("--events-only, --files-only and --growth-only exclude each other\n\n{USAGE}");
         }
         Ok(options)
     }
@@ -217,6 +227,7 @@ impl Options {
             "events_only": self.events_only,
             "files_mib": self.files_mib,
             "files_only": self.files_only,
+            "growth_only": self.growth_only,
             "smoke": self.smoke,
         })
     }
@@ -386,12 +397,32 @@ async fn run_files_only(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// `--growth-only`: one picloud, the step on the cost as the work grows, nothing else.
+async fn run_growth_only(options: &Options) -> Result<()> {
+    let mut machine = report::machine();
+    let growth = suite::run_growth_only(options).await?;
+    machine["load_average_at_end"] = Value::from(report::load_average());
+    let mut document = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "machine": machine,
+        "settings": options.to_json(),
+        "growth": growth,
+    });
+    document["goals"] = report::growth_goals(&document["growth"]);
+    write_json(options, &document)?;
+    println!("{}", report::growth_markdown(&document));
+    Ok(())
+}
+
 async fn run(options: &Options) -> Result<()> {
     if options.events_only {
         return run_events_only(options).await;
     }
     if options.files_only {
         return run_files_only(options).await;
+    }
+    if options.growth_only {
+        return run_growth_only(options).await;
     }
     let machine = report::machine();
     let mut servers = Vec::new();
@@ -452,6 +483,7 @@ async fn run(options: &Options) -> Result<()> {
         "first_request": picloud.first_request,
         "events": picloud.events,
         "files": picloud.files,
+        "growth": picloud.growth,
         "workerd": peer,
     });
     let mut document = document;
@@ -469,5 +501,6 @@ async fn run(options: &Options) -> Result<()> {
     println!("{}", report::markdown(&document, &servers));
     println!("{}", report::events_table(&document));
     println!("{}", report::files_table(&document));
+    println!("{}", report::growth_table(&document));
     Ok(())
 }

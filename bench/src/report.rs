@@ -1,6 +1,6 @@
-//! The report: ratios against the baselines, the goals of issue 4, of the event core and
-//! of files checked against the figures, the machine the run was on, and the markdown
-//! tables printed at the end.
+//! The report: ratios against the baselines, the goals of issue 4, of the event core, of
+//! files and of the cost as the work grows checked against the figures, the machine the
+//! run was on, and the markdown tables printed at the end.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -174,13 +174,15 @@ pub fn goals(document: &Value) -> Value {
     })
 }
 
-/// The goals of issue 4, of the event core and of files together.
+/// The goals of issue 4, of the event core, of files and of the cost as the work grows
+/// together.
 pub fn all_goals(document: &Value) -> Value {
     let mut all = goals(document);
     if let Some(all) = all.as_object_mut() {
         for more in [
             event_goals(&document["events"]),
             files_goals(&document["files"]),
+            growth_goals(&document["growth"]),
         ] {
             if let Value::Object(more) = more {
                 all.extend(more);
@@ -514,5 +516,139 @@ pub fn files_table(document: &Value) -> String {
 pub fn files_markdown(document: &Value) -> String {
     let mut out = files_table(document);
     out.push_str(&goals_table(&files_goals(&document["files"])));
+    out
+}
+
+/// The targets of the cost as the work grows: each operation's cost at the largest size
+/// over its cost at the smallest, at most 2.
+pub fn growth_goals(growth: &Value) -> Value {
+    let at_most_2 = |value: &Value| value.as_f64().map(|v| v <= 2.0);
+    let kv = &growth["kv_fan_out"]["largest_vs_smallest"];
+    let dispatch = &growth["dispatch"]["largest_vs_smallest"];
+    let first = &growth["first_call"]["first_call_largest_vs_smallest"];
+    let steady = &growth["first_call"]["steady_largest_vs_smallest"];
+    let list = &growth["list_page"]["largest_vs_smallest"];
+    json!({
+        "growth_kv_fan_out": goal(kv, "<= 2", at_most_2(kv),
+            "KV write p50 with the most kv triggers in the app / with one"),
+        "growth_dispatch": goal(dispatch, "<= 2", at_most_2(dispatch),
+            "events dispatched per second with no outbox rows waiting / with the most"),
+        "growth_first_call": goal(first, "<= 2", at_most_2(first),
+            "first call after upload p50 with the most scripts stored / with the fewest"),
+        "growth_steady_call": goal(steady, "<= 2", at_most_2(steady),
+            "steady-state call p50 with the most scripts stored / with the fewest"),
+        "growth_list_page": goal(list, "<= 2", at_most_2(list),
+            "first page of a script's execution records p50 with the most records / the fewest"),
+    })
+}
+
+/// One table of the cost as the work grows: a row per size (its label and figures, read
+/// from each size's JSON by `cells`), then the ratio row.
+fn growth_rows(
+    out: &mut String,
+    header: &str,
+    sizes: &Value,
+    cells: impl Fn(&Value) -> Vec<String>,
+    ratio_row: &str,
+) {
+    let columns = header.matches('|').count().saturating_sub(1);
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "|---{}|", "|---:".repeat(columns.saturating_sub(1)));
+    for size in sizes.as_array().into_iter().flatten() {
+        let _ = writeln!(out, "| {} |", cells(size).join(" | "));
+    }
+    let _ = writeln!(out, "{ratio_row}\n");
+}
+
+/// The figures of the cost as the work grows: one table per operation, each with its
+/// largest / smallest ratio.
+pub fn growth_table(document: &Value) -> String {
+    let growth = &document["growth"];
+    let mut out = String::new();
+    let kv = &growth["kv_fan_out"];
+    growth_rows(
+        &mut out,
+        "| kv triggers in the app (one matches) | KV write p50 (µs) | p99 (µs) | writes/s |",
+        &kv["sizes"],
+        |size| {
+            vec![
+                size["enabled_kv_triggers"].to_string(),
+                num(&size["latency"]["p50_us"]),
+                num(&size["latency"]["p99_us"]),
+                num(&size["writes_per_s"]),
+            ]
+        },
+        &format!(
+            "| largest / smallest | {} | | {} (smallest / largest) |",
+            num(&kv["largest_vs_smallest"]),
+            num(&kv["writes_per_s_smallest_vs_largest"]),
+        ),
+    );
+    let dispatch = &growth["dispatch"];
+    growth_rows(
+        &mut out,
+        "| outbox rows waiting, due later | events dispatched/s (median) | rounds |",
+        &dispatch["sizes"],
+        |size| {
+            let rounds: Vec<String> = size["rounds_events_per_s"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(num)
+                .collect();
+            vec![
+                size["waiting_rows"].to_string(),
+                num(&size["events_per_s"]),
+                rounds.join(" / "),
+            ]
+        },
+        &format!(
+            "| smallest / largest (events/s) | {} | |",
+            num(&dispatch["largest_vs_smallest"])
+        ),
+    );
+    let first = &growth["first_call"];
+    growth_rows(
+        &mut out,
+        "| scripts stored | upload p50 (µs) | first call p50 (µs) | steady call p50 (µs) |",
+        &first["sizes"],
+        |size| {
+            vec![
+                size["scripts_stored"].to_string(),
+                num(&size["upload"]["p50_us"]),
+                num(&size["first_call"]["p50_us"]),
+                num(&size["steady_state"]["p50_us"]),
+            ]
+        },
+        &format!(
+            "| largest / smallest | | {} | {} |",
+            num(&first["first_call_largest_vs_smallest"]),
+            num(&first["steady_largest_vs_smallest"]),
+        ),
+    );
+    let list = &growth["list_page"];
+    growth_rows(
+        &mut out,
+        "| execution records of the script | first page p50 (µs) | p99 (µs) |",
+        &list["sizes"],
+        |size| {
+            vec![
+                size["rows"].to_string(),
+                num(&size["latency"]["p50_us"]),
+                num(&size["latency"]["p99_us"]),
+            ]
+        },
+        &format!(
+            "| largest / smallest | {} | |",
+            num(&list["largest_vs_smallest"])
+        ),
+    );
+    out
+}
+
+/// The figures of the cost as the work grows and their goals (for `--growth-only`).
+pub fn growth_markdown(document: &Value) -> String {
+    let mut out = growth_table(document);
+    out.push_str(&goals_table(&growth_goals(&document["growth"])));
     out
 }

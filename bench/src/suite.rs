@@ -1,5 +1,6 @@
 //! The PiCloud side of the run: start-up, idle cost, memory, load on each script, the
-//! first call of a freshly uploaded script, the event core and files.
+//! first call of a freshly uploaded script, the event core, files, and the cost as the work
+//! grows.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use crate::http::{Call, Connection};
 use crate::load::{self, Latency, round2};
 use crate::picloud::{self, Launcher, Picloud};
-use crate::{Options, ServerResult, events, files, measure_server, procfs};
+use crate::{Options, ServerResult, events, files, growth, measure_server, procfs};
 
 /// Pause between readiness and the idle window after start-up.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
@@ -38,6 +39,8 @@ pub struct PicloudReport {
     pub events: Value,
     /// Files through the admin API against raw disk I/O.
     pub files: Value,
+    /// The cost of four operations as the work stored grows.
+    pub growth: Value,
 }
 
 /// A 1 KiB JSON document for the echo script.
@@ -142,6 +145,25 @@ pub async fn run_files_only(options: &Options) -> Result<Value> {
         let (mut server, _) = launcher.start_ready().await?;
         let token = picloud::login(server.addr).await?;
         let measured = files::run(&files_spec(options, launcher, &server, token)).await;
+        server.stop()?;
+        measured
+    })
+    .await
+}
+
+/// Only the cost as the work grows, on one freshly initialised picloud.
+pub async fn run_growth_only(options: &Options) -> Result<Value> {
+    in_scratch(options, async |launcher: &Launcher| {
+        eprintln!("picloud-bench: first start of picloud (initialises its PostgreSQL)");
+        let (mut server, _) = launcher.start_ready().await?;
+        let token = picloud::login(server.addr).await?;
+        let measured = growth::run(
+            server.addr,
+            &token,
+            &launcher.cluster_dir(),
+            &growth::spec(options),
+        )
+        .await;
         server.stop()?;
         measured
     })
@@ -313,8 +335,10 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
 
     // Last, after the idle windows: the event core leaves a trigger behind.
     let events = events::run(addr, &token, &cluster_dir, event_spec(options)).await?;
-    // Last of all: it writes and reads the most bytes, and leaves a file behind.
-    let files = files::run(&files_spec(options, launcher, &server, token)).await?;
+    // It writes and reads the most bytes, and leaves a file behind.
+    let files = files::run(&files_spec(options, launcher, &server, token.clone())).await?;
+    // Last of all: it fills tables with rows (and leaves most of them behind).
+    let growth = growth::run(addr, &token, &cluster_dir, &growth::spec(options)).await?;
     server.stop()?;
 
     Ok(PicloudReport {
@@ -336,6 +360,7 @@ async fn run_with(options: &Options, launcher: &Launcher) -> Result<PicloudRepor
         first_request,
         events,
         files,
+        growth,
     })
 }
 

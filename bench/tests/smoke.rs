@@ -65,6 +65,7 @@ fn a_smoke_run_writes_every_section_of_the_report() {
         "startup",
         "first_request",
         "events",
+        "growth",
         "goals",
     ] {
         assert!(report.get(section).is_some(), "no {section} in {report:#}");
@@ -106,4 +107,44 @@ fn a_smoke_run_writes_every_section_of_the_report() {
     assert!(report["events"]["kv_script_events_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["events"]["kv_put_events_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["goals"]["event_start_p50"]["met"].is_boolean());
+
+    // The cost as the work grows, at two tiny sizes each: every table has both rows and
+    // its ratio, and each goal is judged (never on a smoke run's timing, only its shape).
+    let growth = &report["growth"];
+    for (table, figure) in [
+        ("kv_fan_out", "/latency/p50_us"),
+        ("dispatch", "/events_per_s"),
+        ("first_call", "/first_call/p50_us"),
+        ("first_call", "/steady_state/p50_us"),
+        ("list_page", "/latency/p50_us"),
+    ] {
+        let sizes = growth[table]["sizes"].as_array().expect("sizes");
+        assert_eq!(sizes.len(), 2, "{table}: {growth:#}");
+        for size in sizes {
+            let value = size.pointer(figure).and_then(Value::as_f64);
+            assert!(value.is_some_and(|v| v > 0.0), "{table}{figure}: {size:#}");
+        }
+    }
+    for ratio in [
+        &growth["kv_fan_out"]["largest_vs_smallest"],
+        &growth["dispatch"]["largest_vs_smallest"],
+        &growth["first_call"]["first_call_largest_vs_smallest"],
+        &growth["first_call"]["steady_largest_vs_smallest"],
+        &growth["list_page"]["largest_vs_smallest"],
+    ] {
+        assert!(ratio.is_number(), "{growth:#}");
+    }
+    for goal in [
+        "growth_kv_fan_out",
+        "growth_dispatch",
+        "growth_first_call",
+        "growth_steady_call",
+        "growth_list_page",
+    ] {
+        assert!(report["goals"][goal]["met"].is_boolean(), "{goal}");
+    }
+    assert!(
+        stdout.contains("| kv triggers in the app (one matches) |"),
+        "the growth tables are printed: {stdout}"
+    );
 }

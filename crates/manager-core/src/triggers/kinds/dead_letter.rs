@@ -156,6 +156,7 @@ impl Kind for DeadLetter {
     async fn enabled(
         conn: &mut PgConnection,
         app: AppId,
+        _subject: &EventSubject,
     ) -> RepoResult<Vec<(Target, DeadLetterDetails)>> {
         TABLE.enabled(conn, app, parse_row).await
     }

@@ -169,8 +169,17 @@ impl<K: GlobKind> Kind for K {
     async fn enabled(
         conn: &mut PgConnection,
         app: AppId,
+        subject: &EventSubject,
     ) -> RepoResult<Vec<(Target, Self::Details)>> {
-        table::<K>().enabled(conn, app, parse_row::<K>).await
+        match K::change(subject) {
+            Some((collection, _)) => {
+                table::<K>()
+                    .enabled_in_collection(conn, app, collection, parse_row::<K>)
+                    .await
+            }
+            // Not a change of this kind: no trigger of it matches.
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -75,12 +75,14 @@ pub(crate) trait Kind {
     /// The details of the triggers `ids` (all of this kind), in any order.
     async fn load(conn: &mut PgConnection, ids: &[Uuid]) -> RepoResult<Vec<(Uuid, Self::Details)>>;
 
-    /// The enabled triggers of this kind in `app` with their details, oldest first, each
-    /// locked against deletion (`FOR KEY SHARE`) until the caller's transaction ends: the
-    /// outbox rows written for them reference them.
+    /// The enabled triggers of this kind in `app` with their details that may match
+    /// `subject` (every one that does, and perhaps others: [`matches`](Self::matches)
+    /// decides), oldest first, each locked against deletion (`FOR KEY SHARE`) until the
+    /// caller's transaction ends: the outbox rows written for them reference them.
     async fn enabled(
         conn: &mut PgConnection,
         app: AppId,
+        subject: &EventSubject,
     ) -> RepoResult<Vec<(Target, Self::Details)>>;
 }
 
@@ -193,7 +195,7 @@ pub(crate) async fn targets(
         app: AppId,
         subject: &EventSubject,
     ) -> RepoResult<Vec<Target>> {
-        Ok(K::enabled(conn, app)
+        Ok(K::enabled(conn, app, subject)
             .await?
             .into_iter()
             .filter(|(_, details)| K::matches(details, subject))

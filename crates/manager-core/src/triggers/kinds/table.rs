@@ -59,10 +59,54 @@ impl DetailsTable {
         app: AppId,
         parse: impl Fn(Uuid, &PgRow) -> RepoResult<D>,
     ) -> RepoResult<Vec<(Target, D)>> {
+        self.enabled_where(conn, app, None, parse).await
+    }
+
+    /// [`enabled`](Self::enabled), only those whose `collection_glob` column can match
+    /// `collection`: the glob is the name itself, or ends in `*` and the name starts with
+    /// what comes before it. An index lookup of the name and one of the app's few globs
+    /// with a `*` (the indexes of migration 0011), so an app with thousands of triggers on
+    /// other collections does not read, nor lock, every one of them on each change.
+    pub(super) async fn enabled_in_collection<D>(
+        &self,
+        conn: &mut PgConnection,
+        app: AppId,
+        collection: &str,
+        parse: impl Fn(Uuid, &PgRow) -> RepoResult<D>,
+    ) -> RepoResult<Vec<(Target, D)>> {
+        self.enabled_where(conn, app, Some(collection), parse).await
+    }
+
+    async fn enabled_where<D>(
+        &self,
+        conn: &mut PgConnection,
+        app: AppId,
+        collection: Option<&str>,
+        parse: impl Fn(Uuid, &PgRow) -> RepoResult<D>,
+    ) -> RepoResult<Vec<(Target, D)>> {
         let columns: Vec<String> = self.columns.iter().map(|c| format!("d.{c}")).collect();
+        // The candidates come first, from the details' indexes, and the triggers are looked
+        // up by id: written as a filter on the app's triggers instead, the planner may walk
+        // all of them (it did, with statistics older than a bulk of new triggers).
+        let (candidates, from) = if collection.is_some() {
+            (
+                format!(
+                    "WITH candidates AS MATERIALIZED (\
+                       SELECT trigger_id FROM {table} WHERE collection_glob = $2 \
+                       UNION \
+                       SELECT trigger_id FROM {table} \
+                       WHERE collection_glob LIKE '%*' \
+                         AND starts_with($2, left(collection_glob, -1))) ",
+                    table = self.name
+                ),
+                "candidates c JOIN triggers t ON t.id = c.trigger_id",
+            )
+        } else {
+            (String::new(), "triggers t")
+        };
         let sql = format!(
-            "SELECT t.id, t.script_id, {} \
-             FROM triggers t JOIN {} d ON d.trigger_id = t.id \
+            "{candidates}SELECT t.id, t.script_id, {} \
+             FROM {from} JOIN {} d ON d.trigger_id = t.id \
              WHERE t.app_id = $1 AND t.kind = '{}' AND t.enabled \
              ORDER BY t.created_at, t.id \
              FOR KEY SHARE OF t",
@@ -70,11 +114,11 @@ impl DetailsTable {
             self.name,
             self.kind.as_str()
         );
-        let rows = sqlx::query(&sql)
-            .bind(app.as_uuid())
-            .fetch_all(conn)
-            .await
-            .map_err(db_error)?;
+        let mut query = sqlx::query(&sql).bind(app.as_uuid());
+        if let Some(collection) = collection {
+            query = query.bind(collection);
+        }
+        let rows = query.fetch_all(conn).await.map_err(db_error)?;
         rows.iter()
             .map(|row| {
                 let id = column(row, "id")?;
