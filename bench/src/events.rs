@@ -27,16 +27,16 @@ use crate::load::{Latency, round2};
 use crate::picloud;
 
 /// The default app every admin call of the harness works in.
-const DEFAULT_APP: &str = "00000000-0000-0000-0000-000000000001";
+pub(crate) const DEFAULT_APP: &str = "00000000-0000-0000-0000-000000000001";
 
 /// The collection the trigger watches.
 const COLLECTION: &str = "bench-events";
 
 /// How often the harness counts the trigger runs recorded so far.
-const COUNT_POLL: Duration = Duration::from_millis(50);
+pub(crate) const COUNT_POLL: Duration = Duration::from_millis(50);
 
 /// Longest the harness waits for the runs of one phase to be recorded.
-const RUNS_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const RUNS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Rows the raw baseline claims per `UPDATE`.
 const CLAIM_BATCH: i64 = 100;
@@ -75,13 +75,15 @@ pub struct EventSpec {
 }
 
 /// The trigger the phases fire.
-struct Target {
-    trigger: String,
-    script: String,
+pub(crate) struct Target {
+    /// The trigger's id.
+    pub(crate) trigger: String,
+    /// The id of the script it runs.
+    pub(crate) script: String,
 }
 
 /// picloud's zero-config database, reached over the cluster's unix socket.
-async fn connect(cluster_dir: &Path) -> Result<PgPool> {
+pub(crate) async fn connect(cluster_dir: &Path) -> Result<PgPool> {
     let url = format!(
         "postgresql://picloud@localhost/picloud?host={}",
         cluster_dir.display()
@@ -201,17 +203,18 @@ fn kv_put(token: &str, key: &str, value: &Value) -> Call {
     .bearer(token)
 }
 
-/// Sends `call` and insists on a 2xx.
-async fn send_ok(connection: &mut Connection, call: &Call) -> Result<()> {
+/// Sends `call` and insists on a 2xx; the body.
+pub(crate) async fn send_ok(connection: &mut Connection, call: &Call) -> Result<bytes::Bytes> {
     let (status, body) = connection.send(call).await?;
     if !status.is_success() {
         bail!(
-            "{} answered {status}: {}",
+            "{} {} answered {status}: {}",
+            call.method,
             call.path,
             String::from_utf8_lossy(&body)
         );
     }
-    Ok(())
+    Ok(body)
 }
 
 /// Trigger runs of `script` recorded so far that started at or after `since`, and when
@@ -235,7 +238,7 @@ async fn runs_since(
 
 /// Waits until `target` runs that started at or after `since` are recorded; when the last
 /// of them ended.
-async fn runs_done(
+pub(crate) async fn runs_done(
     pool: &PgPool,
     script: &str,
     since: DateTime<Utc>,
@@ -334,7 +337,11 @@ fn kv_event(key: &str, n: usize) -> Value {
 /// the emitter would write for as many KV events, one statement each, announcing them
 /// with picloud's own [`OutboxSignal`] as another node would, while picloud claims, runs,
 /// records and deletes them; from the first insert until the last run ends.
-async fn dispatch_throughput(pool: &PgPool, target: &Target, spec: EventSpec) -> Result<f64> {
+pub(crate) async fn dispatch_throughput(
+    pool: &PgPool,
+    target: &Target,
+    spec: EventSpec,
+) -> Result<f64> {
     // The writers are another node: they announce their rows with picloud's own signal.
     let announcer = OutboxSignal::spawn(pool.clone());
     let since = Utc::now();
@@ -444,7 +451,7 @@ async fn kv_throughput(
 }
 
 /// The middle value (the mean of the middle two for an even count; 0 for none).
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     match values.len() {
@@ -458,7 +465,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     clippy::cast_precision_loss,
     reason = "event counts are far below 2^52"
 )]
-fn per_second(count: usize, elapsed: Duration) -> f64 {
+pub(crate) fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 

@@ -20,21 +20,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{DateTime, Utc};
 use hyper::StatusCode;
-use picloud_manager_core::OutboxSignal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
 
 use crate::Options;
+use crate::events::{
+    self, COUNT_POLL, DEFAULT_APP, EventSpec, RUNS_TIMEOUT, Target, median, per_second, send_ok,
+};
 use crate::http::{Call, Connection};
 use crate::load::{Latency, round2};
 use crate::picloud;
-
-/// The default app every admin call of the harness works in.
-const DEFAULT_APP: &str = "00000000-0000-0000-0000-000000000001";
 
 /// The collection the KV writes go to; one trigger watches it.
 const KV_COLLECTION: &str = "bench-growth";
@@ -64,21 +61,10 @@ const DISPATCH_ROUNDS: usize = 3;
 /// Waiting outbox rows written per statement.
 const WAITING_CHUNK: usize = 100_000;
 
-/// How often the harness counts the trigger runs recorded so far.
-const COUNT_POLL: Duration = Duration::from_millis(50);
-
-/// Longest the harness waits for runs to be recorded, or for the outbox to drain.
-const RUNS_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// Ids of the waiting rows: UUIDv7-shaped and in order, as the emitter's are, with a fixed
 /// timestamp in 1970 that no row picloud writes can have; the row's number is the last 12
 /// hex digits. Also how the rows are found again to be deleted.
 const WAITING_ID_PREFIX: &str = "00000000-6700-7000-8000-";
-
-/// The outbox row the emitter writes for a KV event, as the dispatch rounds insert it (the
-/// same statement as the event core's dispatch phase).
-const INSERT_EVENT: &str = "INSERT INTO outbox (id, app_id, trigger_id, script_id, event, depth) \
-                            VALUES (gen_random_uuid(), $1::uuid, $2::uuid, $3::uuid, $4, 1)";
 
 /// Rows `$4..=$5` of the outbox rows waiting for trigger `$2` (script `$3`) in app `$1`,
 /// their ids after the prefix `$6`: a KV event's row as the emitter writes it, due 30 days
@@ -199,20 +185,6 @@ pub fn spec(options: &Options) -> GrowthSpec {
     }
 }
 
-/// picloud's zero-config database, reached over the cluster's unix socket.
-async fn connect(cluster_dir: &Path) -> Result<PgPool> {
-    let url = format!(
-        "postgresql://picloud@localhost/picloud?host={}",
-        cluster_dir.display()
-    );
-    PgPoolOptions::new()
-        .max_connections(20)
-        .test_before_acquire(false)
-        .connect(&url)
-        .await
-        .with_context(|| format!("connecting to {url}"))
-}
-
 /// Every measurement of the step, in this order: scripts, execution records, triggers, the
 /// outbox (last: it writes the most, and deletes it again).
 pub async fn run(
@@ -221,7 +193,7 @@ pub async fn run(
     cluster_dir: &Path,
     spec: &GrowthSpec,
 ) -> Result<Value> {
-    let pool = connect(cluster_dir).await?;
+    let pool = events::connect(cluster_dir).await?;
     let first_call = first_call_growth(addr, token, &pool, spec).await?;
     let list_page = list_growth(addr, token, &pool, spec).await?;
     let kv_fan_out = kv_growth(addr, token, &pool, spec).await?;
@@ -270,39 +242,6 @@ fn to_i64(n: usize) -> Result<i64> {
     i64::try_from(n).context("a size too large for the database")
 }
 
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "event counts are far below 2^52"
-)]
-fn per_second(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
-}
-
-/// The middle value (the mean of the middle two for an even count; 0 for none).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[middle],
-        _ => f64::midpoint(values[middle - 1], values[middle]),
-    }
-}
-
-/// Sends `call` and insists on a 2xx; the body.
-async fn send_ok(connection: &mut Connection, call: &Call) -> Result<bytes::Bytes> {
-    let (status, body) = connection.send(call).await?;
-    if !status.is_success() {
-        bail!(
-            "{} {} answered {status}: {}",
-            call.method,
-            call.path,
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(body)
-}
-
 /// Registers a kv trigger for `set` in `collection` running the script named `script`;
 /// its id.
 async fn register_trigger(
@@ -327,47 +266,6 @@ async fn register_trigger(
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("the trigger answer has no id: {trigger}"))
-}
-
-/// Trigger runs of `script` recorded so far that started at or after `since`, and when
-/// the last of them ended (its start plus its duration).
-async fn runs_since(
-    pool: &PgPool,
-    script: &str,
-    since: DateTime<Utc>,
-) -> Result<(i64, Option<DateTime<Utc>>)> {
-    let runs = sqlx::query_as(
-        "SELECT count(*), max(started_at + duration_ms * interval '1 millisecond')
-         FROM execution_logs
-         WHERE script_id = $1::uuid AND invocation_type = 'trigger' AND started_at >= $2",
-    )
-    .bind(script)
-    .bind(since)
-    .fetch_one(pool)
-    .await?;
-    Ok(runs)
-}
-
-/// Waits until `target` runs of `script` that started at or after `since` are recorded;
-/// when the last of them ended.
-async fn runs_done(
-    pool: &PgPool,
-    script: &str,
-    since: DateTime<Utc>,
-    target: usize,
-) -> Result<DateTime<Utc>> {
-    let target = to_i64(target)?;
-    let deadline = Instant::now() + RUNS_TIMEOUT;
-    loop {
-        let (count, last_end) = runs_since(pool, script, since).await?;
-        if count >= target {
-            return last_end.ok_or_else(|| anyhow!("{count} runs but no end time"));
-        }
-        if Instant::now() >= deadline {
-            bail!("{count} of {target} trigger runs recorded after {RUNS_TIMEOUT:?}");
-        }
-        tokio::time::sleep(COUNT_POLL).await;
-    }
 }
 
 /// Waits until trigger `trigger` has no outbox rows left: its runs are done.
@@ -489,6 +387,13 @@ async fn dispatch_growth(
 ) -> Result<Value> {
     let script = picloud::create_script(addr, token, DISPATCH_SCRIPT, "()").await?;
     let trigger = register_trigger(addr, token, DISPATCH_SCRIPT, DISPATCH_COLLECTION).await?;
+    // Each round is the event core's dispatch phase, at this step's size.
+    let dispatch = EventSpec {
+        latency_events: 0,
+        throughput_events: spec.dispatch_events,
+        connections: spec.connections.max(1),
+    };
+    let target = Target { trigger, script };
     let mut waiting = 0;
     let mut sizes = Vec::new();
     let mut rates = Vec::new();
@@ -505,8 +410,8 @@ async fn dispatch_growth(
                 let to = (from + WAITING_CHUNK - 1).min(rows);
                 sqlx::query(INSERT_WAITING)
                     .bind(DEFAULT_APP)
-                    .bind(&trigger)
-                    .bind(&script)
+                    .bind(&target.trigger)
+                    .bind(&target.script)
                     .bind(to_i64(from)?)
                     .bind(to_i64(to)?)
                     .bind(WAITING_ID_PREFIX)
@@ -526,9 +431,7 @@ async fn dispatch_growth(
                  connections ({round}/{DISPATCH_ROUNDS})",
                 spec.dispatch_events, spec.connections
             );
-            rounds.push(
-                dispatch_round(pool, &trigger, &script, spec, &format!("w{rows}r{round}")).await?,
-            );
+            rounds.push(events::dispatch_throughput(pool, &target, dispatch).await?);
         }
         let events_per_s = median(rounds.clone());
         rates.push(events_per_s);
@@ -553,61 +456,6 @@ async fn dispatch_growth(
         "sizes": sizes,
         "largest_vs_smallest": rate_growth(&rates),
     }))
-}
-
-/// One dispatch round: events per second from the first insert until the last run ends.
-async fn dispatch_round(
-    pool: &PgPool,
-    trigger: &str,
-    script: &str,
-    spec: &GrowthSpec,
-    prefix: &str,
-) -> Result<f64> {
-    // The writers are another node: they announce their rows with picloud's own signal.
-    let announcer = OutboxSignal::spawn(pool.clone());
-    let since = Utc::now();
-    let connections = spec.connections.max(1);
-    let writers: Vec<_> = (0..connections)
-        .map(|lane| {
-            let (pool, announcer) = (pool.clone(), announcer.clone());
-            let (trigger, script) = (trigger.to_owned(), script.to_owned());
-            let events: Vec<(String, usize)> = (lane..spec.dispatch_events)
-                .step_by(connections)
-                .map(|i| (format!("{prefix}-{i:06}"), i))
-                .collect();
-            tokio::spawn(async move {
-                for (key, n) in events {
-                    let event = json!({
-                        "kind": "kv",
-                        "app_id": DEFAULT_APP,
-                        "collection": DISPATCH_COLLECTION,
-                        "key": key,
-                        "op": "set",
-                        "value": { "n": n },
-                        "depth": 1,
-                        "causation_id": null,
-                    });
-                    sqlx::query(INSERT_EVENT)
-                        .bind(DEFAULT_APP)
-                        .bind(&trigger)
-                        .bind(&script)
-                        .bind(event)
-                        .execute(&pool)
-                        .await?;
-                    announcer.rows_committed();
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await??;
-    }
-    let end = runs_done(pool, script, since, spec.dispatch_events).await?;
-    let elapsed = (end - since)
-        .to_std()
-        .map_err(|_| anyhow!("the last run ended before the round began"))?;
-    Ok(per_second(spec.dispatch_events, elapsed))
 }
 
 /// `VACUUM (ANALYZE)` of `tables` (constants of this module) after a bulk insert: what
