@@ -73,11 +73,11 @@ impl ExecutorConfig {
 
 /// Runs scripts in this process: bounded by the [`ExecutionGate`], compiled once per script
 /// version (the code kept in a cache bounded in bytes). On a runtime made by
-/// [`inline_runtime`](crate::inline_runtime), a compiled script first runs inline, on the
-/// thread that asked, for at most its slice ([`crate::INLINE_SLICE`]); a run that outgrows
-/// it, and every run elsewhere, is handed to a long-lived script worker thread under a
-/// wall-clock deadline. Clones share the engine, the gate,
-/// the workers and the compiled-script cache.
+/// [`inline_runtime`](crate::inline_runtime), a script first runs inline, on the thread
+/// that asked, for at most its slice ([`crate::INLINE_SLICE`]); a run that outgrows it,
+/// and every run elsewhere, is handed to a long-lived script worker thread under a
+/// wall-clock deadline. Clones share the engine, the gate, the workers and the
+/// compiled-script cache.
 #[derive(Debug, Clone)]
 pub struct LocalExecutorClient {
     inner: Arc<Inner>,

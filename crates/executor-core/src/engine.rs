@@ -61,8 +61,9 @@ const MAX_STACK: usize = 1024 * 1024 * 1024;
 
 /// The longest an inline run may hold a runtime thread by default
 /// ([`ExecutorConfig::inline_slice`](crate::ExecutorConfig::inline_slice)): past it, the
-/// run is abandoned and started again on a script worker. The clock is read every 32 operations, and an inline
-/// run holds at most [`INLINE_MAX_HEAP`], so no operation in between takes long.
+/// run is abandoned and started again on a script worker. The clock is read every 32
+/// operations, and an inline run holds at most [`INLINE_MAX_HEAP`], so no operation in
+/// between takes long.
 pub const INLINE_SLICE: Duration = Duration::from_micros(500);
 
 /// The most heap an inline run may hold. Past it the run moves to a worker: besides
@@ -391,8 +392,8 @@ impl CompiledScript {
     }
 
     /// Runs the script on the calling thread if it is short: at most `slice` (the
-    /// executor's is [`INLINE_SLICE`]) and
-    /// [`INLINE_MAX_HEAP`], and no blocking call (service calls, `sleep`). `None` when
+    /// executor's is [`INLINE_SLICE`]) and [`INLINE_MAX_HEAP`], and no blocking call
+    /// (service calls, `sleep`). `None` when
     /// it is not: either it outgrew the slice this time (the attempt is dropped with
     /// whatever it built and logged, before any effect, and counted against the script:
     /// a script that blocks or holds too much, or runs out of time three times, runs on a

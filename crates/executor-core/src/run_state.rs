@@ -158,8 +158,11 @@ pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
             state.stop = Some(StopReason::Memory);
             return Some(Dynamic::UNIT);
         }
-        let check_clock = operations.is_multiple_of(DEADLINE_CHECK_INTERVAL);
-        if check_clock && Instant::now() >= state.deadline {
+        // One reading of the clock serves the deadline and an inline run's slice.
+        let now = operations
+            .is_multiple_of(DEADLINE_CHECK_INTERVAL)
+            .then(Instant::now);
+        if now.is_some_and(|now| now >= state.deadline) {
             state.stop = Some(StopReason::Timeout);
             return Some(Dynamic::UNIT);
         }
@@ -168,7 +171,7 @@ pub(crate) fn on_progress(operations: u64) -> Option<Dynamic> {
         if let Some(slice) = state.inline {
             let end = if memory::run_bytes() > slice.max_heap {
                 Some(SliceEnd::Heap)
-            } else if check_clock && Instant::now() >= slice.ends {
+            } else if now.is_some_and(|now| now >= slice.ends) {
                 Some(SliceEnd::Clock)
             } else {
                 None
